@@ -1,0 +1,318 @@
+//! The [`KeyedStateBackend`] contract.
+//!
+//! The trait is object-safe and works on encoded bytes, so a runtime can hold a
+//! `Box<dyn KeyedStateBackend>` chosen by configuration; the typed handles in
+//! [`crate::state`] sit on top of it and are all users normally touch.
+//!
+//! # Contract
+//!
+//! * One backend serves one operator instance and its key-group range. It is
+//!   used from one thread at a time (`&mut self`), as Flink's task thread
+//!   does; only the [`AsyncSnapshot`] it returns runs elsewhere.
+//! * The caller sets the current key once per record with
+//!   [`set_current_key`](KeyedStateBackend::set_current_key); every state
+//!   access then addresses (current key, namespace). The backend MUST reject a
+//!   key outside its key-group range.
+//! * Keys, namespaces, values and map keys are opaque encoded bytes; backends
+//!   compare them byte-wise. Lists use the [list encoding](crate::codec).
+//! * A state is addressed by the [`StateId`] that registration returned. An
+//!   operation of the wrong kind MUST fail with
+//!   [`StateError::StateKindMismatch`](crate::StateError::StateKindMismatch).
+//! * Reads of an absent (key, namespace) return `None`; clearing an absent one
+//!   is not an error. Writing an empty list clears it.
+//! * [`snapshot`](KeyedStateBackend::snapshot) is the synchronous phase: it
+//!   MUST return quickly, independent of the amount of state where the backend
+//!   allows, and freeze what the snapshot holds. Writes after it returns MUST
+//!   NOT change what the [`AsyncSnapshot`] writes.
+//!
+//! Wrappers (such as the changelog backend) SHOULD implement every method,
+//! since the trait has no default methods to silently bypass the inner backend.
+
+use std::fmt;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use crate::descriptor::{StateMeta, StateRegistration};
+use crate::error::{Result, StateError};
+use crate::key_group::{KeyGroup, KeyGroupRange, check_max_parallelism};
+use crate::snapshot::{AsyncSnapshot, KeyedStateHandle, SnapshotOptions};
+use crate::storage::CheckpointStorageAccess;
+
+/// Identifies a registered state within one backend (an index, cheap to copy).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StateId(pub u32);
+
+/// Visitor over entries; return `ControlFlow::Break(())` to stop early.
+pub type EntryVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>> + 'a;
+
+/// A keyed state backend for one key-group range.
+pub trait KeyedStateBackend: Send {
+    /// Short name of the implementation, e.g. `"heap"`.
+    fn backend_name(&self) -> &'static str;
+
+    /// The key groups this backend serves.
+    fn key_group_range(&self) -> KeyGroupRange;
+
+    /// The job's max parallelism (number of key groups).
+    fn max_parallelism(&self) -> u32;
+
+    /// Registers a state, or returns the id of the state registered (or
+    /// restored) under the same name.
+    ///
+    /// # Errors
+    /// [`StateError::StateKindMismatch`] / [`StateError::StateTypeMismatch`]
+    /// when the name exists with another kind or other types.
+    fn register_state(&mut self, registration: StateRegistration) -> Result<StateId>;
+
+    /// Metadata of every state this backend holds: registered ones and ones
+    /// restored from snapshots but not registered yet.
+    fn state_metas(&self) -> Vec<StateMeta>;
+
+    /// Sets the key that following state accesses address, given as encoded
+    /// bytes. Computes its key group once.
+    ///
+    /// # Errors
+    /// [`StateError::KeyGroupOutOfRange`] if the key does not belong here.
+    fn set_current_key(&mut self, encoded_key: &[u8]) -> Result<()>;
+
+    /// The current key's encoded bytes, if one is set.
+    fn current_key(&self) -> Option<&[u8]>;
+
+    /// The current key's key group, if a key is set.
+    fn current_key_group(&self) -> Option<KeyGroup>;
+
+    /// Reads the value of a value, reducing or aggregating state, or the
+    /// encoded elements of a list state.
+    ///
+    /// # Errors
+    /// [`StateError::NoCurrentKey`], [`StateError::UnknownState`],
+    /// [`StateError::StateKindMismatch`] for map state.
+    fn get(&mut self, state: StateId, namespace: &[u8]) -> Result<Option<&[u8]>>;
+
+    /// Replaces the value (value, reducing, aggregating state) or the whole
+    /// encoded list (list state; an empty list clears).
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    fn put(&mut self, state: StateId, namespace: &[u8], value: &[u8]) -> Result<()>;
+
+    /// Removes the (current key, namespace) entry of any kind of state.
+    ///
+    /// # Errors
+    /// [`StateError::NoCurrentKey`], [`StateError::UnknownState`].
+    fn clear(&mut self, state: StateId, namespace: &[u8]) -> Result<()>;
+
+    /// Appends encoded list elements (one or more, in the list encoding).
+    ///
+    /// # Errors
+    /// As [`get`](Self::get), for states other than list state.
+    fn list_append(
+        &mut self,
+        state: StateId,
+        namespace: &[u8],
+        encoded_elements: &[u8],
+    ) -> Result<()>;
+
+    /// Folds an encoded input into a reducing or aggregating state with its
+    /// registered [`StateFunction`](crate::descriptor::StateFunction).
+    ///
+    /// # Errors
+    /// As [`get`](Self::get), for other kinds; codec errors of the function.
+    fn accumulate(&mut self, state: StateId, namespace: &[u8], input: &[u8]) -> Result<()>;
+
+    /// Merges the entries of `sources` into `target` and clears the sources
+    /// (merging windows): lists concatenate, reducing and aggregating states
+    /// merge with their function.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get), for value and map state.
+    fn merge_namespaces(&mut self, state: StateId, target: &[u8], sources: &[&[u8]]) -> Result<()>;
+
+    /// Reads one map entry.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get), for states other than map state.
+    fn map_get(
+        &mut self,
+        state: StateId,
+        namespace: &[u8],
+        user_key: &[u8],
+    ) -> Result<Option<&[u8]>>;
+
+    /// Inserts or replaces one map entry.
+    ///
+    /// # Errors
+    /// As [`map_get`](Self::map_get).
+    fn map_put(
+        &mut self,
+        state: StateId,
+        namespace: &[u8],
+        user_key: &[u8],
+        value: &[u8],
+    ) -> Result<()>;
+
+    /// Removes one map entry (absent is not an error).
+    ///
+    /// # Errors
+    /// As [`map_get`](Self::map_get).
+    fn map_remove(&mut self, state: StateId, namespace: &[u8], user_key: &[u8]) -> Result<()>;
+
+    /// Visits the (user key, value) entries of the current key's map in
+    /// namespace `namespace`, in ascending byte order of the user keys.
+    ///
+    /// # Errors
+    /// As [`map_get`](Self::map_get), or the visitor's error.
+    fn map_for_each(
+        &mut self,
+        state: StateId,
+        namespace: &[u8],
+        visitor: &mut EntryVisitor<'_>,
+    ) -> Result<()>;
+
+    /// Visits every (key, namespace) that has an entry in `state`, across all
+    /// key groups of this backend. The order is unspecified.
+    ///
+    /// # Errors
+    /// [`StateError::UnknownState`], or the visitor's error.
+    fn for_each_key_and_namespace(
+        &mut self,
+        state: StateId,
+        visitor: &mut EntryVisitor<'_>,
+    ) -> Result<()>;
+
+    /// The synchronous phase of a snapshot: freeze the state and return the
+    /// task that writes it to `storage`.
+    ///
+    /// # Errors
+    /// Backend-specific failures to freeze (e.g. a failed flush).
+    fn snapshot(
+        &mut self,
+        checkpoint_id: u64,
+        options: &SnapshotOptions,
+        storage: Arc<dyn CheckpointStorageAccess>,
+    ) -> Result<AsyncSnapshot>;
+
+    /// The checkpoint completed: its files may now be relied on.
+    ///
+    /// # Errors
+    /// Backend-specific clean-up failures.
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<()>;
+
+    /// The checkpoint was aborted: nothing it wrote may be relied on.
+    ///
+    /// # Errors
+    /// Backend-specific clean-up failures.
+    fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) -> Result<()>;
+
+    /// Checkpoints up to and including this one are subsumed and will not be
+    /// restored from any more.
+    ///
+    /// # Errors
+    /// Backend-specific clean-up failures.
+    fn notify_checkpoint_subsumed(&mut self, checkpoint_id: u64) -> Result<()>;
+}
+
+/// Everything needed to build one backend instance.
+#[derive(Clone)]
+pub struct BackendContext {
+    /// Name of the operator instance, for logs and local directory names.
+    pub operator: String,
+    /// The job's max parallelism.
+    pub max_parallelism: u32,
+    /// The key groups this instance serves.
+    pub key_group_range: KeyGroupRange,
+    /// Snapshots to restore from (taken at any parallelism); empty to start
+    /// fresh.
+    pub restore: Vec<KeyedStateHandle>,
+    /// Where restore handles are read from.
+    pub storage: Arc<dyn CheckpointStorageAccess>,
+}
+
+impl fmt::Debug for BackendContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BackendContext")
+            .field("operator", &self.operator)
+            .field("max_parallelism", &self.max_parallelism)
+            .field("key_group_range", &self.key_group_range)
+            .field("restore", &self.restore.len())
+            .finish()
+    }
+}
+
+impl BackendContext {
+    /// Checks the context before a backend is built: valid key groups, and
+    /// restore handles with the same max parallelism that intersect the range,
+    /// do not overlap each other and together cover the whole range. A gap
+    /// means a handle is missing, which would silently lose state.
+    ///
+    /// # Errors
+    /// [`StateError::InvalidKeyGroups`] or [`StateError::Restore`] naming the
+    /// handle and the key groups.
+    pub fn validate(&self) -> Result<()> {
+        check_max_parallelism(self.max_parallelism)?;
+        let range = self.key_group_range;
+        if range.end_exclusive() > self.max_parallelism {
+            return Err(StateError::InvalidKeyGroups(format!(
+                "{range} exceeds max parallelism {}",
+                self.max_parallelism
+            )));
+        }
+        if self.restore.is_empty() {
+            return Ok(());
+        }
+        let mut covered: Vec<KeyGroupRange> = Vec::with_capacity(self.restore.len());
+        for handle in &self.restore {
+            if handle.max_parallelism() != self.max_parallelism {
+                return Err(StateError::Restore(format!(
+                    "snapshot of checkpoint {} was taken with max parallelism {}, this backend has {}; \
+                     max parallelism cannot change across restores",
+                    handle.checkpoint_id(),
+                    handle.max_parallelism(),
+                    self.max_parallelism
+                )));
+            }
+            let part = handle.key_group_range().intersection(&range);
+            if part.is_empty() {
+                return Err(StateError::Restore(format!(
+                    "handle for {} of checkpoint {} does not intersect this backend's {range}",
+                    handle.key_group_range(),
+                    handle.checkpoint_id()
+                )));
+            }
+            if let Some(other) = covered.iter().find(|c| !c.intersection(&part).is_empty()) {
+                return Err(StateError::Restore(format!(
+                    "restore handles overlap in {}",
+                    other.intersection(&part)
+                )));
+            }
+            covered.push(part);
+        }
+        covered.sort_by_key(KeyGroupRange::start);
+        let mut next = range.start();
+        for part in covered {
+            if part.start() != next {
+                break;
+            }
+            next = part.end_exclusive();
+        }
+        if next != range.end_exclusive() {
+            return Err(StateError::Restore(format!(
+                "restore handles do not cover key group {next} of {range}: a handle is missing"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Builds backends of one kind; what runtimes and the conformance suite use.
+pub trait StateBackendFactory: Send + Sync {
+    /// Name of the backends this factory builds.
+    fn name(&self) -> &str;
+
+    /// Builds a backend, restoring `context.restore` if it is not empty.
+    ///
+    /// # Errors
+    /// Invalid context (see [`BackendContext::validate`]); restore failures
+    /// such as [`StateError::Corrupt`] or [`StateError::FileNotFound`].
+    fn create(&self, context: BackendContext) -> Result<Box<dyn KeyedStateBackend>>;
+}

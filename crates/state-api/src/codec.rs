@@ -1,0 +1,219 @@
+//! The one binary encoding of keys, namespaces, values and map keys.
+//!
+//! Everything a user hands to the typed state API is a serde type, encoded
+//! with [postcard](https://docs.rs/postcard) 1.x. Postcard was chosen because
+//! its wire format is specified and frozen for the whole 1.x line (so bytes
+//! written today decode in every later 1.x release), it is compact (LEB128
+//! varints, no field names, no padding), deterministic (the same value always
+//! gives the same bytes, which the RocksDB backend relies on to find keys), and
+//! it is allocation-free when encoding into a caller's buffer.
+//!
+//! Files record [`CODEC_VERSION`] in their headers, so a future encoding change
+//! can be detected instead of misread.
+//!
+//! This module also defines the length-prefixed *list encoding* that every
+//! backend uses for list state: each element is `varint(len) ++ bytes`, and a
+//! list is the concatenation of its elements. Appending is concatenation, which
+//! is what lets RocksDB append with a plain merge operator, and elements may
+//! hold any bytes (no delimiter to escape).
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use smallvec::SmallVec;
+
+use crate::error::{Result, StateError};
+
+/// Version of the value encoding (postcard 1.x wire format), written into file
+/// headers.
+pub const CODEC_VERSION: u8 = 1;
+
+/// A small inline byte buffer: encodings up to 64 bytes never touch the heap.
+pub type InlineBytes = SmallVec<[u8; 64]>;
+
+/// Encodes `value`, appending to `out`.
+///
+/// # Errors
+/// [`StateError::Codec`] when serde refuses the value.
+pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<()> {
+    let buf = std::mem::take(out);
+    *out = postcard::to_extend(value, buf).map_err(|e| StateError::codec("encode", e))?;
+    Ok(())
+}
+
+/// Encodes `value` into a fresh `Vec`.
+///
+/// # Errors
+/// [`StateError::Codec`] when serde refuses the value.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+    postcard::to_stdvec(value).map_err(|e| StateError::codec("encode", e))
+}
+
+/// Encodes `value` into an inline buffer (no heap allocation up to 64 bytes).
+///
+/// # Errors
+/// [`StateError::Codec`] when serde refuses the value.
+#[inline]
+pub fn encode_inline<T: Serialize + ?Sized>(value: &T) -> Result<InlineBytes> {
+    postcard::to_extend(value, InlineBytes::new()).map_err(|e| StateError::codec("encode", e))
+}
+
+/// Decodes a whole `T` from `bytes`; trailing bytes are an error, so a value
+/// read with the wrong type is caught rather than half-read.
+///
+/// ```
+/// let bytes = state_api::codec::encode(&(7u64, "seven")).unwrap();
+/// let back: (u64, String) = state_api::codec::decode(&bytes).unwrap();
+/// assert_eq!(back, (7, "seven".to_string()));
+/// assert!(state_api::codec::decode::<u8>(&bytes).is_err());
+/// ```
+///
+/// # Errors
+/// [`StateError::Codec`] for malformed input or trailing bytes.
+#[inline]
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    let (value, rest) =
+        postcard::take_from_bytes(bytes).map_err(|e| StateError::codec("decode", e))?;
+    if !rest.is_empty() {
+        return Err(StateError::codec(
+            format!("decode: {} trailing bytes", rest.len()),
+            postcard::Error::DeserializeBadEncoding,
+        ));
+    }
+    Ok(value)
+}
+
+/// Appends `value` as an unsigned LEB128 varint.
+#[inline]
+pub fn write_varint(out: &mut impl Extend<u8>, mut value: u64) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.extend([byte]);
+            return;
+        }
+        out.extend([byte | 0x80]);
+    }
+}
+
+/// Reads an unsigned LEB128 varint from the front of `input`, returning it and
+/// the rest; `None` when `input` ends inside the varint or it overflows u64.
+#[inline]
+pub fn read_varint(input: &[u8]) -> Option<(u64, &[u8])> {
+    let mut value = 0u64;
+    for (i, byte) in input.iter().enumerate().take(10) {
+        let bits = u64::from(byte & 0x7f);
+        if i == 9 && bits > 1 {
+            return None;
+        }
+        value |= bits << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((value, input.get(i + 1..)?));
+        }
+    }
+    None
+}
+
+/// Reads a `varint(len) ++ bytes` field from the front of `input`.
+#[inline]
+pub fn read_len_prefixed(input: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (len, rest) = read_varint(input)?;
+    let len = usize::try_from(len).ok()?;
+    if rest.len() < len {
+        return None;
+    }
+    Some(rest.split_at(len))
+}
+
+/// Appends `bytes` as one `varint(len) ++ bytes` field (also: one list element).
+#[inline]
+pub fn write_len_prefixed(out: &mut impl Extend<u8>, bytes: &[u8]) {
+    write_varint(out, bytes.len() as u64);
+    out.extend(bytes.iter().copied());
+}
+
+/// Iterator over the elements of an encoded list (see the module docs).
+///
+/// Yields `Err` once, at the first malformed element, then stops.
+///
+/// ```
+/// use state_api::codec::{write_len_prefixed, ListElements};
+/// let mut list = Vec::new();
+/// write_len_prefixed(&mut list, b"a,b");
+/// write_len_prefixed(&mut list, b"");
+/// let elems: Vec<&[u8]> = ListElements::new(&list).collect::<Result<_, _>>().unwrap();
+/// assert_eq!(elems, vec![&b"a,b"[..], &b""[..]]);
+/// ```
+#[derive(Clone, Debug)]
+pub struct ListElements<'a> {
+    rest: &'a [u8],
+    failed: bool,
+}
+
+impl<'a> ListElements<'a> {
+    /// Iterates over `encoded`.
+    pub fn new(encoded: &'a [u8]) -> Self {
+        Self {
+            rest: encoded,
+            failed: false,
+        }
+    }
+}
+
+impl<'a> Iterator for ListElements<'a> {
+    type Item = Result<&'a [u8]>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() || self.failed {
+            return None;
+        }
+        match read_len_prefixed(self.rest) {
+            Some((element, rest)) => {
+                self.rest = rest;
+                Some(Ok(element))
+            }
+            None => {
+                self.failed = true;
+                Some(Err(StateError::codec(
+                    "list element",
+                    postcard::Error::DeserializeUnexpectedEnd,
+                )))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varint_round_trip_and_bounds() {
+        for v in [0u64, 1, 127, 128, 300, u32::MAX as u64, u64::MAX] {
+            let mut buf = Vec::new();
+            write_varint(&mut buf, v);
+            assert_eq!(read_varint(&buf), Some((v, &[][..])));
+            assert_eq!(read_varint(&buf[..buf.len() - 1]), None);
+        }
+        assert_eq!(read_varint(&[0xff; 11]), None);
+    }
+
+    #[test]
+    fn postcard_encoding_is_pinned() {
+        // The key encoding decides key groups, so it must never change.
+        assert_eq!(encode(&42u64).unwrap(), vec![42]);
+        assert_eq!(encode(&300u64).unwrap(), vec![0xac, 0x02]);
+        assert_eq!(encode("ab").unwrap(), vec![2, b'a', b'b']);
+        assert_eq!(encode(&()).unwrap(), Vec::<u8>::new());
+    }
+
+    #[test]
+    fn truncated_list_is_an_error() {
+        let mut list = Vec::new();
+        write_len_prefixed(&mut list, b"hello");
+        let cut = &list[..3];
+        let items: Vec<_> = ListElements::new(cut).collect();
+        assert_eq!(items.len(), 1);
+        assert!(items[0].is_err());
+    }
+}

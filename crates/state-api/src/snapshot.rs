@@ -1,0 +1,215 @@
+//! Snapshots: options, the asynchronous part, and the handles they produce.
+//!
+//! A snapshot has two phases, as in Flink. [`KeyedStateBackend::snapshot`]
+//! (crate::KeyedStateBackend::snapshot) is the synchronous phase on the task
+//! thread; it returns an [`AsyncSnapshot`], a task that may run on any thread
+//! while the owner keeps reading and writing, and that yields a serializable
+//! [`KeyedStateHandle`] describing where the state went.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::key_group::KeyGroupRange;
+
+/// Which kind of snapshot to take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum SnapshotType {
+    /// A regular checkpoint; incremental where the backend supports and
+    /// enables it.
+    Checkpoint,
+    /// A checkpoint that shares no files with earlier ones (breaks an
+    /// incremental chain).
+    FullCheckpoint,
+    /// A user-triggered savepoint: self-contained and relocatable.
+    Savepoint(SavepointFormat),
+}
+
+/// Format of a savepoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SavepointFormat {
+    /// The key-group-ordered format every backend reads and writes.
+    Canonical,
+    /// The backend's own files; restores only into the same backend.
+    Native,
+}
+
+/// Options of one snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotOptions {
+    /// Checkpoint, full checkpoint or savepoint.
+    pub snapshot_type: SnapshotType,
+    /// Wall-clock time the checkpoint was triggered, in ms since the epoch.
+    pub timestamp_ms: u64,
+}
+
+impl SnapshotOptions {
+    /// Options of a regular checkpoint triggered at `timestamp_ms`.
+    pub fn checkpoint(timestamp_ms: u64) -> Self {
+        Self {
+            snapshot_type: SnapshotType::Checkpoint,
+            timestamp_ms,
+        }
+    }
+}
+
+/// Where a file of checkpoint state lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StateScope {
+    /// Belongs to exactly one checkpoint: `chk-<n>/`.
+    Exclusive,
+    /// May be referenced by several checkpoints: `shared/`.
+    Shared,
+    /// Owned by the task, never deleted by checkpoint subsumption: `taskowned/`.
+    TaskOwned,
+}
+
+/// One file in checkpoint storage, as written by a
+/// [`CheckpointOutputStream`](crate::storage::CheckpointOutputStream).
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FileHandle {
+    /// Path relative to the storage root (the job directory), `/`-separated.
+    pub path: String,
+    /// Scope the file was written in.
+    pub scope: StateScope,
+    /// Length of the payload in bytes (without the storage's checksum footer).
+    pub size: u64,
+    /// CRC-32C of the payload.
+    pub crc32c: u32,
+}
+
+impl fmt::Debug for FileHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}({} B, crc {:08x})", self.path, self.size, self.crc32c)
+    }
+}
+
+/// A full snapshot of a key-group range in the key-group format
+/// ([`crate::format`]): one file plus the offset of every key group's block,
+/// so a restore of any key-group subset reads only what it needs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyGroupsStateHandle {
+    /// Backend that wrote it (informational; every backend reads the format).
+    pub backend: String,
+    /// Checkpoint (or savepoint) id.
+    pub checkpoint_id: u64,
+    /// The job's max parallelism.
+    pub max_parallelism: u32,
+    /// Key groups in the file.
+    pub key_group_range: KeyGroupRange,
+    /// The file.
+    pub file: FileHandle,
+    /// Offset of each key group's block, one per key group of the range.
+    pub key_group_offsets: Vec<u64>,
+}
+
+/// What a snapshot of one backend produced; stored in checkpoint metadata and
+/// handed back to restore.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum KeyedStateHandle {
+    /// Full snapshot in the key-group format.
+    KeyGroups(KeyGroupsStateHandle),
+}
+
+impl KeyedStateHandle {
+    /// Key groups the snapshot holds.
+    pub fn key_group_range(&self) -> KeyGroupRange {
+        match self {
+            KeyedStateHandle::KeyGroups(h) => h.key_group_range,
+        }
+    }
+
+    /// Max parallelism it was taken with.
+    pub fn max_parallelism(&self) -> u32 {
+        match self {
+            KeyedStateHandle::KeyGroups(h) => h.max_parallelism,
+        }
+    }
+
+    /// Checkpoint id it was taken for.
+    pub fn checkpoint_id(&self) -> u64 {
+        match self {
+            KeyedStateHandle::KeyGroups(h) => h.checkpoint_id,
+        }
+    }
+
+    /// Every file the handle references.
+    pub fn files(&self) -> Vec<&FileHandle> {
+        match self {
+            KeyedStateHandle::KeyGroups(h) => vec![&h.file],
+        }
+    }
+
+    /// Total bytes of all referenced files (the full state size).
+    pub fn state_size(&self) -> u64 {
+        self.files().iter().map(|f| f.size).sum()
+    }
+}
+
+/// What the asynchronous phase produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotResult {
+    /// The handle to store in the checkpoint's metadata.
+    pub handle: KeyedStateHandle,
+    /// Bytes this snapshot uploaded (less than the state size for incremental
+    /// snapshots).
+    pub uploaded_bytes: u64,
+}
+
+/// The asynchronous phase of a snapshot: a task to run on any thread.
+///
+/// Dropping it without running abandons the snapshot; the caller then
+/// notifies the backend with `notify_checkpoint_aborted`.
+///
+/// ```
+/// use state_api::snapshot::AsyncSnapshot;
+/// let task = AsyncSnapshot::new(7, || Err(state_api::StateError::SnapshotCancelled {
+///     checkpoint_id: 7,
+///     reason: "example".into(),
+/// }));
+/// assert_eq!(task.checkpoint_id(), 7);
+/// let handle = std::thread::spawn(move || task.run());
+/// assert!(handle.join().unwrap().is_err());
+/// ```
+pub struct AsyncSnapshot {
+    checkpoint_id: u64,
+    task: Box<dyn FnOnce() -> Result<SnapshotResult> + Send>,
+}
+
+impl AsyncSnapshot {
+    /// Wraps the writing task of checkpoint `checkpoint_id`.
+    pub fn new(
+        checkpoint_id: u64,
+        task: impl FnOnce() -> Result<SnapshotResult> + Send + 'static,
+    ) -> Self {
+        Self {
+            checkpoint_id,
+            task: Box::new(task),
+        }
+    }
+
+    /// The checkpoint this snapshot belongs to.
+    pub fn checkpoint_id(&self) -> u64 {
+        self.checkpoint_id
+    }
+
+    /// Writes the snapshot and returns its handle.
+    ///
+    /// # Errors
+    /// Storage failures; the snapshot is then unusable and the checkpoint
+    /// must be aborted.
+    pub fn run(self) -> Result<SnapshotResult> {
+        (self.task)()
+    }
+}
+
+impl fmt::Debug for AsyncSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncSnapshot")
+            .field("checkpoint_id", &self.checkpoint_id)
+            .finish_non_exhaustive()
+    }
+}

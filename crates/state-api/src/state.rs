@@ -1,0 +1,542 @@
+//! Typed state handles over any [`KeyedStateBackend`].
+//!
+//! Register a state through [`KeyedStateBackendExt`] and use the returned
+//! handle with the backend it came from; handles only hold the state's id,
+//! their current namespace and (for value state) the default. Values go
+//! through the [crate codec](crate::codec): encoding uses an inline buffer, so
+//! small values never allocate on the write path.
+//!
+//! ```
+//! # fn demo(backend: &mut dyn state_api::KeyedStateBackend) -> state_api::Result<()> {
+//! use state_api::{KeyedStateBackendExt, ValueStateDescriptor};
+//!
+//! let counts = backend.value_state(ValueStateDescriptor::<u64>::new("counts").with_default(0))?;
+//! backend.set_key("user-1")?;
+//! let n = counts.value(backend)?.unwrap_or_default();
+//! counts.update(backend, &(n + 1))?;
+//! # Ok(()) }
+//! ```
+
+use std::marker::PhantomData;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::backend::{KeyedStateBackend, StateId};
+use crate::codec::{InlineBytes, ListElements, decode, encode_inline, write_len_prefixed};
+use crate::descriptor::{
+    AggregateFunction, AggregatingStateDescriptor, ListStateDescriptor, MapStateDescriptor,
+    ReducingStateDescriptor, StateRegistration, ValueStateDescriptor,
+};
+use crate::error::{Result, StateError};
+
+/// Typed registration and key handling on any backend (including
+/// `dyn KeyedStateBackend`).
+pub trait KeyedStateBackendExt: KeyedStateBackend {
+    /// Encodes `key` and makes it the current key.
+    ///
+    /// # Errors
+    /// [`StateError::KeyGroupOutOfRange`] if the key belongs to another
+    /// instance; codec errors.
+    fn set_key<K: Serialize + ?Sized>(&mut self, key: &K) -> Result<()> {
+        let encoded = encode_inline(key)?;
+        self.set_current_key(&encoded)
+    }
+
+    /// Decodes the current key.
+    ///
+    /// # Errors
+    /// [`StateError::NoCurrentKey`]; codec errors for another key type.
+    fn current_key_as<K: DeserializeOwned>(&self) -> Result<K> {
+        decode(self.current_key().ok_or(StateError::NoCurrentKey)?)
+    }
+
+    /// Registers (or re-opens) a value state.
+    ///
+    /// # Errors
+    /// See [`KeyedStateBackend::register_state`].
+    fn value_state<V, N>(
+        &mut self,
+        descriptor: ValueStateDescriptor<V, N>,
+    ) -> Result<ValueState<V, N>> {
+        let id = self.register_state(StateRegistration {
+            meta: descriptor.meta,
+            function: None,
+        })?;
+        Ok(ValueState {
+            id,
+            default: descriptor.default,
+            namespace: InlineBytes::new(),
+            _types: PhantomData,
+        })
+    }
+
+    /// Registers (or re-opens) a list state.
+    ///
+    /// # Errors
+    /// See [`KeyedStateBackend::register_state`].
+    fn list_state<T, N>(
+        &mut self,
+        descriptor: ListStateDescriptor<T, N>,
+    ) -> Result<ListState<T, N>> {
+        let id = self.register_state(StateRegistration {
+            meta: descriptor.meta,
+            function: None,
+        })?;
+        Ok(ListState {
+            id,
+            namespace: InlineBytes::new(),
+            _types: PhantomData,
+        })
+    }
+
+    /// Registers (or re-opens) a map state.
+    ///
+    /// # Errors
+    /// See [`KeyedStateBackend::register_state`].
+    fn map_state<UK, UV, N>(
+        &mut self,
+        descriptor: MapStateDescriptor<UK, UV, N>,
+    ) -> Result<MapState<UK, UV, N>> {
+        let id = self.register_state(StateRegistration {
+            meta: descriptor.meta,
+            function: None,
+        })?;
+        Ok(MapState {
+            id,
+            namespace: InlineBytes::new(),
+            _types: PhantomData,
+        })
+    }
+
+    /// Registers (or re-opens) a reducing state.
+    ///
+    /// # Errors
+    /// See [`KeyedStateBackend::register_state`].
+    fn reducing_state<T, N>(
+        &mut self,
+        descriptor: ReducingStateDescriptor<T, N>,
+    ) -> Result<ReducingState<T, N>> {
+        let id = self.register_state(StateRegistration {
+            meta: descriptor.meta,
+            function: Some(descriptor.function),
+        })?;
+        Ok(ReducingState {
+            id,
+            namespace: InlineBytes::new(),
+            _types: PhantomData,
+        })
+    }
+
+    /// Registers (or re-opens) an aggregating state.
+    ///
+    /// # Errors
+    /// See [`KeyedStateBackend::register_state`].
+    fn aggregating_state<F, N>(
+        &mut self,
+        descriptor: AggregatingStateDescriptor<F, N>,
+    ) -> Result<AggregatingState<F, N>>
+    where
+        F: AggregateFunction,
+        F::In: Serialize + DeserializeOwned,
+    {
+        let function = descriptor.function();
+        let id = self.register_state(StateRegistration {
+            meta: descriptor.meta,
+            function: Some(function),
+        })?;
+        Ok(AggregatingState {
+            id,
+            aggregate: descriptor.aggregate,
+            namespace: InlineBytes::new(),
+            _types: PhantomData,
+        })
+    }
+
+    /// The keys that have an entry in `state` under `namespace`.
+    ///
+    /// # Errors
+    /// [`StateError::UnknownState`]; codec errors for another key type.
+    fn keys<K: DeserializeOwned, N: Serialize>(
+        &mut self,
+        state: StateId,
+        namespace: &N,
+    ) -> Result<Vec<K>> {
+        let ns = encode_inline(namespace)?;
+        let mut keys = Vec::new();
+        self.for_each_key_and_namespace(state, &mut |key, key_ns| {
+            if key_ns == ns.as_slice() {
+                keys.push(decode(key)?);
+            }
+            Ok(ControlFlow::Continue(()))
+        })?;
+        Ok(keys)
+    }
+
+    /// Calls `function` once for every key with an entry in `state` under
+    /// `namespace`, with that key set as the current key (Flink's
+    /// `applyToAllKeys`, used for window clean-up). `function` may read, write
+    /// and clear state. The previous current key is restored afterwards.
+    ///
+    /// # Errors
+    /// The first error of `function`, or of iteration.
+    fn apply_to_all_keys<N: Serialize>(
+        &mut self,
+        state: StateId,
+        namespace: &N,
+        mut function: impl FnMut(&mut Self) -> Result<()>,
+    ) -> Result<()> {
+        let ns = encode_inline(namespace)?;
+        // Collect first: the function may modify the state being iterated.
+        let mut keys: Vec<InlineBytes> = Vec::new();
+        self.for_each_key_and_namespace(state, &mut |key, key_ns| {
+            if key_ns == ns.as_slice() {
+                keys.push(InlineBytes::from_slice(key));
+            }
+            Ok(ControlFlow::Continue(()))
+        })?;
+        let previous = self.current_key().map(InlineBytes::from_slice);
+        let outcome = keys.iter().try_for_each(|key| {
+            self.set_current_key(key)?;
+            function(self)
+        });
+        if let Some(previous) = previous {
+            self.set_current_key(&previous)?;
+        }
+        outcome
+    }
+}
+
+impl<B: KeyedStateBackend + ?Sized> KeyedStateBackendExt for B {}
+
+fn encode_namespaces<N: Serialize>(sources: &[N]) -> Result<Vec<InlineBytes>> {
+    sources.iter().map(encode_inline).collect()
+}
+
+macro_rules! namespace_methods {
+    () => {
+        /// The id the backend assigned to this state.
+        pub fn id(&self) -> StateId {
+            self.id
+        }
+
+        /// Sets the namespace (e.g. window) that following calls address.
+        ///
+        /// # Errors
+        /// Codec errors.
+        pub fn set_namespace(&mut self, namespace: &N) -> Result<()>
+        where
+            N: Serialize,
+        {
+            self.namespace = encode_inline(namespace)?;
+            Ok(())
+        }
+
+        /// Removes the entry of the current key and namespace.
+        ///
+        /// # Errors
+        /// [`StateError::NoCurrentKey`], backend errors.
+        pub fn clear<B: KeyedStateBackend + ?Sized>(&self, backend: &mut B) -> Result<()> {
+            backend.clear(self.id, &self.namespace)
+        }
+    };
+}
+
+macro_rules! merge_namespaces_method {
+    () => {
+        /// Merges the entries of `sources` into `target` and clears the
+        /// sources (merging windows).
+        ///
+        /// # Errors
+        /// Backend or codec errors.
+        pub fn merge_namespaces<B: KeyedStateBackend + ?Sized>(
+            &self,
+            backend: &mut B,
+            target: &N,
+            sources: &[N],
+        ) -> Result<()>
+        where
+            N: Serialize,
+        {
+            let target = encode_inline(target)?;
+            let sources = encode_namespaces(sources)?;
+            let refs: Vec<&[u8]> = sources.iter().map(|s| s.as_slice()).collect();
+            backend.merge_namespaces(self.id, &target, &refs)
+        }
+    };
+}
+
+/// One value per (key, namespace).
+pub struct ValueState<V, N = crate::VoidNamespace> {
+    id: StateId,
+    default: Option<V>,
+    namespace: InlineBytes,
+    _types: PhantomData<fn() -> N>,
+}
+
+impl<V: Serialize + DeserializeOwned + Clone, N> ValueState<V, N> {
+    namespace_methods!();
+
+    /// The value, or the descriptor's default (`None` if it has none).
+    ///
+    /// # Errors
+    /// [`StateError::NoCurrentKey`], backend or codec errors.
+    pub fn value<B: KeyedStateBackend + ?Sized>(&self, backend: &mut B) -> Result<Option<V>> {
+        match backend.get(self.id, &self.namespace)? {
+            Some(bytes) => decode(bytes).map(Some),
+            None => Ok(self.default.clone()),
+        }
+    }
+
+    /// Replaces the value.
+    ///
+    /// # Errors
+    /// [`StateError::NoCurrentKey`], backend or codec errors.
+    pub fn update<B: KeyedStateBackend + ?Sized>(&self, backend: &mut B, value: &V) -> Result<()> {
+        let encoded = encode_inline(value)?;
+        backend.put(self.id, &self.namespace, &encoded)
+    }
+}
+
+/// A list of elements per (key, namespace).
+pub struct ListState<T, N = crate::VoidNamespace> {
+    id: StateId,
+    namespace: InlineBytes,
+    _types: PhantomData<fn() -> (T, N)>,
+}
+
+impl<T: Serialize + DeserializeOwned, N> ListState<T, N> {
+    namespace_methods!();
+    merge_namespaces_method!();
+
+    /// The elements, in insertion order (empty when absent).
+    ///
+    /// # Errors
+    /// [`StateError::NoCurrentKey`], backend or codec errors.
+    pub fn get<B: KeyedStateBackend + ?Sized>(&self, backend: &mut B) -> Result<Vec<T>> {
+        match backend.get(self.id, &self.namespace)? {
+            Some(bytes) => ListElements::new(bytes).map(|e| decode(e?)).collect(),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Appends one element.
+    ///
+    /// # Errors
+    /// [`StateError::NoCurrentKey`], backend or codec errors.
+    pub fn add<B: KeyedStateBackend + ?Sized>(&self, backend: &mut B, element: &T) -> Result<()> {
+        let encoded = encode_inline(element)?;
+        let mut framed = InlineBytes::new();
+        write_len_prefixed(&mut framed, &encoded);
+        backend.list_append(self.id, &self.namespace, &framed)
+    }
+
+    /// Appends several elements in one backend call.
+    ///
+    /// # Errors
+    /// [`StateError::NoCurrentKey`], backend or codec errors.
+    pub fn add_all<B: KeyedStateBackend + ?Sized>(
+        &self,
+        backend: &mut B,
+        elements: &[T],
+    ) -> Result<()> {
+        if elements.is_empty() {
+            return Ok(());
+        }
+        backend.list_append(self.id, &self.namespace, &encode_list(elements)?)
+    }
+
+    /// Replaces the list (an empty slice clears it).
+    ///
+    /// # Errors
+    /// [`StateError::NoCurrentKey`], backend or codec errors.
+    pub fn update<B: KeyedStateBackend + ?Sized>(
+        &self,
+        backend: &mut B,
+        elements: &[T],
+    ) -> Result<()> {
+        if elements.is_empty() {
+            return backend.clear(self.id, &self.namespace);
+        }
+        backend.put(self.id, &self.namespace, &encode_list(elements)?)
+    }
+}
+
+fn encode_list<T: Serialize>(elements: &[T]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for element in elements {
+        write_len_prefixed(&mut out, &encode_inline(element)?);
+    }
+    Ok(out)
+}
+
+/// A map of user keys to values per (key, namespace).
+pub struct MapState<UK, UV, N = crate::VoidNamespace> {
+    id: StateId,
+    namespace: InlineBytes,
+    _types: PhantomData<fn() -> (UK, UV, N)>,
+}
+
+impl<UK, UV, N> MapState<UK, UV, N>
+where
+    UK: Serialize + DeserializeOwned,
+    UV: Serialize + DeserializeOwned,
+{
+    namespace_methods!();
+
+    /// The value under `user_key`.
+    ///
+    /// # Errors
+    /// [`StateError::NoCurrentKey`], backend or codec errors.
+    pub fn get<B: KeyedStateBackend + ?Sized>(
+        &self,
+        backend: &mut B,
+        user_key: &UK,
+    ) -> Result<Option<UV>> {
+        let uk = encode_inline(user_key)?;
+        backend
+            .map_get(self.id, &self.namespace, &uk)?
+            .map(decode)
+            .transpose()
+    }
+
+    /// Whether `user_key` is present.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub fn contains<B: KeyedStateBackend + ?Sized>(
+        &self,
+        backend: &mut B,
+        user_key: &UK,
+    ) -> Result<bool> {
+        let uk = encode_inline(user_key)?;
+        Ok(backend.map_get(self.id, &self.namespace, &uk)?.is_some())
+    }
+
+    /// Inserts or replaces an entry.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub fn put<B: KeyedStateBackend + ?Sized>(
+        &self,
+        backend: &mut B,
+        user_key: &UK,
+        value: &UV,
+    ) -> Result<()> {
+        let uk = encode_inline(user_key)?;
+        let uv = encode_inline(value)?;
+        backend.map_put(self.id, &self.namespace, &uk, &uv)
+    }
+
+    /// Removes an entry.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub fn remove<B: KeyedStateBackend + ?Sized>(
+        &self,
+        backend: &mut B,
+        user_key: &UK,
+    ) -> Result<()> {
+        let uk = encode_inline(user_key)?;
+        backend.map_remove(self.id, &self.namespace, &uk)
+    }
+
+    /// All entries, in ascending order of the encoded user keys.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub fn entries<B: KeyedStateBackend + ?Sized>(&self, backend: &mut B) -> Result<Vec<(UK, UV)>> {
+        let mut entries = Vec::new();
+        backend.map_for_each(self.id, &self.namespace, &mut |uk, uv| {
+            entries.push((decode(uk)?, decode(uv)?));
+            Ok(ControlFlow::Continue(()))
+        })?;
+        Ok(entries)
+    }
+
+    /// Whether the map has no entry.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub fn is_empty<B: KeyedStateBackend + ?Sized>(&self, backend: &mut B) -> Result<bool> {
+        let mut empty = true;
+        backend.map_for_each(self.id, &self.namespace, &mut |_, _| {
+            empty = false;
+            Ok(ControlFlow::Break(()))
+        })?;
+        Ok(empty)
+    }
+}
+
+/// A value per (key, namespace) that added values fold into with a reduce
+/// function.
+pub struct ReducingState<T, N = crate::VoidNamespace> {
+    id: StateId,
+    namespace: InlineBytes,
+    _types: PhantomData<fn() -> (T, N)>,
+}
+
+impl<T: Serialize + DeserializeOwned, N> ReducingState<T, N> {
+    namespace_methods!();
+    merge_namespaces_method!();
+
+    /// The reduced value.
+    ///
+    /// # Errors
+    /// [`StateError::NoCurrentKey`], backend or codec errors.
+    pub fn get<B: KeyedStateBackend + ?Sized>(&self, backend: &mut B) -> Result<Option<T>> {
+        backend
+            .get(self.id, &self.namespace)?
+            .map(decode)
+            .transpose()
+    }
+
+    /// Folds `value` in.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub fn add<B: KeyedStateBackend + ?Sized>(&self, backend: &mut B, value: &T) -> Result<()> {
+        let encoded = encode_inline(value)?;
+        backend.accumulate(self.id, &self.namespace, &encoded)
+    }
+}
+
+/// An accumulator per (key, namespace) that inputs fold into with an
+/// [`AggregateFunction`].
+pub struct AggregatingState<F: AggregateFunction, N = crate::VoidNamespace> {
+    id: StateId,
+    aggregate: Arc<F>,
+    namespace: InlineBytes,
+    _types: PhantomData<fn() -> N>,
+}
+
+impl<F, N> AggregatingState<F, N>
+where
+    F: AggregateFunction,
+    F::In: Serialize,
+{
+    namespace_methods!();
+    merge_namespaces_method!();
+
+    /// The aggregate's result, or `None` when nothing was added.
+    ///
+    /// # Errors
+    /// [`StateError::NoCurrentKey`], backend or codec errors.
+    pub fn get<B: KeyedStateBackend + ?Sized>(&self, backend: &mut B) -> Result<Option<F::Out>> {
+        match backend.get(self.id, &self.namespace)? {
+            Some(bytes) => Ok(Some(self.aggregate.get_result(&decode::<F::Acc>(bytes)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// Folds `input` in.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub fn add<B: KeyedStateBackend + ?Sized>(&self, backend: &mut B, input: &F::In) -> Result<()> {
+        let encoded = encode_inline(input)?;
+        backend.accumulate(self.id, &self.namespace, &encoded)
+    }
+}

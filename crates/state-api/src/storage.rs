@@ -1,0 +1,82 @@
+//! What backends need from checkpoint storage.
+//!
+//! Backends write snapshot files through [`CheckpointStorageAccess`] and read
+//! them back on restore; they never see object-store paths, credentials or
+//! runtimes. The `state-storage` crate implements this on the `object_store`
+//! crate (local disk, memory, S3, GCS, Azure).
+//!
+//! The calls are blocking: the asynchronous snapshot phase already runs off
+//! the task thread, and blocking calls keep the backends independent of any
+//! async runtime.
+//!
+//! # Contract
+//! * A file is written once through a [`CheckpointOutputStream`] and becomes
+//!   visible only when [`close`](CheckpointOutputStream::close) returns its
+//!   [`FileHandle`]; a stream dropped without `close` leaves no readable file.
+//! * [`read`](CheckpointStorageAccess::read) MUST verify the handle's size and
+//!   CRC-32C and fail with [`StateError::Corrupt`](crate::StateError::Corrupt)
+//!   on any difference, or [`StateError::FileNotFound`](crate::StateError::FileNotFound).
+//! * [`read_range`](CheckpointStorageAccess::read_range) reads part of a file
+//!   without verifying the whole; formats that read ranges carry their own
+//!   block checksums.
+
+use std::io::Write;
+use std::ops::Range;
+
+use bytes::Bytes;
+
+use crate::error::Result;
+use crate::snapshot::{FileHandle, StateScope};
+
+/// Blocking access to checkpoint storage for snapshot writing and restore.
+pub trait CheckpointStorageAccess: Send + Sync {
+    /// Opens a new file for checkpoint `checkpoint_id` in `scope`. The name
+    /// is chosen by the storage (unique); `name_hint` becomes part of it.
+    ///
+    /// # Errors
+    /// [`StateError::Storage`](crate::StateError::Storage) when the storage
+    /// cannot start the upload.
+    fn create_output(
+        &self,
+        checkpoint_id: u64,
+        scope: StateScope,
+        name_hint: &str,
+    ) -> Result<Box<dyn CheckpointOutputStream>>;
+
+    /// Reads a whole file, verifying its size and checksum.
+    ///
+    /// # Errors
+    /// [`StateError::FileNotFound`](crate::StateError::FileNotFound),
+    /// [`StateError::Corrupt`](crate::StateError::Corrupt),
+    /// [`StateError::Storage`](crate::StateError::Storage).
+    fn read(&self, file: &FileHandle) -> Result<Bytes>;
+
+    /// Reads bytes `range` of a file's payload. The range must lie within
+    /// the handle's size.
+    ///
+    /// # Errors
+    /// As [`read`](Self::read); [`StateError::Corrupt`](crate::StateError::Corrupt)
+    /// for a range beyond the handle's size or a file shorter than the handle says.
+    fn read_range(&self, file: &FileHandle, range: Range<u64>) -> Result<Bytes>;
+
+    /// Deletes a file; deleting a missing file is not an error.
+    ///
+    /// # Errors
+    /// [`StateError::Storage`](crate::StateError::Storage).
+    fn delete(&self, file: &FileHandle) -> Result<()>;
+
+    /// Where this storage points (a URL or path), for messages.
+    fn location(&self) -> String;
+}
+
+/// A file being written to checkpoint storage.
+pub trait CheckpointOutputStream: Write + Send {
+    /// Bytes written so far (the offset of the next byte).
+    fn position(&self) -> u64;
+
+    /// Finishes the file and makes it visible.
+    ///
+    /// # Errors
+    /// [`StateError::Storage`](crate::StateError::Storage) when the upload fails.
+    fn close(self: Box<Self>) -> Result<FileHandle>;
+}

@@ -1,0 +1,1 @@
+//! Copy-on-write heap backend (work in progress).

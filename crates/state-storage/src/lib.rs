@@ -1,0 +1,1 @@
+//! Checkpoint storage on `object_store` (work in progress).
