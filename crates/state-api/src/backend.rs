@@ -121,8 +121,10 @@ pub trait KeyedStateBackend: Send {
     fn accumulate(&mut self, state: StateId, namespace: &[u8], input: &[u8]) -> Result<()>;
 
     /// Merges the entries of `sources` into `target` and clears the sources
-    /// (merging windows): lists concatenate, reducing and aggregating states
-    /// merge with their function.
+    /// (merging windows): lists concatenate (the target's elements first, then
+    /// each source's in order), reducing and aggregating states merge with
+    /// their function. A source equal to the target is ignored; a source
+    /// listed twice is merged once. Absent sources contribute nothing.
     ///
     /// # Errors
     /// As [`get`](Self::get), for value and map state.

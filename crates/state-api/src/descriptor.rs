@@ -11,6 +11,9 @@
 use std::any::type_name;
 use std::fmt;
 use std::marker::PhantomData;
+
+/// Marks the types a handle or descriptor is for, without owning them.
+type TypeMarker<T> = PhantomData<fn() -> T>;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
@@ -245,7 +248,7 @@ impl<T, N> ListStateDescriptor<T, N> {
 /// Descriptor of a [`MapState`](crate::state::MapState).
 pub struct MapStateDescriptor<UK, UV, N = VoidNamespace> {
     pub(crate) meta: StateMeta,
-    _types: PhantomData<fn() -> (UK, UV, N)>,
+    _types: TypeMarker<(UK, UV, N)>,
 }
 
 impl<UK, UV, N> MapStateDescriptor<UK, UV, N> {

@@ -146,7 +146,7 @@ pub fn key_group_range_for_operator(
         u64::from(parallelism),
         u64::from(max_parallelism),
     );
-    let start = (i * m + p - 1) / p;
+    let start = (i * m).div_ceil(p); // = (i * m + p - 1) / p
     let end_inclusive = ((i + 1) * m - 1) / p;
     KeyGroupRange::new(start as u32, end_inclusive as u32 + 1)
 }

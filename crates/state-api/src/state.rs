@@ -18,6 +18,9 @@
 //! ```
 
 use std::marker::PhantomData;
+
+/// Marks the types a handle or descriptor is for, without owning them.
+type TypeMarker<T> = PhantomData<fn() -> T>;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
@@ -376,7 +379,7 @@ fn encode_list<T: Serialize>(elements: &[T]) -> Result<Vec<u8>> {
 pub struct MapState<UK, UV, N = crate::VoidNamespace> {
     id: StateId,
     namespace: InlineBytes,
-    _types: PhantomData<fn() -> (UK, UV, N)>,
+    _types: TypeMarker<(UK, UV, N)>,
 }
 
 impl<UK, UV, N> MapState<UK, UV, N>
