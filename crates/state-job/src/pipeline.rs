@@ -1,0 +1,246 @@
+//! The running job: one subtask (backend + operator) per parallel instance,
+//! records routed by key group as `keyBy` does, and the two-phase checkpoint
+//! of all subtasks.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use state_api::key_group::{assign_to_key_group, key_group_range_for_operator, operator_index_for_key_group};
+use state_api::{
+    BackendContext, CheckpointStorageAccess, KeyGroupRange, KeyedStateBackend, KeyedStateHandle, Result,
+    SnapshotOptions, SnapshotResult, StateBackendFactory, StateError,
+};
+
+use crate::events::Event;
+use crate::operator::{KeyedAggregator, KeySummary, WINDOW_MS};
+
+/// One parallel instance of the keyed operator.
+struct Subtask {
+    backend: Box<dyn KeyedStateBackend>,
+    operator: KeyedAggregator,
+}
+
+/// All subtasks of the job at one parallelism.
+pub struct Pipeline {
+    max_parallelism: u32,
+    subtasks: Vec<Subtask>,
+    /// The window of the last event processed; a later window closes it.
+    current_window: Option<u64>,
+    key_buffer: Vec<u8>,
+}
+
+/// A checkpoint whose synchronous phases ran and whose uploads are running.
+pub struct PendingCheckpoint {
+    /// The checkpoint id.
+    pub checkpoint_id: u64,
+    /// Source offset the checkpoint covers: events before it are in the state.
+    pub source_offset: u64,
+    /// Time spent in the synchronous phases (the pause the job saw).
+    pub sync_duration: Duration,
+    started: Instant,
+    uploads: Vec<JoinHandle<Result<SnapshotResult>>>,
+}
+
+/// A checkpoint whose uploads all finished.
+pub struct FinishedCheckpoint {
+    /// The checkpoint id.
+    pub checkpoint_id: u64,
+    /// Source offset it covers.
+    pub source_offset: u64,
+    /// One handle per subtask.
+    pub handles: Vec<KeyedStateHandle>,
+    /// Bytes uploaded by this checkpoint.
+    pub uploaded_bytes: u64,
+    /// Total state size it references.
+    pub state_size: u64,
+    /// Time of the synchronous phases.
+    pub sync_duration: Duration,
+    /// Time from trigger to the last upload finishing.
+    pub total_duration: Duration,
+}
+
+impl PendingCheckpoint {
+    /// Whether every upload has finished.
+    pub fn is_done(&self) -> bool {
+        self.uploads.iter().all(JoinHandle::is_finished)
+    }
+
+    /// Waits for every upload and collects the handles.
+    ///
+    /// # Errors
+    /// The first upload error; the checkpoint must then be aborted.
+    pub fn finish(self) -> Result<FinishedCheckpoint> {
+        let mut handles = Vec::with_capacity(self.uploads.len());
+        let mut uploaded_bytes = 0;
+        let mut first_error = None;
+        for upload in self.uploads {
+            match upload.join() {
+                Ok(Ok(result)) => {
+                    uploaded_bytes += result.uploaded_bytes;
+                    handles.push(result.handle);
+                }
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(_) => {
+                    first_error.get_or_insert(StateError::SnapshotCancelled {
+                        checkpoint_id: self.checkpoint_id,
+                        reason: "upload thread panicked".into(),
+                    });
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        let state_size = handles.iter().map(KeyedStateHandle::state_size).sum();
+        Ok(FinishedCheckpoint {
+            checkpoint_id: self.checkpoint_id,
+            source_offset: self.source_offset,
+            handles,
+            uploaded_bytes,
+            state_size,
+            sync_duration: self.sync_duration,
+            total_duration: self.started.elapsed(),
+        })
+    }
+}
+
+impl Pipeline {
+    /// Builds `parallelism` subtasks, each restoring the key groups it owns
+    /// from the `restore` handles that overlap its range.
+    ///
+    /// # Errors
+    /// Invalid parallelism, restore failures.
+    pub fn start(
+        factory: &dyn StateBackendFactory,
+        storage: Arc<dyn CheckpointStorageAccess>,
+        max_parallelism: u32,
+        parallelism: u32,
+        restore: &[KeyedStateHandle],
+        resume_offset_window: Option<u64>,
+    ) -> Result<Self> {
+        let mut subtasks = Vec::with_capacity(parallelism as usize);
+        for index in 0..parallelism {
+            let range = key_group_range_for_operator(max_parallelism, parallelism, index)?;
+            let mut backend = factory.create(BackendContext {
+                operator: format!("keyed-aggregator-{index}"),
+                max_parallelism,
+                key_group_range: range,
+                restore: overlapping(restore, range),
+                storage: Arc::clone(&storage),
+            })?;
+            let operator = KeyedAggregator::register(&mut *backend)?;
+            subtasks.push(Subtask { backend, operator });
+        }
+        Ok(Self {
+            max_parallelism,
+            subtasks,
+            current_window: resume_offset_window,
+            key_buffer: Vec::new(),
+        })
+    }
+
+    /// Processes one event: advances the event-time clock (closing finished
+    /// windows on every subtask, as a watermark would) and routes the event to
+    /// the subtask owning its key group.
+    ///
+    /// # Errors
+    /// State errors.
+    pub fn process(&mut self, event: &Event) -> Result<()> {
+        let window = event.timestamp_ms / WINDOW_MS;
+        if let Some(current) = self.current_window.filter(|w| *w < window) {
+            for subtask in &mut self.subtasks {
+                subtask.operator.close_window(&mut *subtask.backend, current)?;
+            }
+        }
+        self.current_window = Some(window);
+        self.key_buffer.clear();
+        state_api::codec::encode_into(&event.key, &mut self.key_buffer)?;
+        let key_group = assign_to_key_group(&self.key_buffer, self.max_parallelism)?;
+        let parallelism = self.subtasks.len() as u32;
+        let index = operator_index_for_key_group(self.max_parallelism, parallelism, key_group)?;
+        let subtask = &mut self.subtasks[index as usize];
+        subtask.operator.process(&mut *subtask.backend, event)
+    }
+
+    /// Runs the synchronous snapshot phase on every subtask and starts their
+    /// uploads on background threads; processing may continue meanwhile.
+    ///
+    /// # Errors
+    /// A failed synchronous phase.
+    pub fn trigger_checkpoint(
+        &mut self,
+        checkpoint_id: u64,
+        source_offset: u64,
+        timestamp_ms: u64,
+        storage: &Arc<dyn CheckpointStorageAccess>,
+    ) -> Result<PendingCheckpoint> {
+        let started = Instant::now();
+        let options = SnapshotOptions::checkpoint(timestamp_ms);
+        let mut tasks = Vec::with_capacity(self.subtasks.len());
+        for subtask in &mut self.subtasks {
+            tasks.push(subtask.backend.snapshot(checkpoint_id, &options, Arc::clone(storage))?);
+        }
+        let sync_duration = started.elapsed();
+        let uploads = tasks
+            .into_iter()
+            .map(|task| std::thread::spawn(move || task.run()))
+            .collect();
+        Ok(PendingCheckpoint {
+            checkpoint_id,
+            source_offset,
+            sync_duration,
+            started,
+            uploads,
+        })
+    }
+
+    /// Tells every subtask that the checkpoint completed.
+    ///
+    /// # Errors
+    /// Backend errors.
+    pub fn notify_complete(&mut self, checkpoint_id: u64, subsumed: &[u64]) -> Result<()> {
+        for subtask in &mut self.subtasks {
+            subtask.backend.notify_checkpoint_complete(checkpoint_id)?;
+            for id in subsumed {
+                subtask.backend.notify_checkpoint_subsumed(*id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Tells every subtask that the checkpoint was aborted.
+    ///
+    /// # Errors
+    /// Backend errors.
+    pub fn notify_aborted(&mut self, checkpoint_id: u64) -> Result<()> {
+        for subtask in &mut self.subtasks {
+            subtask.backend.notify_checkpoint_aborted(checkpoint_id)?;
+        }
+        Ok(())
+    }
+
+    /// Reads back every key's state from every subtask.
+    ///
+    /// # Errors
+    /// State errors.
+    pub fn summarize(&mut self) -> Result<BTreeMap<u64, KeySummary>> {
+        let mut all = BTreeMap::new();
+        for subtask in &mut self.subtasks {
+            all.extend(subtask.operator.summarize(&mut *subtask.backend)?);
+        }
+        Ok(all)
+    }
+}
+
+/// The handles a subtask of `range` restores from: those overlapping it.
+fn overlapping(handles: &[KeyedStateHandle], range: KeyGroupRange) -> Vec<KeyedStateHandle> {
+    handles
+        .iter()
+        .filter(|h| !h.key_group_range().intersection(&range).is_empty())
+        .cloned()
+        .collect()
+}
