@@ -1,0 +1,709 @@
+//! [`ObjectStoreCheckpointStorage`]: [`CheckpointStorageAccess`] on any
+//! `object_store` backend.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{
+    GetOptions, MultipartUpload, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+};
+use state_api::{
+    CheckpointOutputStream, CheckpointStorageAccess, FileHandle, Result, StateError, StateScope,
+};
+use tokio::task::JoinHandle;
+
+use crate::errors::from_store;
+use crate::framing::{self, FOOTER_LEN, Footer};
+use crate::layout;
+use crate::runtime::BlockingRuntime;
+
+/// Files up to this many payload bytes are uploaded with one `put` on
+/// close; larger ones stream as multipart uploads in parts of this size
+/// (above S3's 5 MiB minimum part size).
+pub const MULTIPART_PART_SIZE: usize = 8 * 1024 * 1024;
+
+/// Parts of one multipart upload in flight at a time; bounds the memory of
+/// a stream to about `(1 + MAX_PARTS_IN_FLIGHT) * MULTIPART_PART_SIZE`.
+const MAX_PARTS_IN_FLIGHT: usize = 2;
+
+/// Checkpoint storage of one job on an [`ObjectStore`]: local disk, memory,
+/// S3, GCS or Azure.
+///
+/// All files live under the job directory [`root`](Self::root)
+/// (`<base>/<job-id>`) in Flink's layout (see [`crate::layout`]), each
+/// with a checksum footer (see [`crate::framing`]).
+///
+/// The storage owns a small I/O runtime; its blocking methods may be called
+/// from any thread, also from inside another tokio runtime. Clones share the
+/// store and the runtime.
+#[derive(Clone)]
+pub struct ObjectStoreCheckpointStorage {
+    store: Arc<dyn ObjectStore>,
+    root: Path,
+    location: String,
+    runtime: Arc<BlockingRuntime>,
+}
+
+impl ObjectStoreCheckpointStorage {
+    /// Storage of job `job_id` under `base_prefix` of `store`: the job
+    /// directory is `<base_prefix>/<job_id>`.
+    ///
+    /// # Errors
+    /// [`StateError::Config`] for a job id that is not one plain path
+    /// segment; [`StateError::Storage`] when the I/O runtime cannot start.
+    pub fn new(store: Arc<dyn ObjectStore>, base_prefix: Path, job_id: &str) -> Result<Self> {
+        let location = format!("{store}/{base_prefix}");
+        Self::with_location(store, base_prefix, job_id, location)
+    }
+
+    /// Storage of job `job_id` in a new, empty in-memory store (tests,
+    /// examples).
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub fn in_memory(job_id: &str) -> Result<Self> {
+        Self::with_location(
+            Arc::new(InMemory::new()),
+            Path::default(),
+            job_id,
+            "memory:///".to_string(),
+        )
+    }
+
+    /// Storage of job `job_id` in the local directory `dir` (created when
+    /// missing): files go to `<dir>/<job_id>/`.
+    ///
+    /// # Errors
+    /// [`StateError::Storage`] when the directory cannot be created or
+    /// opened; as [`new`](Self::new).
+    pub fn local(dir: impl AsRef<std::path::Path>, job_id: &str) -> Result<Self> {
+        let dir = dir.as_ref();
+        let shown = dir.display().to_string();
+        std::fs::create_dir_all(dir).map_err(|e| StateError::storage("create dir", &shown, e))?;
+        let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
+            .map_err(|e| StateError::storage("open dir", &shown, e))?
+            // Deleting a checkpoint's files also removes its empty directory.
+            .with_automatic_cleanup(true)
+            // A committed `_metadata` must never survive a crash that its
+            // state files do not: sync files and directory entries, as
+            // remote object stores do implicitly.
+            .with_fsync(true);
+        // Messages show the absolute directory, however `dir` was given.
+        let absolute = std::fs::canonicalize(dir).map_or(shown, |p| p.display().to_string());
+        let location = format!("file://{absolute}");
+        Self::with_location(Arc::new(store), Path::default(), job_id, location)
+    }
+
+    /// Shared constructor; `location` describes the base for messages.
+    pub(crate) fn with_location(
+        store: Arc<dyn ObjectStore>,
+        base_prefix: Path,
+        job_id: &str,
+        location: String,
+    ) -> Result<Self> {
+        layout::validate_job_id(job_id)?;
+        let root = base_prefix.join(job_id);
+        let location = if location.ends_with('/') {
+            format!("{location}{job_id}")
+        } else {
+            format!("{location}/{job_id}")
+        };
+        Ok(Self {
+            store,
+            root,
+            location,
+            runtime: Arc::new(BlockingRuntime::new()?),
+        })
+    }
+
+    /// The underlying object store.
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The job directory in the object store; handle paths are relative to
+    /// it.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Runs `fut` on the storage's I/O runtime, blocking until it is done.
+    pub(crate) fn run<F, T>(&self, operation: &'static str, path: &str, fut: F) -> Result<T>
+    where
+        F: std::future::Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.runtime.run(operation, path, fut)
+    }
+
+    /// Reads the whole stored object at `relative`, framing included.
+    ///
+    /// # Errors
+    /// [`StateError::FileNotFound`], [`StateError::Storage`].
+    pub(crate) fn get_object(&self, relative: &str) -> Result<Bytes> {
+        let location = layout::resolve(&self.root, relative)?;
+        let store = Arc::clone(&self.store);
+        let path = relative.to_string();
+        self.run("get", relative, async move {
+            let result = store
+                .get(&location)
+                .await
+                .map_err(|e| from_store("get", &path, e))?;
+            result
+                .bytes()
+                .await
+                .map_err(|e| from_store("get", &path, e))
+        })
+    }
+
+    /// Stores `bytes` (framing included) at `relative`; with `create_only`
+    /// the put fails with `Ok(false)` when an object exists there already.
+    ///
+    /// # Errors
+    /// [`StateError::Storage`].
+    pub(crate) fn put_object(
+        &self,
+        relative: &str,
+        bytes: Bytes,
+        create_only: bool,
+    ) -> Result<bool> {
+        let location = layout::resolve(&self.root, relative)?;
+        let store = Arc::clone(&self.store);
+        let path = relative.to_string();
+        let mode = if create_only {
+            PutMode::Create
+        } else {
+            PutMode::Overwrite
+        };
+        self.run("put", relative, async move {
+            let options = PutOptions::from(mode);
+            match store
+                .put_opts(&location, PutPayload::from(bytes), options)
+                .await
+            {
+                Ok(_) => Ok(true),
+                Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+                Err(e) => Err(StateError::storage("put", path, e)),
+            }
+        })
+    }
+
+    /// Deletes the object at `relative`; a missing object is not an error.
+    ///
+    /// # Errors
+    /// [`StateError::Storage`].
+    pub(crate) fn delete_object(&self, relative: &str) -> Result<()> {
+        let location = layout::resolve(&self.root, relative)?;
+        let store = Arc::clone(&self.store);
+        let path = relative.to_string();
+        self.run("delete", relative, async move {
+            match store.delete(&location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(StateError::storage("delete", path, e)),
+            }
+        })
+    }
+
+    /// Paths (relative to the job directory) of every stored file under
+    /// `relative_prefix` (a directory such as `chk-3` or `shared`), or of
+    /// the whole job directory for `None`, sorted.
+    ///
+    /// # Errors
+    /// [`StateError::Corrupt`] for a prefix that is not a relative path;
+    /// [`StateError::Storage`] when listing fails.
+    pub fn list_files(&self, relative_prefix: Option<&str>) -> Result<Vec<String>> {
+        let prefix = match relative_prefix {
+            Some(p) => layout::resolve(&self.root, p)?,
+            None => self.root.clone(),
+        };
+        // The job directory itself is named by its location in errors.
+        let shown = relative_prefix.map_or_else(|| self.location.clone(), str::to_string);
+        let store = Arc::clone(&self.store);
+        let root = self.root.clone();
+        self.run("list", &shown.clone(), async move {
+            let metas: Vec<_> = store
+                .list(Some(&prefix))
+                .try_collect()
+                .await
+                .map_err(|e| StateError::storage("list", shown, e))?;
+            let mut paths: Vec<String> = metas
+                .iter()
+                .filter_map(|m| layout::relative_to(&root, &m.location))
+                .collect();
+            paths.sort();
+            Ok(paths)
+        })
+    }
+
+    /// Whether an object exists at `relative`.
+    ///
+    /// # Errors
+    /// [`StateError::Storage`].
+    pub(crate) fn exists(&self, relative: &str) -> Result<bool> {
+        let location = layout::resolve(&self.root, relative)?;
+        let store = Arc::clone(&self.store);
+        let path = relative.to_string();
+        self.run("head", relative, async move {
+            match store.head(&location).await {
+                Ok(_) => Ok(true),
+                Err(object_store::Error::NotFound { .. }) => Ok(false),
+                Err(e) => Err(StateError::storage("head", path, e)),
+            }
+        })
+    }
+
+    /// Names of the directories directly in the job directory (`chk-3`,
+    /// `shared`, ...), sorted.
+    ///
+    /// # Errors
+    /// [`StateError::Storage`].
+    pub(crate) fn list_dirs(&self) -> Result<Vec<String>> {
+        let store = Arc::clone(&self.store);
+        let root = self.root.clone();
+        let shown = self.location.clone();
+        self.run("list", &self.location, async move {
+            let listing = store
+                .list_with_delimiter(Some(&root))
+                .await
+                .map_err(|e| StateError::storage("list", shown, e))?;
+            let mut dirs: Vec<String> = listing
+                .common_prefixes
+                .iter()
+                .filter_map(|p| layout::relative_to(&root, p))
+                .collect();
+            dirs.sort();
+            Ok(dirs)
+        })
+    }
+
+    /// Deletes every object under `relative_prefix` (a directory such as
+    /// `chk-3`). Deletes as much as it can and reports the first failure.
+    ///
+    /// # Errors
+    /// [`StateError::Storage`].
+    pub(crate) fn delete_prefix(&self, relative_prefix: &str) -> Result<()> {
+        let mut first_error = None;
+        for path in self.list_files(Some(relative_prefix))? {
+            if let Err(e) = self.delete_object(&path) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn resolve(&self, file: &FileHandle) -> Result<Path> {
+        layout::resolve(&self.root, &file.path)
+    }
+}
+
+impl fmt::Debug for ObjectStoreCheckpointStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ObjectStoreCheckpointStorage")
+            .field("location", &self.location)
+            .field("root", &self.root.as_ref())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CheckpointStorageAccess for ObjectStoreCheckpointStorage {
+    fn create_output(
+        &self,
+        checkpoint_id: u64,
+        scope: StateScope,
+        name_hint: &str,
+    ) -> Result<Box<dyn CheckpointOutputStream>> {
+        let path = layout::new_file_path(checkpoint_id, scope, name_hint);
+        let location = layout::resolve(&self.root, &path)?;
+        Ok(Box::new(ObjectOutputStream {
+            storage: self.clone(),
+            path,
+            location,
+            scope,
+            crc: 0,
+            position: 0,
+            buffer: Vec::new(),
+            multipart: None,
+            failed: false,
+        }))
+    }
+
+    fn read(&self, file: &FileHandle) -> Result<Bytes> {
+        let stored = self.get_object(&file.path)?;
+        let payload = framing::verify(file, &stored)?;
+        Ok(stored.slice(payload))
+    }
+
+    fn read_range(&self, file: &FileHandle, range: Range<u64>) -> Result<Bytes> {
+        if range.start > range.end || range.end > file.size {
+            return Err(StateError::corrupt(
+                file.path.clone(),
+                format!(
+                    "range {}..{} is outside the file's {} bytes",
+                    range.start, range.end, file.size
+                ),
+            ));
+        }
+        let location = self.resolve(file)?;
+        let expected_len = file.size.saturating_add(FOOTER_LEN as u64);
+        let store = Arc::clone(&self.store);
+        let path = file.path.clone();
+        self.run("get range", &file.path, async move {
+            if range.is_empty() {
+                // Stores refuse empty ranges; still report a missing or
+                // truncated file as a non-empty read would.
+                let meta = store
+                    .head(&location)
+                    .await
+                    .map_err(|e| from_store("head", &path, e))?;
+                check_stored_len(&path, meta.size, expected_len)?;
+                return Ok(Bytes::new());
+            }
+            let options = GetOptions::new().with_range(Some(range.clone()));
+            let result = match store.get_opts(&location, options).await {
+                Ok(result) => result,
+                Err(e @ object_store::Error::NotFound { .. }) => {
+                    return Err(from_store("get range", &path, e));
+                }
+                Err(e) => {
+                    // Stores refuse ranges beyond the object's end; tell a
+                    // truncated file apart from a failing store.
+                    if let Ok(meta) = store.head(&location).await {
+                        check_stored_len(&path, meta.size, expected_len)?;
+                    }
+                    return Err(from_store("get range", &path, e));
+                }
+            };
+            check_stored_len(&path, result.meta.size, expected_len)?;
+            let bytes = result
+                .bytes()
+                .await
+                .map_err(|e| from_store("get range", &path, e))?;
+            if bytes.len() as u64 != range.end - range.start {
+                return Err(StateError::corrupt(
+                    path,
+                    format!(
+                        "truncated: asked for {} bytes at {}, got {}",
+                        range.end - range.start,
+                        range.start,
+                        bytes.len()
+                    ),
+                ));
+            }
+            Ok(bytes)
+        })
+    }
+
+    fn delete(&self, file: &FileHandle) -> Result<()> {
+        self.delete_object(&file.path)
+    }
+
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+}
+
+/// Checks that a stored object is exactly as long as its handle says.
+fn check_stored_len(path: &str, stored: u64, expected: u64) -> Result<()> {
+    if stored < expected {
+        Err(StateError::corrupt(
+            path,
+            format!(
+                "truncated: {stored} bytes stored, handle says {} payload bytes plus a {FOOTER_LEN}-byte footer",
+                expected.saturating_sub(FOOTER_LEN as u64)
+            ),
+        ))
+    } else if stored > expected {
+        Err(StateError::corrupt(
+            path,
+            format!(
+                "size mismatch: {stored} bytes stored, handle says {} payload bytes plus a {FOOTER_LEN}-byte footer",
+                expected.saturating_sub(FOOTER_LEN as u64)
+            ),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// A multipart upload under way.
+struct Multipart {
+    // `None` once completed or aborted.
+    upload: Option<Box<dyn MultipartUpload>>,
+    in_flight: VecDeque<JoinHandle<object_store::Result<()>>>,
+}
+
+/// The [`CheckpointOutputStream`] of [`ObjectStoreCheckpointStorage`]:
+/// buffers, checksums incrementally, and switches to a multipart upload
+/// once the file outgrows one part.
+struct ObjectOutputStream {
+    storage: ObjectStoreCheckpointStorage,
+    path: String,
+    location: Path,
+    scope: StateScope,
+    crc: u32,
+    position: u64,
+    buffer: Vec<u8>,
+    multipart: Option<Multipart>,
+    // Set after a failed upload: the file can no longer be completed.
+    failed: bool,
+}
+
+impl ObjectOutputStream {
+    /// Uploads the full buffer as the next part, starting the multipart
+    /// upload on the first call.
+    fn flush_part(&mut self) -> Result<()> {
+        if self.multipart.is_none() {
+            let store = Arc::clone(&self.storage.store);
+            let location = self.location.clone();
+            let path = self.path.clone();
+            let upload = self
+                .storage
+                .run("start multipart upload", &self.path, async move {
+                    store
+                        .put_multipart(&location)
+                        .await
+                        .map_err(|e| StateError::storage("start multipart upload", path, e))
+                })?;
+            self.multipart = Some(Multipart {
+                upload: Some(upload),
+                in_flight: VecDeque::new(),
+            });
+        }
+        let part = Bytes::from(std::mem::take(&mut self.buffer));
+        let path = self.path.clone();
+        let (Some(handle), Some(multipart)) = (self.storage.runtime.handle(), &mut self.multipart)
+        else {
+            return Err(StateError::storage(
+                "upload part",
+                path,
+                "the storage's I/O runtime is shut down",
+            ));
+        };
+        let Some(upload) = multipart.upload.as_mut() else {
+            return Err(StateError::storage(
+                "upload part",
+                path,
+                "upload already finished",
+            ));
+        };
+        // Some stores start the part's work when it is created, which needs
+        // the runtime's context.
+        let part_future = {
+            let _context = handle.enter();
+            upload.put_part(PutPayload::from(part))
+        };
+        multipart.in_flight.push_back(handle.spawn(part_future));
+        while multipart.in_flight.len() > MAX_PARTS_IN_FLIGHT {
+            wait_for_part(&path, &mut multipart.in_flight)?;
+        }
+        Ok(())
+    }
+
+    /// Sends the last part, waits for all parts and completes the upload.
+    fn finish_multipart(&mut self) -> Result<()> {
+        self.flush_part()?;
+        let path = self.path.clone();
+        let Some(multipart) = self.multipart.as_mut() else {
+            return Err(StateError::storage("complete upload", path, "no upload"));
+        };
+        while !multipart.in_flight.is_empty() {
+            wait_for_part(&path, &mut multipart.in_flight)?;
+        }
+        let Some(mut upload) = multipart.upload.take() else {
+            return Err(StateError::storage(
+                "complete upload",
+                path,
+                "upload already finished",
+            ));
+        };
+        let shown = path.clone();
+        let result = self.storage.run("complete upload", &path, async move {
+            match upload.complete().await {
+                Ok(_) => Ok(Ok(())),
+                // Hand the upload back so it can be aborted.
+                Err(e) => Ok(Err((
+                    upload,
+                    StateError::storage("complete upload", shown, e),
+                ))),
+            }
+        })?;
+        result.map_err(|(upload, e)| {
+            multipart.upload = Some(upload);
+            e
+        })
+    }
+
+    fn fail<T>(&mut self, error: StateError) -> Result<T> {
+        self.failed = true;
+        Err(error)
+    }
+}
+
+/// Waits for the oldest part upload in flight.
+fn wait_for_part(
+    path: &str,
+    in_flight: &mut VecDeque<JoinHandle<object_store::Result<()>>>,
+) -> Result<()> {
+    let Some(part) = in_flight.pop_front() else {
+        return Ok(());
+    };
+    match futures::executor::block_on(part) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(StateError::storage("upload part", path, e)),
+        Err(e) => Err(StateError::storage("upload part", path, e)),
+    }
+}
+
+impl io::Write for ObjectOutputStream {
+    fn write(&mut self, mut buf: &[u8]) -> io::Result<usize> {
+        if self.failed {
+            return Err(io::Error::other(format!(
+                "checkpoint file '{}' failed to upload earlier",
+                self.path
+            )));
+        }
+        let written = buf.len();
+        self.crc = crc32c::crc32c_append(self.crc, buf);
+        self.position += written as u64;
+        while !buf.is_empty() {
+            // Flush a full buffer only when more bytes follow, so a file of
+            // exactly one part still goes up in a single put.
+            if self.buffer.len() >= MULTIPART_PART_SIZE
+                && let Err(e) = self.flush_part()
+            {
+                self.failed = true;
+                return Err(io::Error::other(e));
+            }
+            let room = MULTIPART_PART_SIZE - self.buffer.len();
+            let (now, later) = buf.split_at(room.min(buf.len()));
+            self.buffer.extend_from_slice(now);
+            buf = later;
+        }
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        // Bytes become visible only on close; nothing to push early.
+        Ok(())
+    }
+}
+
+impl CheckpointOutputStream for ObjectOutputStream {
+    fn position(&self) -> u64 {
+        self.position
+    }
+
+    fn close(mut self: Box<Self>) -> Result<FileHandle> {
+        if self.failed {
+            return Err(StateError::storage(
+                "close",
+                self.path.clone(),
+                "an earlier write failed",
+            ));
+        }
+        let footer = Footer {
+            crc32c: self.crc,
+            payload_len: self.position,
+        };
+        self.buffer.extend_from_slice(&footer.encode());
+        if self.multipart.is_some() {
+            if let Err(e) = self.finish_multipart() {
+                // Drop aborts the upload.
+                return self.fail(e);
+            }
+        } else {
+            let bytes = Bytes::from(std::mem::take(&mut self.buffer));
+            let store = Arc::clone(&self.storage.store);
+            let location = self.location.clone();
+            let path = self.path.clone();
+            let put = self.storage.run("put", &self.path, async move {
+                store
+                    .put(&location, PutPayload::from(bytes))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| StateError::storage("put", path, e))
+            });
+            if let Err(e) = put {
+                return self.fail(e);
+            }
+        }
+        Ok(FileHandle {
+            path: std::mem::take(&mut self.path),
+            scope: self.scope,
+            size: self.position,
+            crc32c: self.crc,
+        })
+    }
+}
+
+impl Drop for ObjectOutputStream {
+    fn drop(&mut self) {
+        // A stream dropped before a successful close must leave nothing
+        // visible: abort the multipart upload (a single put only happens in
+        // close, so there is nothing to undo otherwise).
+        let Some(multipart) = self.multipart.as_mut() else {
+            return;
+        };
+        for part in multipart.in_flight.drain(..) {
+            part.abort();
+        }
+        if let Some(mut upload) = multipart.upload.take() {
+            // Best effort: a failed abort leaves an incomplete upload that
+            // is invisible to readers and listing, which stores expire.
+            let _ = self.storage.run("abort upload", &self.path, async move {
+                upload
+                    .abort()
+                    .await
+                    .map_err(|e| StateError::storage("abort upload", "", e))
+            });
+        }
+    }
+}
+
+#[cfg(feature = "conformance")]
+mod fault {
+    use bytes::Bytes;
+    use state_api::conformance::FaultInjector;
+    use state_api::{FileHandle, Result, StateError};
+
+    use super::ObjectStoreCheckpointStorage;
+
+    impl FaultInjector for ObjectStoreCheckpointStorage {
+        fn corrupt_byte(&self, file: &FileHandle, payload_offset: u64) -> Result<()> {
+            let mut stored = self.get_object(&file.path)?.to_vec();
+            let byte = usize::try_from(payload_offset)
+                .ok()
+                .and_then(|i| stored.get_mut(i))
+                .ok_or_else(|| {
+                    StateError::storage(
+                        "corrupt",
+                        file.path.clone(),
+                        format!("offset {payload_offset} is beyond the stored object"),
+                    )
+                })?;
+            *byte ^= 0xff;
+            self.put_object(&file.path, Bytes::from(stored), false)
+                .map(|_| ())
+        }
+
+        fn truncate(&self, file: &FileHandle, keep_bytes: u64) -> Result<()> {
+            let stored = self.get_object(&file.path)?;
+            let keep = usize::try_from(keep_bytes)
+                .unwrap_or(usize::MAX)
+                .min(stored.len());
+            self.put_object(&file.path, stored.slice(..keep), false)
+                .map(|_| ())
+        }
+
+        fn remove(&self, file: &FileHandle) -> Result<()> {
+            self.delete_object(&file.path)
+        }
+    }
+}

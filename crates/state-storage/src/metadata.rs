@@ -1,0 +1,302 @@
+//! Checkpoint metadata: what `chk-<n>/_metadata` holds.
+//!
+//! ```text
+//! _metadata = b"KSMD" | version u8 | postcard(CompletedCheckpoint) | crc32c u32 LE
+//! ```
+//! The CRC-32C covers everything before it (magic, version and payload).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use state_api::{FileHandle, KeyedStateHandle, Result, StateError, StateScope};
+
+/// First bytes of every metadata file.
+pub const METADATA_MAGIC: [u8; 4] = *b"KSMD";
+
+/// Version of the metadata layout this build writes and reads.
+pub const METADATA_VERSION: u8 = 1;
+
+const HEADER_LEN: usize = METADATA_MAGIC.len() + 1;
+const CRC_LEN: usize = 4;
+
+/// Whether a completed snapshot is a checkpoint or a savepoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CheckpointKind {
+    /// A regular (possibly incremental) checkpoint.
+    Checkpoint,
+    /// A user-triggered savepoint.
+    Savepoint,
+}
+
+/// A completed checkpoint: the content of its `_metadata` file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompletedCheckpoint {
+    /// The job it belongs to.
+    pub job_id: String,
+    /// Its id; its directory is `chk-<checkpoint_id>`.
+    pub checkpoint_id: u64,
+    /// When it was triggered, in ms since the epoch.
+    pub timestamp_ms: u64,
+    /// Checkpoint or savepoint.
+    pub kind: CheckpointKind,
+    /// Keyed state handles per operator (by operator id), one per subtask
+    /// that reported state.
+    pub operators: BTreeMap<String, Vec<KeyedStateHandle>>,
+    /// State of the job itself rather than of keyed operators, by name: for
+    /// example source offsets (Flink's "master states"). Opaque bytes.
+    pub master_states: BTreeMap<String, Vec<u8>>,
+}
+
+impl CompletedCheckpoint {
+    /// A completed checkpoint without operator state yet.
+    pub fn new(
+        job_id: impl Into<String>,
+        checkpoint_id: u64,
+        timestamp_ms: u64,
+        kind: CheckpointKind,
+    ) -> Self {
+        Self {
+            job_id: job_id.into(),
+            checkpoint_id,
+            timestamp_ms,
+            kind,
+            operators: BTreeMap::new(),
+            master_states: BTreeMap::new(),
+        }
+    }
+
+    /// Adds the handles of operator `operator_id` (builder style).
+    pub fn with_operator(
+        mut self,
+        operator_id: impl Into<String>,
+        handles: Vec<KeyedStateHandle>,
+    ) -> Self {
+        self.operators
+            .entry(operator_id.into())
+            .or_default()
+            .extend(handles);
+        self
+    }
+
+    /// Adds a master state (builder style).
+    pub fn with_master_state(mut self, name: impl Into<String>, bytes: Vec<u8>) -> Self {
+        self.master_states.insert(name.into(), bytes);
+        self
+    }
+
+    /// Every file the checkpoint references, each once, in path order.
+    pub fn files(&self) -> Vec<&FileHandle> {
+        let mut files: BTreeMap<&str, &FileHandle> = BTreeMap::new();
+        for handle in self.operators.values().flatten() {
+            for file in handle.files() {
+                files.insert(&file.path, file);
+            }
+        }
+        files.into_values().collect()
+    }
+
+    /// The referenced files in `shared/` (scope [`StateScope::Shared`]).
+    pub fn shared_files(&self) -> Vec<&FileHandle> {
+        self.files_in(StateScope::Shared)
+    }
+
+    /// The referenced files exclusive to this checkpoint (scope
+    /// [`StateScope::Exclusive`]).
+    pub fn exclusive_files(&self) -> Vec<&FileHandle> {
+        self.files_in(StateScope::Exclusive)
+    }
+
+    /// Total payload bytes of all referenced files (the full state size).
+    pub fn state_size(&self) -> u64 {
+        self.files().iter().map(|f| f.size).sum()
+    }
+
+    /// Where its metadata lives, relative to the job directory:
+    /// `chk-<n>/_metadata`.
+    pub fn metadata_path(&self) -> String {
+        crate::layout::metadata_path(self.checkpoint_id)
+    }
+
+    fn files_in(&self, scope: StateScope) -> Vec<&FileHandle> {
+        self.files()
+            .into_iter()
+            .filter(|f| f.scope == scope)
+            .collect()
+    }
+
+    /// The bytes of its `_metadata` file.
+    ///
+    /// # Errors
+    /// [`StateError::Codec`] when a handle does not serialize.
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(&METADATA_MAGIC);
+        out.push(METADATA_VERSION);
+        let mut out = postcard::to_extend(self, out)
+            .map_err(|e| StateError::codec("checkpoint metadata", e))?;
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        Ok(out)
+    }
+
+    /// Parses a `_metadata` file read from `path` (named in errors).
+    ///
+    /// # Errors
+    /// [`StateError::Corrupt`] naming `path` for bad magic, an unknown
+    /// version, a checksum mismatch, truncation or an undecodable payload.
+    pub fn decode(path: &str, bytes: &[u8]) -> Result<Self> {
+        let corrupt = |reason: String| StateError::corrupt(path, reason);
+        let Some(body_len) = bytes.len().checked_sub(CRC_LEN) else {
+            return Err(corrupt(format!("truncated: {} bytes", bytes.len())));
+        };
+        let (body, crc) = bytes.split_at(body_len);
+        if body.len() < HEADER_LEN {
+            return Err(corrupt(format!("truncated: {} bytes", bytes.len())));
+        }
+        let (header, payload) = body.split_at(HEADER_LEN);
+        if header.get(..METADATA_MAGIC.len()) != Some(&METADATA_MAGIC[..]) {
+            return Err(corrupt("not a checkpoint metadata file (bad magic)".into()));
+        }
+        let version = header.get(METADATA_MAGIC.len()).copied().unwrap_or(0);
+        if version != METADATA_VERSION {
+            return Err(corrupt(format!(
+                "unsupported metadata version {version} (this build reads {METADATA_VERSION})"
+            )));
+        }
+        let stored_crc = u32::from_le_bytes(
+            crc.try_into()
+                .map_err(|_| corrupt("checksum truncated".into()))?,
+        );
+        let actual_crc = crc32c::crc32c(body);
+        if actual_crc != stored_crc {
+            return Err(corrupt(format!(
+                "checksum mismatch: crc32c {actual_crc:08x}, stored {stored_crc:08x}"
+            )));
+        }
+        let (checkpoint, rest): (Self, &[u8]) = postcard::take_from_bytes(payload)
+            .map_err(|e| corrupt(format!("metadata does not decode: {e}")))?;
+        if !rest.is_empty() {
+            return Err(corrupt(format!(
+                "{} unexpected bytes after the metadata",
+                rest.len()
+            )));
+        }
+        Ok(checkpoint)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use state_api::{KeyGroupRange, KeyGroupsStateHandle};
+
+    use super::*;
+
+    pub(crate) fn file(path: &str, scope: StateScope, size: u64) -> FileHandle {
+        FileHandle {
+            path: path.into(),
+            scope,
+            size,
+            crc32c: 7,
+        }
+    }
+
+    pub(crate) fn handle(checkpoint_id: u64, file: FileHandle) -> KeyedStateHandle {
+        KeyedStateHandle::KeyGroups(KeyGroupsStateHandle {
+            backend: "test".into(),
+            checkpoint_id,
+            max_parallelism: 128,
+            key_group_range: KeyGroupRange::new(0, 1).unwrap(),
+            file,
+            key_group_offsets: vec![0],
+        })
+    }
+
+    fn sample() -> CompletedCheckpoint {
+        CompletedCheckpoint::new("job", 3, 1_700_000_000_000, CheckpointKind::Checkpoint)
+            .with_operator(
+                "op-a",
+                vec![
+                    handle(3, file("chk-3/a-1", StateScope::Exclusive, 10)),
+                    handle(3, file("shared/s-1", StateScope::Shared, 20)),
+                ],
+            )
+            .with_operator(
+                "op-b",
+                vec![
+                    handle(3, file("shared/s-1", StateScope::Shared, 20)),
+                    handle(3, file("taskowned/t-1", StateScope::TaskOwned, 5)),
+                ],
+            )
+    }
+
+    #[test]
+    fn round_trip() {
+        let cp = sample();
+        let bytes = cp.encode().unwrap();
+        assert_eq!(&bytes[..4], b"KSMD");
+        assert_eq!(bytes[4], METADATA_VERSION);
+        assert_eq!(
+            CompletedCheckpoint::decode("chk-3/_metadata", &bytes).unwrap(),
+            cp
+        );
+    }
+
+    #[test]
+    fn file_views() {
+        let cp = sample();
+        let paths =
+            |files: Vec<&FileHandle>| files.iter().map(|f| f.path.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            paths(cp.files()),
+            ["chk-3/a-1", "shared/s-1", "taskowned/t-1"]
+        );
+        assert_eq!(paths(cp.shared_files()), ["shared/s-1"]);
+        assert_eq!(paths(cp.exclusive_files()), ["chk-3/a-1"]);
+        assert_eq!(cp.state_size(), 35);
+        assert_eq!(cp.metadata_path(), "chk-3/_metadata");
+    }
+
+    #[test]
+    fn every_corruption_is_named() {
+        let bytes = sample().encode().unwrap();
+        let reason = |bytes: &[u8]| match CompletedCheckpoint::decode("chk-3/_metadata", bytes) {
+            Err(StateError::Corrupt { path, reason }) => {
+                assert_eq!(path, "chk-3/_metadata");
+                reason
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        };
+        for keep in 0..bytes.len() {
+            reason(&bytes[..keep]);
+        }
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x01;
+            reason(&bad);
+        }
+        let mut bad = bytes.clone();
+        bad[0] = b'X';
+        assert!(reason(&bad).contains("magic"));
+        let mut bad = bytes.clone();
+        bad[4] = 9;
+        assert!(reason(&bad).contains("version 9"));
+        let mut bad = bytes;
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        assert!(reason(&bad).contains("checksum"));
+    }
+
+    #[test]
+    fn trailing_bytes_are_rejected() {
+        let cp = sample();
+        let mut body = Vec::new();
+        body.extend_from_slice(&METADATA_MAGIC);
+        body.push(METADATA_VERSION);
+        body.extend_from_slice(&postcard::to_allocvec(&cp).unwrap());
+        body.push(0);
+        let crc = crc32c::crc32c(&body);
+        body.extend_from_slice(&crc.to_le_bytes());
+        let err = CompletedCheckpoint::decode("m", &body).unwrap_err();
+        assert!(err.to_string().contains("unexpected bytes"), "{err}");
+    }
+}
