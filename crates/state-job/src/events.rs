@@ -34,7 +34,7 @@ impl EventStream {
     }
 
     /// Number of events.
-    pub fn len(&self) -> u64 {
+    pub fn event_count(&self) -> u64 {
         self.len
     }
 
@@ -42,7 +42,11 @@ impl EventStream {
     pub fn event(&self, offset: u64) -> Event {
         let r = splitmix64(self.seed ^ offset.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         // Half of the events go to the first 1/16 of the keys: a hot set.
-        let key_space = if r & 1 == 0 { (self.keys / 16).max(1) } else { self.keys };
+        let key_space = if r & 1 == 0 {
+            (self.keys / 16).max(1)
+        } else {
+            self.keys
+        };
         Event {
             offset,
             key: (r >> 8) % key_space,

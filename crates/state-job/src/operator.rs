@@ -40,7 +40,11 @@ impl AggregateFunction for MeanWindowSize {
     }
 
     fn get_result(&self, (windows, total): &(u64, u64)) -> f64 {
-        if *windows == 0 { 0.0 } else { *total as f64 / *windows as f64 }
+        if *windows == 0 {
+            0.0
+        } else {
+            *total as f64 / *windows as f64
+        }
     }
 }
 
@@ -82,12 +86,22 @@ impl KeyedAggregator {
     pub fn register(backend: &mut dyn KeyedStateBackend) -> Result<Self> {
         Ok(Self {
             count: backend.value_state(ValueStateDescriptor::new("count").with_default(0))?,
-            sum: backend.reducing_state(ReducingStateDescriptor::new("sum", |a: &u64, b: &u64| a + b))?,
-            max: backend.reducing_state(ReducingStateDescriptor::new("max", |a: &u64, b: &u64| *a.max(b)))?,
+            sum: backend
+                .reducing_state(ReducingStateDescriptor::new("sum", |a: &u64, b: &u64| {
+                    a + b
+                }))?,
+            max: backend
+                .reducing_state(ReducingStateDescriptor::new("max", |a: &u64, b: &u64| {
+                    *a.max(b)
+                }))?,
             recent: backend.list_state(ListStateDescriptor::new("recent"))?,
             buckets: backend.map_state(MapStateDescriptor::new("buckets"))?,
-            window_count: backend.value_state(ValueStateDescriptor::new("window-count").with_default(0))?,
-            closed_windows: backend.aggregating_state(AggregatingStateDescriptor::new("closed-windows", MeanWindowSize))?,
+            window_count: backend
+                .value_state(ValueStateDescriptor::new("window-count").with_default(0))?,
+            closed_windows: backend.aggregating_state(AggregatingStateDescriptor::new(
+                "closed-windows",
+                MeanWindowSize,
+            ))?,
         })
     }
 
@@ -112,7 +126,8 @@ impl KeyedAggregator {
         let bucket = (event.value / 100) as u8;
         let in_bucket = self.buckets.get(backend, &bucket)?.unwrap_or(0);
         self.buckets.put(backend, &bucket, &(in_bucket + 1))?;
-        self.window_count.set_namespace(&(event.timestamp_ms / WINDOW_MS))?;
+        self.window_count
+            .set_namespace(&(event.timestamp_ms / WINDOW_MS))?;
         let in_window = self.window_count.value(backend)?.unwrap_or(0);
         self.window_count.update(backend, &(in_window + 1))
     }
@@ -136,11 +151,17 @@ impl KeyedAggregator {
     ///
     /// # Errors
     /// State errors.
-    pub fn summarize(&mut self, backend: &mut dyn KeyedStateBackend) -> Result<BTreeMap<u64, KeySummary>> {
+    pub fn summarize(
+        &mut self,
+        backend: &mut dyn KeyedStateBackend,
+    ) -> Result<BTreeMap<u64, KeySummary>> {
         let mut windows: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
         backend.for_each_key_and_namespace(self.window_count.id(), &mut |key, ns| {
             let key: u64 = state_api::codec::decode(key)?;
-            windows.entry(key).or_default().push(state_api::codec::decode(ns)?);
+            windows
+                .entry(key)
+                .or_default()
+                .push(state_api::codec::decode(ns)?);
             Ok(ControlFlow::Continue(()))
         })?;
         let keys: Vec<u64> = backend.keys(self.count.id(), &state_api::VoidNamespace)?;

@@ -7,14 +7,16 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use state_api::key_group::{assign_to_key_group, key_group_range_for_operator, operator_index_for_key_group};
+use state_api::key_group::{
+    assign_to_key_group, key_group_range_for_operator, operator_index_for_key_group,
+};
 use state_api::{
-    BackendContext, CheckpointStorageAccess, KeyGroupRange, KeyedStateBackend, KeyedStateHandle, Result,
-    SnapshotOptions, SnapshotResult, StateBackendFactory, StateError,
+    BackendContext, CheckpointStorageAccess, KeyGroupRange, KeyedStateBackend, KeyedStateHandle,
+    Result, SnapshotOptions, SnapshotResult, StateBackendFactory, StateError,
 };
 
 use crate::events::Event;
-use crate::operator::{KeyedAggregator, KeySummary, WINDOW_MS};
+use crate::operator::{KeySummary, KeyedAggregator, WINDOW_MS};
 
 /// One parallel instance of the keyed operator.
 struct Subtask {
@@ -153,7 +155,9 @@ impl Pipeline {
         let window = event.timestamp_ms / WINDOW_MS;
         if let Some(current) = self.current_window.filter(|w| *w < window) {
             for subtask in &mut self.subtasks {
-                subtask.operator.close_window(&mut *subtask.backend, current)?;
+                subtask
+                    .operator
+                    .close_window(&mut *subtask.backend, current)?;
             }
         }
         self.current_window = Some(window);
@@ -182,7 +186,11 @@ impl Pipeline {
         let options = SnapshotOptions::checkpoint(timestamp_ms);
         let mut tasks = Vec::with_capacity(self.subtasks.len());
         for subtask in &mut self.subtasks {
-            tasks.push(subtask.backend.snapshot(checkpoint_id, &options, Arc::clone(storage))?);
+            tasks.push(
+                subtask
+                    .backend
+                    .snapshot(checkpoint_id, &options, Arc::clone(storage))?,
+            );
         }
         let sync_duration = started.elapsed();
         let uploads = tasks

@@ -3,14 +3,13 @@
 //!
 //! Each check is a public function taking a [`Harness`]: a backend factory,
 //! the checkpoint storage its snapshots go to, and a [`FaultInjector`] for that
-//! storage. A backend's own test calls [`run_all`] (or single checks):
+//! storage. A backend's own test calls [`run_all`] (or single checks); the
+//! heap backend's `tests/conformance.rs` is the template:
 //!
-//! ```ignore
-//! #[test]
-//! fn heap_conforms() {
-//!     let storage = Arc::new(ObjectStoreCheckpointStorage::in_memory("job")?);
-//!     state_api::conformance::run_all(&Harness::new(&HeapBackendFactory::default(), storage.clone(), &*storage));
-//! }
+//! ```text
+//! let storage = Arc::new(ObjectStoreCheckpointStorage::in_memory("job")?);
+//! let harness = Harness::new(&HeapBackendFactory::new(), storage.clone(), &*storage);
+//! state_api::conformance::run_all(&harness);
 //! ```
 //!
 //! Checks panic with a message naming what broke, like assertions. They only

@@ -1,0 +1,595 @@
+//! [`HeapKeyedStateBackend`]: the [`KeyedStateBackend`] on copy-on-write
+//! hash tables.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use state_api::backend::EntryVisitor;
+use state_api::codec::ListElements;
+use state_api::descriptor::StateFunction;
+use state_api::key_group::{KeyGroup, check_max_parallelism};
+use state_api::{
+    AsyncSnapshot, BackendContext, CheckpointStorageAccess, KeyGroupRange, KeyedStateBackend,
+    Result, SnapshotOptions, StateError, StateId, StateKind, StateMeta, StateRegistration,
+};
+
+use crate::bytes::ValueBytes;
+use crate::key::{CurrentKey, KeyGroupAssigner, split_composite_key};
+use crate::table::{HeapState, StateTable, Table};
+use crate::user_map::UserMap;
+use crate::{restore, snapshot};
+
+/// Name of this backend, as [`KeyedStateBackend::backend_name`] and the
+/// factory report it.
+pub const BACKEND_NAME: &str = "heap";
+
+/// A keyed state backend that keeps all state on the heap in hash tables,
+/// one per key group and state, shared with snapshots and copied on write.
+///
+/// Snapshots are full snapshots in the key-group format
+/// ([`state_api::format::key_groups`]): the synchronous phase shares every
+/// key group's table with the snapshot (one reference count each,
+/// independent of the number of entries); the asynchronous phase writes the
+/// frozen tables while this backend keeps serving reads and writes, and the
+/// first write to a key group after the synchronous phase copies that key
+/// group's table.
+///
+/// ```
+/// use state_api::{KeyGroupRange, KeyedStateBackendExt, ValueStateDescriptor};
+/// use state_heap::HeapKeyedStateBackend;
+///
+/// let mut backend = HeapKeyedStateBackend::new("op", 128, KeyGroupRange::all(128)?)?;
+/// let count = backend.value_state(ValueStateDescriptor::<u64>::new("count").with_default(0))?;
+/// backend.set_key(&42u64)?;
+/// let n = count.value(&mut backend)?.unwrap_or_default();
+/// count.update(&mut backend, &(n + 1))?;
+/// assert_eq!(count.value(&mut backend)?, Some(1));
+/// # Ok::<(), state_api::StateError>(())
+/// ```
+pub struct HeapKeyedStateBackend {
+    operator: String,
+    max_parallelism: u32,
+    range: KeyGroupRange,
+    assigner: KeyGroupAssigner,
+    /// Registered and restored states; a `StateId` is an index.
+    states: Vec<HeapState>,
+    by_name: HashMap<String, usize>,
+    current: CurrentKey,
+    /// Output buffer of fold functions, reused so folds do not allocate.
+    scratch: Vec<u8>,
+}
+
+impl fmt::Debug for HeapKeyedStateBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HeapKeyedStateBackend")
+            .field("operator", &self.operator)
+            .field("max_parallelism", &self.max_parallelism)
+            .field("key_group_range", &self.range)
+            .field(
+                "states",
+                &self.states.iter().map(|s| &s.meta.name).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl HeapKeyedStateBackend {
+    /// An empty backend for `key_group_range` of a job with
+    /// `max_parallelism` key groups.
+    ///
+    /// # Errors
+    /// [`StateError::InvalidKeyGroups`] for an invalid max parallelism or a
+    /// range beyond it.
+    pub fn new(
+        operator: impl Into<String>,
+        max_parallelism: u32,
+        key_group_range: KeyGroupRange,
+    ) -> Result<Self> {
+        check_max_parallelism(max_parallelism)?;
+        if key_group_range.end_exclusive() > max_parallelism {
+            return Err(StateError::InvalidKeyGroups(format!(
+                "{key_group_range} exceeds max parallelism {max_parallelism}"
+            )));
+        }
+        Ok(Self {
+            operator: operator.into(),
+            max_parallelism,
+            range: key_group_range,
+            assigner: KeyGroupAssigner::new(max_parallelism),
+            states: Vec::new(),
+            by_name: HashMap::new(),
+            current: CurrentKey::new(),
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Builds a backend from `context`, restoring its handles: what
+    /// [`HeapBackendFactory`](crate::HeapBackendFactory) does, with the
+    /// concrete type.
+    ///
+    /// # Errors
+    /// Invalid contexts ([`BackendContext::validate`]); restore failures:
+    /// [`StateError::Corrupt`], [`StateError::FileNotFound`],
+    /// [`StateError::Restore`] for handles of other formats or states
+    /// restored with conflicting types, storage errors.
+    pub fn from_context(context: BackendContext) -> Result<Self> {
+        context.validate()?;
+        let mut backend = Self::new(
+            context.operator,
+            context.max_parallelism,
+            context.key_group_range,
+        )?;
+        restore::restore(&mut backend, &context.restore, &*context.storage)?;
+        Ok(backend)
+    }
+
+    /// Number of (key, namespace) entries across all states (a map state's
+    /// map counts once), as Flink's `numKeyValueStateEntries`.
+    pub fn num_entries(&self) -> usize {
+        self.states.iter().map(|s| s.table.len()).sum()
+    }
+
+    /// The operator name given at construction.
+    pub fn operator(&self) -> &str {
+        &self.operator
+    }
+
+    pub(crate) fn states(&self) -> &[HeapState] {
+        &self.states
+    }
+
+    pub(crate) fn assigner(&self) -> &KeyGroupAssigner {
+        &self.assigner
+    }
+
+    /// Finds or adds the state `meta` for restore; returns its index.
+    ///
+    /// # Errors
+    /// [`StateError::StateKindMismatch`] / [`StateError::StateTypeMismatch`]
+    /// when a state of that name exists with another kind or types.
+    pub(crate) fn restored_state(&mut self, meta: &StateMeta) -> Result<usize> {
+        if let Some(&index) = self.by_name.get(&meta.name) {
+            if let Some(existing) = self.states.get(index) {
+                existing.meta.check_compatible(meta)?;
+            }
+            return Ok(index);
+        }
+        Ok(self.add_state(meta.clone(), None, false))
+    }
+
+    /// Mutable access to a state's table for restore.
+    pub(crate) fn table_mut(&mut self, index: usize) -> Option<&mut Table> {
+        self.states.get_mut(index).map(|s| &mut s.table)
+    }
+
+    fn add_state(
+        &mut self,
+        meta: StateMeta,
+        function: Option<Arc<dyn StateFunction>>,
+        registered: bool,
+    ) -> usize {
+        let index = self.states.len();
+        self.by_name.insert(meta.name.clone(), index);
+        self.states
+            .push(HeapState::new(meta, function, registered, self.range.len()));
+        index
+    }
+}
+
+/// The registered state `id`.
+#[inline]
+fn state_ref(states: &[HeapState], id: StateId) -> Result<&HeapState> {
+    states
+        .get(id.0 as usize)
+        .filter(|s| s.registered)
+        .ok_or(StateError::UnknownState { state_id: id.0 })
+}
+
+/// The registered state `id`, for writing.
+#[inline]
+fn state_mut(states: &mut [HeapState], id: StateId) -> Result<&mut HeapState> {
+    states
+        .get_mut(id.0 as usize)
+        .filter(|s| s.registered)
+        .ok_or(StateError::UnknownState { state_id: id.0 })
+}
+
+/// The error for an operation of the wrong kind. `requested` names the
+/// (first) kind the operation serves: `Value` for get/put, `List` for
+/// appends and merges, `Reducing` for folds, `Map` for map operations.
+#[cold]
+fn kind_mismatch(meta: &StateMeta, requested: StateKind) -> StateError {
+    StateError::StateKindMismatch {
+        state: meta.name.clone(),
+        registered: meta.kind,
+        requested,
+    }
+}
+
+/// Checks that `bytes` is a well-formed list encoding, so malformed lists
+/// never enter state (and snapshots).
+fn check_list_encoding(bytes: &[u8]) -> Result<()> {
+    ListElements::new(bytes).try_for_each(|element| element.map(|_| ()))
+}
+
+/// The bytes table of a value, list, reducing or aggregating state.
+#[inline]
+fn bytes_table(state: &HeapState, requested: StateKind) -> Result<&StateTable<ValueBytes>> {
+    match &state.table {
+        Table::Bytes(table) => Ok(table),
+        Table::Map(_) => Err(kind_mismatch(&state.meta, requested)),
+    }
+}
+
+/// The table of a map state.
+#[inline]
+fn map_table(state: &HeapState) -> Result<&StateTable<UserMap>> {
+    match &state.table {
+        Table::Map(table) => Ok(table),
+        Table::Bytes(_) => Err(kind_mismatch(&state.meta, StateKind::Map)),
+    }
+}
+
+/// The table of a map state, for writing.
+#[inline]
+fn map_table_mut(state: &mut HeapState) -> Result<&mut StateTable<UserMap>> {
+    match &mut state.table {
+        Table::Map(table) => Ok(table),
+        Table::Bytes(_) => Err(kind_mismatch(&state.meta, StateKind::Map)),
+    }
+}
+
+/// Visits the (key, namespace) of every composite key of `keys`.
+fn visit_keys<'a>(
+    keys: impl Iterator<Item = &'a [u8]>,
+    visitor: &mut EntryVisitor<'_>,
+) -> Result<()> {
+    for composite in keys {
+        let (key, namespace) = split_composite_key(composite).ok_or_else(|| {
+            StateError::corrupt("<heap memory>", "malformed composite key in a state table")
+        })?;
+        if visitor(key, namespace)?.is_break() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+impl KeyedStateBackend for HeapKeyedStateBackend {
+    fn backend_name(&self) -> &'static str {
+        BACKEND_NAME
+    }
+
+    fn key_group_range(&self) -> KeyGroupRange {
+        self.range
+    }
+
+    fn max_parallelism(&self) -> u32 {
+        self.max_parallelism
+    }
+
+    fn register_state(&mut self, registration: StateRegistration) -> Result<StateId> {
+        registration.validate()?;
+        let StateRegistration { meta, function } = registration;
+        let index = match self.by_name.get(&meta.name).copied() {
+            Some(index) => {
+                let existing = self.states.get_mut(index).ok_or(StateError::UnknownState {
+                    state_id: index as u32,
+                })?;
+                existing.meta.check_compatible(&meta)?;
+                // As in Flink, the latest registration's function folds from
+                // now on; for a restored state this is its first function.
+                existing.function = function;
+                existing.registered = true;
+                index
+            }
+            None => self.add_state(meta, function, true),
+        };
+        u32::try_from(index)
+            .map(StateId)
+            .map_err(|_| StateError::Config {
+                key: "states".into(),
+                message: "more than u32::MAX states".into(),
+            })
+    }
+
+    fn state_metas(&self) -> Vec<StateMeta> {
+        self.states.iter().map(|s| s.meta.clone()).collect()
+    }
+
+    #[inline]
+    fn set_current_key(&mut self, encoded_key: &[u8]) -> Result<()> {
+        self.current.set(encoded_key, &self.assigner, self.range)
+    }
+
+    fn current_key(&self) -> Option<&[u8]> {
+        self.current.key()
+    }
+
+    fn current_key_group(&self) -> Option<KeyGroup> {
+        self.current.key_group()
+    }
+
+    #[inline]
+    fn get(&mut self, state: StateId, namespace: &[u8]) -> Result<Option<&[u8]>> {
+        let table = bytes_table(state_ref(&self.states, state)?, StateKind::Value)?;
+        let (key, index) = self.current.lookup(namespace)?;
+        Ok(table.get(index, key).map(ValueBytes::as_slice))
+    }
+
+    #[inline]
+    fn put(&mut self, state: StateId, namespace: &[u8], value: &[u8]) -> Result<()> {
+        let state = state_mut(&mut self.states, state)?;
+        let is_list = state.meta.kind == StateKind::List;
+        let Table::Bytes(table) = &mut state.table else {
+            return Err(kind_mismatch(&state.meta, StateKind::Value));
+        };
+        let (key, index) = self.current.lookup(namespace)?;
+        if is_list {
+            if value.is_empty() {
+                // The contract: writing an empty list clears.
+                table.remove(index, key);
+                return Ok(());
+            }
+            check_list_encoding(value)?;
+        }
+        table.put(index, key, value);
+        Ok(())
+    }
+
+    fn clear(&mut self, state: StateId, namespace: &[u8]) -> Result<()> {
+        let state = state_mut(&mut self.states, state)?;
+        let (key, index) = self.current.lookup(namespace)?;
+        match &mut state.table {
+            Table::Bytes(table) => {
+                table.remove(index, key);
+            }
+            Table::Map(table) => {
+                table.remove(index, key);
+            }
+        }
+        Ok(())
+    }
+
+    fn list_append(
+        &mut self,
+        state: StateId,
+        namespace: &[u8],
+        encoded_elements: &[u8],
+    ) -> Result<()> {
+        let state = state_mut(&mut self.states, state)?;
+        if state.meta.kind != StateKind::List {
+            return Err(kind_mismatch(&state.meta, StateKind::List));
+        }
+        let Table::Bytes(table) = &mut state.table else {
+            return Err(kind_mismatch(&state.meta, StateKind::List));
+        };
+        let (key, index) = self.current.lookup(namespace)?;
+        check_list_encoding(encoded_elements)?;
+        if encoded_elements.is_empty() {
+            // Nothing to append; an empty entry would break "empty = absent".
+            return Ok(());
+        }
+        table.append(index, key, encoded_elements);
+        Ok(())
+    }
+
+    fn accumulate(&mut self, state: StateId, namespace: &[u8], input: &[u8]) -> Result<()> {
+        let state = state_mut(&mut self.states, state)?;
+        if !state.meta.kind.needs_function() {
+            return Err(kind_mismatch(&state.meta, StateKind::Reducing));
+        }
+        let (Table::Bytes(table), Some(function)) = (&mut state.table, &state.function) else {
+            return Err(kind_mismatch(&state.meta, StateKind::Reducing));
+        };
+        let (key, index) = self.current.lookup(namespace)?;
+        let scratch = &mut self.scratch;
+        scratch.clear();
+        match table.get_mut(index, key) {
+            Some(accumulator) => {
+                function.add(Some(accumulator.as_slice()), input, scratch)?;
+                accumulator.set(scratch);
+            }
+            None => {
+                function.add(None, input, scratch)?;
+                table.insert_new(index, key, ValueBytes::from_slice(scratch));
+            }
+        }
+        Ok(())
+    }
+
+    fn merge_namespaces(&mut self, state: StateId, target: &[u8], sources: &[&[u8]]) -> Result<()> {
+        let state = state_mut(&mut self.states, state)?;
+        let kind = state.meta.kind;
+        if !matches!(
+            kind,
+            StateKind::List | StateKind::Reducing | StateKind::Aggregating
+        ) {
+            return Err(kind_mismatch(&state.meta, StateKind::List));
+        }
+        let Table::Bytes(table) = &mut state.table else {
+            return Err(kind_mismatch(&state.meta, StateKind::List));
+        };
+        let function = state.function.as_deref();
+        // The current key is needed even when there are no sources.
+        let (_, index) = self.current.lookup(target)?;
+
+        // Compute first, write afterwards: a failing merge function leaves
+        // every namespace as it was.
+        let mut merged: Option<Vec<u8>> = None;
+        let mut target_is_source = false;
+        for (i, source) in sources.iter().enumerate() {
+            if sources
+                .get(..i)
+                .is_some_and(|earlier| earlier.contains(source))
+            {
+                continue; // a repeated source merges once (it is cleared by then)
+            }
+            target_is_source |= *source == target;
+            let (key, _) = self.current.lookup(source)?;
+            let Some(value) = table.get(index, key) else {
+                continue;
+            };
+            merged = Some(match merged {
+                None => value.to_vec(),
+                Some(mut acc) => {
+                    combine(kind, function, &mut acc, value, &mut self.scratch)?;
+                    acc
+                }
+            });
+        }
+        let Some(mut merged) = merged else {
+            return Ok(()); // no source has a value: the target is unchanged
+        };
+        let (key, _) = self.current.lookup(target)?;
+        if !target_is_source && let Some(existing) = table.get(index, key) {
+            // Flink's order: the target's value first, then the sources'.
+            let mut acc = existing.to_vec();
+            combine(kind, function, &mut acc, &merged, &mut self.scratch)?;
+            merged = acc;
+        }
+        table.put(index, key, &merged);
+        for source in sources {
+            if *source != target {
+                let (key, _) = self.current.lookup(source)?;
+                table.remove(index, key);
+            }
+        }
+        Ok(())
+    }
+
+    fn map_get(
+        &mut self,
+        state: StateId,
+        namespace: &[u8],
+        user_key: &[u8],
+    ) -> Result<Option<&[u8]>> {
+        let table = map_table(state_ref(&self.states, state)?)?;
+        let (key, index) = self.current.lookup(namespace)?;
+        Ok(table.get(index, key).and_then(|map| map.get(user_key)))
+    }
+
+    fn map_put(
+        &mut self,
+        state: StateId,
+        namespace: &[u8],
+        user_key: &[u8],
+        value: &[u8],
+    ) -> Result<()> {
+        let table = map_table_mut(state_mut(&mut self.states, state)?)?;
+        let (key, index) = self.current.lookup(namespace)?;
+        match table.get_mut(index, key) {
+            Some(user_map) => {
+                user_map.insert(user_key, value);
+            }
+            None => table.insert_new(index, key, UserMap::single(user_key, value)),
+        }
+        Ok(())
+    }
+
+    fn map_remove(&mut self, state: StateId, namespace: &[u8], user_key: &[u8]) -> Result<()> {
+        let table = map_table_mut(state_mut(&mut self.states, state)?)?;
+        let (key, index) = self.current.lookup(namespace)?;
+        // Look before writing: a write copies the key group's table while
+        // a snapshot shares it, even when there is nothing to remove.
+        if table
+            .get(index, key)
+            .is_none_or(|m| m.get(user_key).is_none())
+        {
+            return Ok(());
+        }
+        let now_empty = table.get_mut(index, key).is_some_and(|m| {
+            m.remove(user_key);
+            m.is_empty()
+        });
+        if now_empty {
+            // An empty map is an absent entry, as in Flink's heap MapState.
+            table.remove(index, key);
+        }
+        Ok(())
+    }
+
+    fn map_for_each(
+        &mut self,
+        state: StateId,
+        namespace: &[u8],
+        visitor: &mut EntryVisitor<'_>,
+    ) -> Result<()> {
+        let table = map_table(state_ref(&self.states, state)?)?;
+        let (key, index) = self.current.lookup(namespace)?;
+        if let Some(map) = table.get(index, key) {
+            for (user_key, value) in map.iter() {
+                if let ControlFlow::Break(()) = visitor(user_key, value)? {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn for_each_key_and_namespace(
+        &mut self,
+        state: StateId,
+        visitor: &mut EntryVisitor<'_>,
+    ) -> Result<()> {
+        match &state_ref(&self.states, state)?.table {
+            Table::Bytes(table) => visit_keys(table.keys(), visitor),
+            Table::Map(table) => visit_keys(table.keys(), visitor),
+        }
+    }
+
+    fn snapshot(
+        &mut self,
+        checkpoint_id: u64,
+        _options: &SnapshotOptions,
+        storage: Arc<dyn CheckpointStorageAccess>,
+    ) -> Result<AsyncSnapshot> {
+        // Every snapshot type is a full key-group snapshot for this backend
+        // (it is also the canonical savepoint format).
+        let frozen = snapshot::freeze(self);
+        Ok(frozen.into_task(checkpoint_id, storage))
+    }
+
+    // Heap snapshots are full, self-contained files that no later
+    // checkpoint shares, so there is nothing to release, confirm or clean
+    // up: the checkpoint coordinator owns (and deletes) the files.
+    fn notify_checkpoint_complete(&mut self, _checkpoint_id: u64) -> Result<()> {
+        Ok(())
+    }
+
+    fn notify_checkpoint_aborted(&mut self, _checkpoint_id: u64) -> Result<()> {
+        Ok(())
+    }
+
+    fn notify_checkpoint_subsumed(&mut self, _checkpoint_id: u64) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Merges `value` into `acc` for a list (concatenation) or with the fold
+/// function's `merge`.
+fn combine(
+    kind: StateKind,
+    function: Option<&dyn StateFunction>,
+    acc: &mut Vec<u8>,
+    value: &[u8],
+    scratch: &mut Vec<u8>,
+) -> Result<()> {
+    if kind == StateKind::List {
+        acc.extend_from_slice(value);
+        return Ok(());
+    }
+    let function = function.ok_or_else(|| StateError::Config {
+        key: "state function".into(),
+        message: format!("a {kind:?} state needs a fold function to merge namespaces"),
+    })?;
+    scratch.clear();
+    function.merge(acc, value, scratch)?;
+    std::mem::swap(acc, scratch);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,157 @@
+//! Snapshots: freeze (synchronous phase) and write (asynchronous phase).
+//!
+//! [`freeze`] shares every key group's table of every state (and copies the
+//! states' metadata): O(key groups × states) reference-count increments,
+//! independent of the number of entries. Later writes copy a shared table
+//! before changing it (`Arc::make_mut`), so the frozen tables never change.
+//! [`FrozenSnapshot::into_task`] then writes them in the key-group format on
+//! whatever thread runs the task, and dropping the task releases them.
+
+use std::sync::Arc;
+
+use state_api::format::key_groups::{Entry, KeyGroupsWriter};
+use state_api::{
+    AsyncSnapshot, CheckpointStorageAccess, KeyGroupRange, KeyedStateHandle, Result,
+    SnapshotResult, StateError, StateMeta, StateScope,
+};
+
+use crate::backend::{BACKEND_NAME, HeapKeyedStateBackend};
+use crate::key::split_composite_key;
+use crate::table::Table;
+
+/// The state of a backend at one point in time, ready to be written.
+pub(crate) struct FrozenSnapshot {
+    operator: String,
+    max_parallelism: u32,
+    range: KeyGroupRange,
+    /// Metadata of every state, registered or restored; records refer to a
+    /// state by its index here.
+    metas: Vec<StateMeta>,
+    /// The tables, in the order of `metas`.
+    tables: Vec<Table>,
+}
+
+/// The synchronous phase: shares the tables, copies the metadata.
+pub(crate) fn freeze(backend: &HeapKeyedStateBackend) -> FrozenSnapshot {
+    let states = backend.states();
+    FrozenSnapshot {
+        operator: backend.operator().to_string(),
+        max_parallelism: state_api::KeyedStateBackend::max_parallelism(backend),
+        range: state_api::KeyedStateBackend::key_group_range(backend),
+        metas: states.iter().map(|s| s.meta.clone()).collect(),
+        tables: states.iter().map(|s| s.table.clone()).collect(),
+    }
+}
+
+impl FrozenSnapshot {
+    /// The asynchronous phase as a task writing checkpoint `checkpoint_id`.
+    pub(crate) fn into_task(
+        self,
+        checkpoint_id: u64,
+        storage: Arc<dyn CheckpointStorageAccess>,
+    ) -> AsyncSnapshot {
+        AsyncSnapshot::new(checkpoint_id, move || self.write(checkpoint_id, &*storage))
+    }
+
+    /// Writes one key-group file: per key group in order, per state in
+    /// order, the entries sorted by composite key (so equal state gives
+    /// equal files), one record per map entry for map state.
+    fn write(
+        self,
+        checkpoint_id: u64,
+        storage: &dyn CheckpointStorageAccess,
+    ) -> Result<SnapshotResult> {
+        let out = storage.create_output(
+            checkpoint_id,
+            StateScope::Exclusive,
+            &format!("heap-{}", file_name_safe(&self.operator)),
+        )?;
+        let mut writer = KeyGroupsWriter::new(out, self.max_parallelism, self.range, self.metas)?;
+        for (index, key_group) in self.range.iter().enumerate() {
+            writer.start_key_group(key_group)?;
+            for (state, table) in self.tables.iter().enumerate() {
+                let state = u32::try_from(state).map_err(|_| too_many_states())?;
+                match table {
+                    Table::Bytes(table) => {
+                        for (composite, value) in sorted(table.entries(index)) {
+                            let (key, namespace) = split(composite)?;
+                            writer.add(Entry {
+                                state,
+                                key,
+                                namespace,
+                                user_key: None,
+                                value,
+                            })?;
+                        }
+                    }
+                    Table::Map(table) => {
+                        for (composite, map) in sorted(table.entries(index)) {
+                            let (key, namespace) = split(composite)?;
+                            for (user_key, value) in map.iter() {
+                                writer.add(Entry {
+                                    state,
+                                    key,
+                                    namespace,
+                                    user_key: Some(user_key),
+                                    value,
+                                })?;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let handle = writer.finish(BACKEND_NAME, checkpoint_id)?;
+        let uploaded_bytes = handle.file.size;
+        Ok(SnapshotResult {
+            handle: KeyedStateHandle::KeyGroups(handle),
+            uploaded_bytes,
+        })
+    }
+}
+
+/// The entries of one key group, sorted by composite key.
+fn sorted<'a, V>(entries: impl Iterator<Item = (&'a [u8], &'a V)>) -> Vec<(&'a [u8], &'a V)> {
+    let mut entries: Vec<(&[u8], &V)> = entries.collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    entries
+}
+
+fn split(composite: &[u8]) -> Result<(&[u8], &[u8])> {
+    split_composite_key(composite).ok_or_else(|| {
+        StateError::corrupt("<heap memory>", "malformed composite key in a state table")
+    })
+}
+
+fn too_many_states() -> StateError {
+    StateError::Config {
+        key: "states".into(),
+        message: "more than u32::MAX states".into(),
+    }
+}
+
+/// `operator` with every character outside `[A-Za-z0-9._-]` replaced by
+/// `_`, so operator names cannot add path segments to file names.
+fn file_name_safe(operator: &str) -> String {
+    operator
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_are_sanitized() {
+        assert_eq!(file_name_safe("map-1.x_y"), "map-1.x_y");
+        assert_eq!(file_name_safe("a/b c\\..é"), "a_b_c_.._");
+    }
+}

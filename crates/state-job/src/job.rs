@@ -1,0 +1,489 @@
+//! The job driver: the reference run, the run with checkpoints and an
+//! injected failure, the recovery at another parallelism, and the comparison.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, ValueEnum};
+use state_api::{CheckpointStorageAccess, Result, StateBackendFactory, StateError};
+use state_storage::{
+    CheckpointKind, CompletedCheckpoint, CompletedCheckpointStore, ObjectStoreCheckpointStorage,
+};
+
+use crate::events::EventStream;
+use crate::operator::{KeySummary, WINDOW_MS};
+use crate::pipeline::{FinishedCheckpoint, PendingCheckpoint, Pipeline};
+
+/// The operator id under which the job's keyed state is stored.
+const OPERATOR_ID: &str = "keyed-aggregator";
+/// Master-state key of the source offset in checkpoint metadata.
+const SOURCE_OFFSET: &str = "source-offset";
+
+/// Which keyed state backend the job runs on.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum BackendKind {
+    /// Copy-on-write heap backend.
+    Heap,
+}
+
+/// Command-line options.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "Keyed stateful job with checkpoints, an injected failure and a rescaling restore"
+)]
+pub struct Options {
+    /// Keyed state backend.
+    #[arg(long, value_enum, default_value = "heap")]
+    pub backend: BackendKind,
+    /// Number of distinct keys.
+    #[arg(long, default_value_t = 10_000)]
+    pub keys: u64,
+    /// Number of events in the stream.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: u64,
+    /// Parallelism before the failure.
+    #[arg(long, default_value_t = 2)]
+    pub parallelism: u32,
+    /// Parallelism after the restore.
+    #[arg(long, default_value_t = 3)]
+    pub restore_parallelism: u32,
+    /// Max parallelism (number of key groups); fixed for the job's lifetime.
+    #[arg(long, default_value_t = 128)]
+    pub max_parallelism: u32,
+    /// Events between checkpoint triggers.
+    #[arg(long, default_value_t = 100_000)]
+    pub checkpoint_interval: u64,
+    /// Offset at which the job fails on purpose (default: 65% of the stream).
+    #[arg(long)]
+    pub fail_at: Option<u64>,
+    /// Checkpoint directory: a local path, or a URL such as file:///..., s3://bucket/prefix.
+    #[arg(long, default_value = "target/state-job/checkpoints")]
+    pub checkpoint_dir: String,
+    /// Completed checkpoints to retain.
+    #[arg(long, default_value_t = 1)]
+    pub num_retained: usize,
+    /// Seed of the event stream.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+fn factory(kind: BackendKind) -> Box<dyn StateBackendFactory> {
+    match kind {
+        BackendKind::Heap => Box::new(state_heap::HeapBackendFactory::new()),
+    }
+}
+
+/// What a run of the job showed.
+#[derive(Debug)]
+pub struct JobReport {
+    /// Whether the final state equals the run without failure.
+    pub equal: bool,
+    /// The checkpoint recovery restored, if one had completed.
+    pub restored_checkpoint: Option<u64>,
+    /// Checkpoints completed before and after the failure.
+    pub completed_checkpoints: usize,
+}
+
+/// Runs the reference and the failing job and compares their final states.
+///
+/// # Errors
+/// Storage, restore and state errors; a differing final state is not an
+/// error but `JobReport::equal == false`.
+pub fn run(o: &Options) -> Result<JobReport> {
+    let stream = EventStream::new(o.seed, o.keys, o.events);
+    let fail_at = o.fail_at.unwrap_or(o.events * 65 / 100).min(o.events);
+    let job_id = format!("job-{}", uuid::Uuid::new_v4().simple());
+    let factory = factory(o.backend);
+    println!(
+        "state-job: backend {}, {} keys, {} events, parallelism {} -> {}, max parallelism {}, checkpoint every {} events, failure at offset {}",
+        factory.name(),
+        o.keys,
+        o.events,
+        o.parallelism,
+        o.restore_parallelism,
+        o.max_parallelism,
+        o.checkpoint_interval,
+        fail_at
+    );
+
+    // 1. The reference: the same job without failure and without checkpoints.
+    let started = Instant::now();
+    let reference_storage: Arc<dyn CheckpointStorageAccess> =
+        Arc::new(ObjectStoreCheckpointStorage::in_memory("reference")?);
+    let mut reference = Pipeline::start(
+        &*factory,
+        reference_storage,
+        o.max_parallelism,
+        o.parallelism,
+        &[],
+        None,
+    )?;
+    for event in stream.from_offset(0) {
+        reference.process(&event)?;
+    }
+    let expected = reference.summarize()?;
+    drop(reference);
+    println!(
+        "reference run: {} keys in {:.2?}",
+        expected.len(),
+        started.elapsed()
+    );
+
+    // 2. The job with checkpoints, failing on purpose at `fail_at`.
+    let storage = Arc::new(ObjectStoreCheckpointStorage::from_url(
+        &o.checkpoint_dir,
+        &job_id,
+        std::iter::empty::<(String, String)>(),
+    )?);
+    println!("checkpoints go to {}", storage.location());
+    let access: Arc<dyn CheckpointStorageAccess> = storage.clone();
+    let mut store = CompletedCheckpointStore::open(Arc::clone(&storage), o.num_retained)?;
+    let mut coordinator = Coordinator {
+        job_id: job_id.clone(),
+        next_id: 1,
+        pending: None,
+        completed: Vec::new(),
+        aborted: Vec::new(),
+    };
+    let mut pipeline = Pipeline::start(
+        &*factory,
+        Arc::clone(&access),
+        o.max_parallelism,
+        o.parallelism,
+        &[],
+        None,
+    )?;
+    let started = Instant::now();
+    coordinator.run(&mut pipeline, &mut store, &access, &stream, 0, fail_at, o)?;
+    println!(
+        "FAILURE injected at offset {fail_at} after {:.2?}: the job's tasks are gone",
+        started.elapsed()
+    );
+    coordinator.abandon_pending(&mut store)?;
+    drop(pipeline);
+    drop(store);
+
+    // 3. Recovery: a new process finds the latest completed checkpoint and
+    //    restores it at another parallelism.
+    let mut store = CompletedCheckpointStore::open(Arc::clone(&storage), o.num_retained)?;
+    let (handles, resume_at, restored_id) = match store.latest() {
+        Some(latest) => (
+            latest
+                .operators
+                .get(OPERATOR_ID)
+                .cloned()
+                .unwrap_or_default(),
+            source_offset(latest)?,
+            Some(latest.checkpoint_id),
+        ),
+        None => (Vec::new(), 0, None),
+    };
+    let restore_started = Instant::now();
+    let resume_window = resume_at
+        .checked_sub(1)
+        .map(|o| stream.event(o).timestamp_ms / WINDOW_MS);
+    let mut pipeline = Pipeline::start(
+        &*factory,
+        Arc::clone(&access),
+        o.max_parallelism,
+        o.restore_parallelism,
+        &handles,
+        resume_window,
+    )?;
+    let restore_time = restore_started.elapsed();
+    match restored_id {
+        Some(id) => println!(
+            "restored checkpoint {id} ({} handles) at parallelism {} in {restore_time:.2?}; replaying from offset {resume_at}",
+            handles.len(),
+            o.restore_parallelism
+        ),
+        None => println!("no completed checkpoint: starting over from offset 0"),
+    }
+    coordinator.next_id = coordinator.next_id.max(restored_id.unwrap_or(0) + 1);
+    let started = Instant::now();
+    coordinator.run(
+        &mut pipeline,
+        &mut store,
+        &access,
+        &stream,
+        resume_at,
+        o.events,
+        o,
+    )?;
+    coordinator.drain(&mut pipeline, &mut store)?;
+    println!(
+        "finished the stream after recovery in {:.2?}",
+        started.elapsed()
+    );
+
+    // 4. Compare.
+    let actual = pipeline.summarize()?;
+    let equal = compare(&expected, &actual);
+    coordinator.print_summary(restore_time, equal);
+    Ok(JobReport {
+        equal,
+        restored_checkpoint: restored_id,
+        completed_checkpoints: coordinator.completed.len(),
+    })
+}
+
+fn source_offset(checkpoint: &CompletedCheckpoint) -> Result<u64> {
+    let bytes = checkpoint.master_states.get(SOURCE_OFFSET).ok_or_else(|| {
+        StateError::Restore(format!(
+            "checkpoint {} has no '{SOURCE_OFFSET}' master state",
+            checkpoint.checkpoint_id
+        ))
+    })?;
+    state_api::codec::decode(bytes)
+}
+
+fn compare(expected: &BTreeMap<u64, KeySummary>, actual: &BTreeMap<u64, KeySummary>) -> bool {
+    let mut differences = 0;
+    for (key, want) in expected {
+        match actual.get(key) {
+            Some(got) if got == want => {}
+            got => {
+                differences += 1;
+                if differences <= 5 {
+                    println!("MISMATCH key {key}: expected {want:?}, got {got:?}");
+                }
+            }
+        }
+    }
+    let extra = actual.keys().filter(|k| !expected.contains_key(k)).count();
+    if extra > 0 {
+        println!("MISMATCH: {extra} keys exist only after recovery");
+    }
+    differences == 0 && extra == 0
+}
+
+/// A minimal checkpoint coordinator: triggers, completes and aborts
+/// checkpoints of the pipeline and records them.
+struct Coordinator {
+    job_id: String,
+    next_id: u64,
+    pending: Option<PendingCheckpoint>,
+    completed: Vec<FinishedCheckpoint>,
+    aborted: Vec<u64>,
+}
+
+impl Coordinator {
+    /// Processes events `from..to`, triggering a checkpoint every
+    /// `checkpoint_interval` events and completing finished ones.
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &mut self,
+        pipeline: &mut Pipeline,
+        store: &mut CompletedCheckpointStore,
+        storage: &Arc<dyn CheckpointStorageAccess>,
+        stream: &EventStream,
+        from: u64,
+        to: u64,
+        o: &Options,
+    ) -> Result<()> {
+        let progress_every = (stream.event_count() / 10).max(1);
+        for offset in from..to {
+            if offset > from && offset % o.checkpoint_interval.max(1) == 0 && self.pending.is_none()
+            {
+                let id = self.next_id;
+                self.next_id += 1;
+                self.pending = Some(pipeline.trigger_checkpoint(id, offset, now_ms(), storage)?);
+            }
+            if offset % 1_000 == 0
+                && self
+                    .pending
+                    .as_ref()
+                    .is_some_and(PendingCheckpoint::is_done)
+            {
+                self.complete_pending(pipeline, store)?;
+            }
+            pipeline.process(&stream.event(offset))?;
+            if offset % progress_every == 0 && offset > 0 {
+                println!("  processed {offset} / {} events", stream.event_count());
+            }
+        }
+        Ok(())
+    }
+
+    fn complete_pending(
+        &mut self,
+        pipeline: &mut Pipeline,
+        store: &mut CompletedCheckpointStore,
+    ) -> Result<()> {
+        let Some(pending) = self.pending.take() else {
+            return Ok(());
+        };
+        let id = pending.checkpoint_id;
+        match pending.finish() {
+            Ok(finished) => {
+                let checkpoint = CompletedCheckpoint {
+                    job_id: self.job_id.clone(),
+                    checkpoint_id: id,
+                    timestamp_ms: now_ms(),
+                    kind: CheckpointKind::Checkpoint,
+                    operators: BTreeMap::from([(
+                        OPERATOR_ID.to_string(),
+                        finished.handles.clone(),
+                    )]),
+                    master_states: BTreeMap::from([(
+                        SOURCE_OFFSET.to_string(),
+                        state_api::codec::encode(&finished.source_offset)?,
+                    )]),
+                };
+                let subsumed = store.add(checkpoint)?;
+                pipeline.notify_complete(id, &subsumed)?;
+                println!(
+                    "  checkpoint {id} complete at offset {}: state {} B, uploaded {} B, sync phase {:.2?}, total {:.2?}",
+                    finished.source_offset,
+                    finished.state_size,
+                    finished.uploaded_bytes,
+                    finished.sync_duration,
+                    finished.total_duration
+                );
+                self.completed.push(finished);
+                Ok(())
+            }
+            Err(e) => {
+                println!("  checkpoint {id} failed and is aborted: {e}");
+                pipeline.notify_aborted(id)?;
+                store.discard_pending(id)?;
+                self.aborted.push(id);
+                Ok(())
+            }
+        }
+    }
+
+    /// Waits for a pending checkpoint at the end of the stream and completes it.
+    fn drain(
+        &mut self,
+        pipeline: &mut Pipeline,
+        store: &mut CompletedCheckpointStore,
+    ) -> Result<()> {
+        self.complete_pending(pipeline, store)
+    }
+
+    /// The failure: uploads in flight never complete; their files are removed.
+    fn abandon_pending(&mut self, store: &mut CompletedCheckpointStore) -> Result<()> {
+        if let Some(pending) = self.pending.take() {
+            let id = pending.checkpoint_id;
+            let _ = pending.finish();
+            store.discard_pending(id)?;
+            println!("  checkpoint {id} was in flight at the failure and is discarded");
+            self.aborted.push(id);
+        }
+        Ok(())
+    }
+
+    fn print_summary(&self, restore_time: Duration, equal: bool) {
+        println!("\nsummary");
+        println!(
+            "  {:>4}  {:>10}  {:>12}  {:>12}  {:>10}  {:>10}",
+            "id", "offset", "state B", "uploaded B", "sync", "total"
+        );
+        for c in &self.completed {
+            println!(
+                "  {:>4}  {:>10}  {:>12}  {:>12}  {:>10.2?}  {:>10.2?}",
+                c.checkpoint_id,
+                c.source_offset,
+                c.state_size,
+                c.uploaded_bytes,
+                c.sync_duration,
+                c.total_duration
+            );
+        }
+        if !self.aborted.is_empty() {
+            println!("  aborted checkpoints: {:?}", self.aborted);
+        }
+        println!("  restore time: {restore_time:.2?}");
+        println!(
+            "  result: {}",
+            if equal {
+                "OK: final state equals the run without failure"
+            } else {
+                "FAILED: final state differs"
+            }
+        );
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_with(args: &[&str]) -> JobReport {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let dir_arg = dir.path().to_str().expect("utf-8 temp path").to_string();
+        let mut argv = vec!["state-job", "--checkpoint-dir", &dir_arg];
+        argv.extend_from_slice(args);
+        run(&Options::parse_from(argv)).expect("job runs")
+    }
+
+    #[test]
+    fn recovers_at_higher_parallelism_with_equal_state() {
+        let report = run_with(&[
+            "--keys",
+            "300",
+            "--events",
+            "20000",
+            "--checkpoint-interval",
+            "3000",
+            "--parallelism",
+            "2",
+            "--restore-parallelism",
+            "3",
+        ]);
+        assert!(report.equal);
+        assert!(
+            report.restored_checkpoint.is_some(),
+            "a checkpoint completed before the failure"
+        );
+        assert!(report.completed_checkpoints >= 3);
+    }
+
+    #[test]
+    fn recovers_at_lower_parallelism_with_retained_checkpoints() {
+        let report = run_with(&[
+            "--keys",
+            "200",
+            "--events",
+            "15000",
+            "--checkpoint-interval",
+            "2000",
+            "--parallelism",
+            "3",
+            "--restore-parallelism",
+            "1",
+            "--num-retained",
+            "2",
+            "--max-parallelism",
+            "32",
+        ]);
+        assert!(report.equal);
+        assert!(report.restored_checkpoint.is_some());
+    }
+
+    #[test]
+    fn failure_before_any_checkpoint_starts_over() {
+        let report = run_with(&[
+            "--keys",
+            "50",
+            "--events",
+            "5000",
+            "--checkpoint-interval",
+            "4000",
+            "--fail-at",
+            "1000",
+        ]);
+        assert!(report.equal);
+        assert_eq!(report.restored_checkpoint, None);
+    }
+}
