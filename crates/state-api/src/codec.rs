@@ -57,6 +57,31 @@ pub fn encode_inline<T: Serialize + ?Sized>(value: &T) -> Result<InlineBytes> {
     postcard::to_extend(value, InlineBytes::new()).map_err(|e| StateError::codec("encode", e))
 }
 
+/// Encodes `value` into a buffer on the stack and hands the bytes to `f`;
+/// encodings longer than 64 bytes fall back to a heap buffer. This is the
+/// hot-path encoder of the typed handles: nothing is allocated or moved for
+/// small keys and values.
+///
+/// ```
+/// let len = state_api::codec::with_encoded(&300u64, |bytes| Ok(bytes.len())).unwrap();
+/// assert_eq!(len, 2);
+/// ```
+///
+/// # Errors
+/// [`StateError::Codec`] when serde refuses the value; `f`'s errors.
+#[inline]
+pub fn with_encoded<T: Serialize + ?Sized, R>(
+    value: &T,
+    f: impl FnOnce(&[u8]) -> Result<R>,
+) -> Result<R> {
+    let mut buffer = [0u8; 64];
+    match postcard::to_slice(value, &mut buffer) {
+        Ok(bytes) => f(bytes),
+        Err(postcard::Error::SerializeBufferFull) => f(&encode(value)?),
+        Err(e) => Err(StateError::codec("encode", e)),
+    }
+}
+
 /// Decodes a whole `T` from `bytes`; trailing bytes are an error, so a value
 /// read with the wrong type is caught rather than half-read.
 ///

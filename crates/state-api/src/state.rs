@@ -28,7 +28,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::backend::{KeyedStateBackend, StateId};
-use crate::codec::{InlineBytes, ListElements, decode, encode_inline, write_len_prefixed};
+use crate::codec::{
+    InlineBytes, ListElements, decode, encode_inline, with_encoded, write_len_prefixed,
+};
 use crate::descriptor::{
     AggregateFunction, AggregatingStateDescriptor, ListStateDescriptor, MapStateDescriptor,
     ReducingStateDescriptor, StateRegistration, ValueStateDescriptor,
@@ -44,8 +46,7 @@ pub trait KeyedStateBackendExt: KeyedStateBackend {
     /// [`StateError::KeyGroupOutOfRange`] if the key belongs to another
     /// instance; codec errors.
     fn set_key<K: Serialize + ?Sized>(&mut self, key: &K) -> Result<()> {
-        let encoded = encode_inline(key)?;
-        self.set_current_key(&encoded)
+        with_encoded(key, |encoded| self.set_current_key(encoded))
     }
 
     /// Decodes the current key.
@@ -298,8 +299,9 @@ impl<V: Serialize + DeserializeOwned + Clone, N> ValueState<V, N> {
     /// # Errors
     /// [`StateError::NoCurrentKey`], backend or codec errors.
     pub fn update<B: KeyedStateBackend + ?Sized>(&self, backend: &mut B, value: &V) -> Result<()> {
-        let encoded = encode_inline(value)?;
-        backend.put(self.id, &self.namespace, &encoded)
+        with_encoded(value, |encoded| {
+            backend.put(self.id, &self.namespace, encoded)
+        })
     }
 }
 
@@ -330,10 +332,11 @@ impl<T: Serialize + DeserializeOwned, N> ListState<T, N> {
     /// # Errors
     /// [`StateError::NoCurrentKey`], backend or codec errors.
     pub fn add<B: KeyedStateBackend + ?Sized>(&self, backend: &mut B, element: &T) -> Result<()> {
-        let encoded = encode_inline(element)?;
-        let mut framed = InlineBytes::new();
-        write_len_prefixed(&mut framed, &encoded);
-        backend.list_append(self.id, &self.namespace, &framed)
+        with_encoded(element, |encoded| {
+            let mut framed = InlineBytes::new();
+            write_len_prefixed(&mut framed, encoded);
+            backend.list_append(self.id, &self.namespace, &framed)
+        })
     }
 
     /// Appends several elements in one backend call.
@@ -370,7 +373,10 @@ impl<T: Serialize + DeserializeOwned, N> ListState<T, N> {
 fn encode_list<T: Serialize>(elements: &[T]) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     for element in elements {
-        write_len_prefixed(&mut out, &encode_inline(element)?);
+        with_encoded(element, |encoded| {
+            write_len_prefixed(&mut out, encoded);
+            Ok(())
+        })?;
     }
     Ok(out)
 }
@@ -398,11 +404,12 @@ where
         backend: &mut B,
         user_key: &UK,
     ) -> Result<Option<UV>> {
-        let uk = encode_inline(user_key)?;
-        backend
-            .map_get(self.id, &self.namespace, &uk)?
-            .map(decode)
-            .transpose()
+        with_encoded(user_key, |uk| {
+            backend
+                .map_get(self.id, &self.namespace, uk)?
+                .map(decode)
+                .transpose()
+        })
     }
 
     /// Whether `user_key` is present.
@@ -414,8 +421,9 @@ where
         backend: &mut B,
         user_key: &UK,
     ) -> Result<bool> {
-        let uk = encode_inline(user_key)?;
-        Ok(backend.map_get(self.id, &self.namespace, &uk)?.is_some())
+        with_encoded(user_key, |uk| {
+            Ok(backend.map_get(self.id, &self.namespace, uk)?.is_some())
+        })
     }
 
     /// Inserts or replaces an entry.
@@ -428,9 +436,11 @@ where
         user_key: &UK,
         value: &UV,
     ) -> Result<()> {
-        let uk = encode_inline(user_key)?;
-        let uv = encode_inline(value)?;
-        backend.map_put(self.id, &self.namespace, &uk, &uv)
+        with_encoded(user_key, |uk| {
+            with_encoded(value, |uv| {
+                backend.map_put(self.id, &self.namespace, uk, uv)
+            })
+        })
     }
 
     /// Removes an entry.
@@ -442,8 +452,9 @@ where
         backend: &mut B,
         user_key: &UK,
     ) -> Result<()> {
-        let uk = encode_inline(user_key)?;
-        backend.map_remove(self.id, &self.namespace, &uk)
+        with_encoded(user_key, |uk| {
+            backend.map_remove(self.id, &self.namespace, uk)
+        })
     }
 
     /// All entries, in ascending order of the encoded user keys.
@@ -501,8 +512,9 @@ impl<T: Serialize + DeserializeOwned, N> ReducingState<T, N> {
     /// # Errors
     /// As [`get`](Self::get).
     pub fn add<B: KeyedStateBackend + ?Sized>(&self, backend: &mut B, value: &T) -> Result<()> {
-        let encoded = encode_inline(value)?;
-        backend.accumulate(self.id, &self.namespace, &encoded)
+        with_encoded(value, |encoded| {
+            backend.accumulate(self.id, &self.namespace, encoded)
+        })
     }
 }
 
@@ -539,7 +551,8 @@ where
     /// # Errors
     /// As [`get`](Self::get).
     pub fn add<B: KeyedStateBackend + ?Sized>(&self, backend: &mut B, input: &F::In) -> Result<()> {
-        let encoded = encode_inline(input)?;
-        backend.accumulate(self.id, &self.namespace, &encoded)
+        with_encoded(input, |encoded| {
+            backend.accumulate(self.id, &self.namespace, encoded)
+        })
     }
 }

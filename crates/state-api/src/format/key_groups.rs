@@ -314,13 +314,21 @@ impl<'a> KeyGroupsReader<'a> {
         let end = offsets.get(last).copied().unwrap_or(self.handle.file.size);
         let bytes: Bytes = storage.read_range(&self.handle.file, start..end)?;
         let mut rest: &[u8] = &bytes;
-        for key_group in range {
+        for (index, key_group) in range.iter().enumerate() {
             let corrupt = |reason: &str| {
                 StateError::corrupt(
                     self.handle.file.path.clone(),
                     format!("key group {key_group}: {reason}"),
                 )
             };
+            // A tampered offset in the handle must not go unnoticed just
+            // because this restore started before it.
+            let position = start + (bytes.len() - rest.len()) as u64;
+            if offsets.get(first + index) != Some(&position) {
+                return Err(corrupt(
+                    "block does not start at the offset the handle records",
+                ));
+            }
             if rest.len() < BLOCK_HEADER_LEN {
                 return Err(corrupt("block header truncated"));
             }
@@ -413,4 +421,225 @@ fn parse_header(head: &[u8]) -> std::result::Result<FileMeta, String> {
         return Err("metadata checksum mismatch".into());
     }
     crate::codec::decode(meta_bytes).map_err(|e| format!("metadata does not decode: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::io::Write;
+    use std::ops::Range;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::descriptor::{ListStateDescriptor, MapStateDescriptor};
+    use crate::snapshot::{FileHandle, StateScope};
+
+    /// A plain in-memory file store, enough to exercise the format.
+    #[derive(Default)]
+    struct Files(Mutex<HashMap<String, Vec<u8>>>);
+
+    struct Output<'a> {
+        files: &'a Files,
+        bytes: Vec<u8>,
+    }
+
+    impl Write for Output<'_> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.bytes.write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl CheckpointOutputStream for Output<'static> {
+        fn position(&self) -> u64 {
+            self.bytes.len() as u64
+        }
+        fn close(self: Box<Self>) -> Result<FileHandle> {
+            let handle = FileHandle {
+                path: "f".into(),
+                scope: StateScope::Exclusive,
+                size: self.bytes.len() as u64,
+                crc32c: crc32c::crc32c(&self.bytes),
+            };
+            self.files.0.lock().unwrap().insert("f".into(), self.bytes);
+            Ok(handle)
+        }
+    }
+
+    impl CheckpointStorageAccess for &'static Files {
+        fn create_output(
+            &self,
+            _: u64,
+            _: StateScope,
+            _: &str,
+        ) -> Result<Box<dyn CheckpointOutputStream>> {
+            Ok(Box::new(Output {
+                files: self,
+                bytes: Vec::new(),
+            }))
+        }
+        fn read(&self, file: &FileHandle) -> Result<Bytes> {
+            self.read_range(file, 0..file.size)
+        }
+        fn read_range(&self, file: &FileHandle, range: Range<u64>) -> Result<Bytes> {
+            let files = self.0.lock().unwrap();
+            let bytes = files.get(&file.path).ok_or(StateError::FileNotFound {
+                path: file.path.clone(),
+            })?;
+            Ok(Bytes::copy_from_slice(
+                &bytes[range.start as usize..range.end as usize],
+            ))
+        }
+        fn delete(&self, _: &FileHandle) -> Result<()> {
+            Ok(())
+        }
+        fn location(&self) -> String {
+            "memory".into()
+        }
+    }
+
+    fn states() -> Vec<StateMeta> {
+        vec![
+            ListStateDescriptor::<u8>::new("list").meta().clone(),
+            MapStateDescriptor::<u8, u8>::new("map").meta().clone(),
+        ]
+    }
+
+    fn write_sample(files: &'static Files) -> KeyGroupsStateHandle {
+        let range = KeyGroupRange::new(10, 20).unwrap();
+        let out = files.create_output(1, StateScope::Exclusive, "t").unwrap();
+        let mut writer = KeyGroupsWriter::new(out, 128, range, states()).unwrap();
+        for kg in [11, 15, 19] {
+            writer.start_key_group(kg).unwrap();
+            let key = [kg as u8];
+            writer
+                .add(Entry {
+                    state: 0,
+                    key: &key,
+                    namespace: b"",
+                    user_key: None,
+                    value: b"\x01a",
+                })
+                .unwrap();
+            writer
+                .add(Entry {
+                    state: 1,
+                    key: &key,
+                    namespace: b"n",
+                    user_key: Some(b"u"),
+                    value: b"v",
+                })
+                .unwrap();
+        }
+        writer.finish("test", 1).unwrap()
+    }
+
+    fn read(
+        files: &'static Files,
+        handle: &KeyGroupsStateHandle,
+        wanted: KeyGroupRange,
+    ) -> Result<Vec<(KeyGroup, u32, Vec<u8>)>> {
+        let reader = KeyGroupsReader::open(&files, handle)?;
+        let mut seen = Vec::new();
+        reader.for_each_entry(&files, wanted, |kg, e| {
+            seen.push((kg, e.state, e.key.to_vec()));
+            Ok(())
+        })?;
+        Ok(seen)
+    }
+
+    #[test]
+    fn round_trip_with_skipped_key_groups_and_partial_reads() {
+        let files: &'static Files = Box::leak(Box::default());
+        let handle = write_sample(files);
+        assert_eq!(
+            handle.key_group_offsets.len(),
+            10,
+            "one offset per key group, empty ones too"
+        );
+        let all = read(files, &handle, KeyGroupRange::all(128).unwrap()).unwrap();
+        assert_eq!(all.len(), 6);
+        assert_eq!(
+            KeyGroupsReader::open(&files, &handle)
+                .unwrap()
+                .meta()
+                .states,
+            states()
+        );
+        let part = read(files, &handle, KeyGroupRange::new(12, 16).unwrap()).unwrap();
+        assert_eq!(part, vec![(15, 0, vec![15]), (15, 1, vec![15])]);
+        assert!(
+            read(files, &handle, KeyGroupRange::new(0, 5).unwrap())
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn tampered_handles_and_bytes_are_corrupt() {
+        let files: &'static Files = Box::leak(Box::default());
+        let handle = write_sample(files);
+        let mut moved = handle.clone();
+        moved.key_group_offsets[7] += 1;
+        let err = read(files, &moved, KeyGroupRange::new(10, 20).unwrap()).unwrap_err();
+        assert!(matches!(err, StateError::Corrupt { .. }), "{err}");
+        let mut short = handle.clone();
+        short.key_group_offsets.pop();
+        assert!(matches!(
+            KeyGroupsReader::open(&files, &short),
+            Err(StateError::Corrupt { .. })
+        ));
+        let size = handle.file.size as usize;
+        for offset in [0, 4, 10, size / 2, size - 1] {
+            let original = files.0.lock().unwrap()["f"].clone();
+            files.0.lock().unwrap().get_mut("f").unwrap()[offset] ^= 0xff;
+            let err = read(files, &handle, KeyGroupRange::new(10, 20).unwrap()).unwrap_err();
+            assert!(
+                matches!(err, StateError::Corrupt { .. }),
+                "offset {offset}: {err}"
+            );
+            files.0.lock().unwrap().insert("f".into(), original);
+        }
+    }
+
+    #[test]
+    fn writer_rejects_misuse() {
+        let files: &'static Files = Box::leak(Box::default());
+        let out = files.create_output(1, StateScope::Exclusive, "t").unwrap();
+        let mut writer =
+            KeyGroupsWriter::new(out, 128, KeyGroupRange::new(0, 4).unwrap(), states()).unwrap();
+        let entry = Entry {
+            state: 0,
+            key: b"k",
+            namespace: b"",
+            user_key: None,
+            value: b"",
+        };
+        assert!(writer.add(entry).is_err(), "entry before start_key_group");
+        writer.start_key_group(2).unwrap();
+        assert!(writer.start_key_group(1).is_err(), "key groups must ascend");
+        assert!(
+            writer.start_key_group(9).is_err(),
+            "key group outside the range"
+        );
+        assert!(
+            writer
+                .add(Entry {
+                    user_key: Some(b"u"),
+                    ..entry
+                })
+                .is_err(),
+            "user key on a list state"
+        );
+        assert!(
+            writer.add(Entry { state: 1, ..entry }).is_err(),
+            "map entry without user key"
+        );
+        assert!(
+            writer.add(Entry { state: 7, ..entry }).is_err(),
+            "unknown state index"
+        );
+    }
 }
