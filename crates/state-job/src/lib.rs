@@ -12,3 +12,8 @@ pub mod events;
 pub mod job;
 pub mod operator;
 pub mod pipeline;
+
+/// The README's Rust examples, compiled and run as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
