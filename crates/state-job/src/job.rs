@@ -335,10 +335,10 @@ impl Coordinator {
                 let subsumed = store.add(checkpoint)?;
                 pipeline.notify_complete(id, &subsumed)?;
                 println!(
-                    "  checkpoint {id} complete at offset {}: state {} B, uploaded {} B, sync phase {:.2?}, total {:.2?}",
+                    "  checkpoint {id} complete at offset {}: state {}, uploaded {}, sync phase {:.2?}, total {:.2?}",
                     finished.source_offset,
-                    finished.state_size,
-                    finished.uploaded_bytes,
+                    human_bytes(finished.state_size),
+                    human_bytes(finished.uploaded_bytes),
                     finished.sync_duration,
                     finished.total_duration
                 );
@@ -380,15 +380,15 @@ impl Coordinator {
         println!("\nsummary");
         println!(
             "  {:>4}  {:>10}  {:>12}  {:>12}  {:>10}  {:>10}",
-            "id", "offset", "state B", "uploaded B", "sync", "total"
+            "id", "offset", "state", "uploaded", "sync", "total"
         );
         for c in &self.completed {
             println!(
                 "  {:>4}  {:>10}  {:>12}  {:>12}  {:>10.2?}  {:>10.2?}",
                 c.checkpoint_id,
                 c.source_offset,
-                c.state_size,
-                c.uploaded_bytes,
+                human_bytes(c.state_size),
+                human_bytes(c.uploaded_bytes),
                 c.sync_duration,
                 c.total_duration
             );
@@ -405,6 +405,22 @@ impl Coordinator {
                 "FAILED: final state differs"
             }
         );
+    }
+}
+
+/// `1234567` → `"1.18 MiB"`.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.2} {}", UNITS[unit])
     }
 }
 
