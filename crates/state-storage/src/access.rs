@@ -8,7 +8,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{
@@ -33,6 +33,10 @@ pub const MULTIPART_PART_SIZE: usize = 8 * 1024 * 1024;
 /// a stream to about `(1 + MAX_PARTS_IN_FLIGHT) * MULTIPART_PART_SIZE`.
 const MAX_PARTS_IN_FLIGHT: usize = 2;
 
+/// HEAD requests of [`ObjectStoreCheckpointStorage::missing_objects`] in
+/// flight at a time.
+const MAX_HEADS_IN_FLIGHT: usize = 16;
+
 /// Checkpoint storage of one job on an [`ObjectStore`]: local disk, memory,
 /// S3, GCS or Azure.
 ///
@@ -40,8 +44,10 @@ const MAX_PARTS_IN_FLIGHT: usize = 2;
 /// (`<base>/<job-id>`) in Flink's layout (see [`crate::layout`]), each
 /// with a checksum footer (see [`crate::framing`]).
 ///
-/// The storage owns a small I/O runtime; its blocking methods may be called
-/// from any thread, also from inside another tokio runtime. Clones share the
+/// The storage owns a small I/O runtime and polls every future of the
+/// object store there; its blocking methods may be called from any thread,
+/// also from inside another tokio runtime, provided the store does its I/O
+/// on the runtime polling it (see [`new`](Self::new)). Clones share the
 /// store and the runtime.
 #[derive(Clone)]
 pub struct ObjectStoreCheckpointStorage {
@@ -54,6 +60,23 @@ pub struct ObjectStoreCheckpointStorage {
 impl ObjectStoreCheckpointStorage {
     /// Storage of job `job_id` under `base_prefix` of `store`: the job
     /// directory is `<base_prefix>/<job_id>`.
+    ///
+    /// # Runtimes
+    /// Every future of `store` is polled on the storage's own I/O runtime
+    /// while the calling thread blocks. That works from any thread, inside a
+    /// tokio runtime or not, when `store` does its I/O on the runtime that
+    /// polls it: every `object_store` backend does so by default (HTTP
+    /// connections, `spawn_blocking` of the local file system). A store
+    /// built to spawn its I/O on some other runtime's handle (for example
+    /// with a `SpawnedReqwestConnector`) depends on that runtime making
+    /// progress: calling the storage from inside it when it is a
+    /// current-thread runtime blocks its only thread and deadlocks (on a
+    /// multi-thread runtime each call blocks one worker, and it deadlocks
+    /// once every worker is blocked so). Such a store must spawn
+    /// on a runtime that none of the storage's callers block, or the
+    /// storage must be called only from outside that runtime (for example
+    /// through `tokio::task::spawn_blocking`). The storage cannot tell which
+    /// runtime a store uses, so it cannot guard against this.
     ///
     /// # Errors
     /// [`StateError::Config`] for a job id that is not one plain path
@@ -256,6 +279,40 @@ impl ObjectStoreCheckpointStorage {
                 Err(object_store::Error::NotFound { .. }) => Ok(false),
                 Err(e) => Err(StateError::storage("head", path, e)),
             }
+        })
+    }
+
+    /// The paths among `relative_paths` that have no object, in the given
+    /// order: one HEAD per path, up to 16 at a time.
+    ///
+    /// # Errors
+    /// [`StateError::Corrupt`] for a path that is not a relative path;
+    /// [`StateError::Storage`] for the first HEAD that fails otherwise.
+    pub(crate) fn missing_objects(&self, relative_paths: Vec<String>) -> Result<Vec<String>> {
+        let Some(first) = relative_paths.first().cloned() else {
+            return Ok(Vec::new());
+        };
+        let targets = relative_paths
+            .into_iter()
+            .map(|path| Ok((layout::resolve(&self.root, &path)?, path)))
+            .collect::<Result<Vec<_>>>()?;
+        let store = Arc::clone(&self.store);
+        self.run("head", &first, async move {
+            let heads = targets.into_iter().map(|(location, path)| {
+                let store = Arc::clone(&store);
+                async move {
+                    match store.head(&location).await {
+                        Ok(_) => Ok(None),
+                        Err(object_store::Error::NotFound { .. }) => Ok(Some(path)),
+                        Err(e) => Err(StateError::storage("head", path, e)),
+                    }
+                }
+            });
+            let found: Vec<Option<String>> = futures::stream::iter(heads)
+                .buffered(MAX_HEADS_IN_FLIGHT)
+                .try_collect()
+                .await?;
+            Ok(found.into_iter().flatten().collect())
         })
     }
 

@@ -1,4 +1,6 @@
-//! The checksum footer every stored file carries.
+//! The checksum footer every stored state file carries (everything a
+//! [`FileHandle`] names; `_metadata` has its own checksummed format, see
+//! [`crate::metadata`]).
 //!
 //! ```text
 //! stored object = payload ++ footer

@@ -17,8 +17,9 @@
 //! * [`CompletedCheckpoint`] is a checkpoint's metadata: its operators'
 //!   [`KeyedStateHandle`](state_api::KeyedStateHandle)s.
 //! * [`CompletedCheckpointStore`] commits completed checkpoints, retains
-//!   the newest `num_retained` and deletes what subsumed checkpoints leave
-//!   unused, tracking shared files in a [`SharedStateRegistry`].
+//!   the newest `num_retained` (savepoints on top, until disposed) and
+//!   deletes what subsumed checkpoints leave unused, tracking shared files in
+//!   a [`SharedStateRegistry`].
 //!
 //! ## Layout
 //!
@@ -38,7 +39,8 @@
 //!
 //! ## Framing
 //!
-//! Every file is stored as `payload ++ footer`, the 16-byte footer being
+//! Every state file (every file a [`FileHandle`](state_api::FileHandle)
+//! names) is stored as `payload ++ footer`, the 16-byte footer being
 //! `crc32c u32 LE | payload length u64 LE | "KSF1"` ([`framing`]). Output
 //! streams checksum while writing; files up to [`MULTIPART_PART_SIZE`]
 //! (8 MiB) go up in one put on close, larger ones as multipart uploads
@@ -47,13 +49,18 @@
 //! handle's size and CRC-32C; range reads check the range and the stored
 //! length, and rely on the format's own block checksums for the bytes.
 //!
+//! `_metadata` is not a state file and has no footer: it has its own format
+//! (`"KSMD" | version | payload | crc32c`) whose CRC-32C covers the magic,
+//! version and payload ([`metadata`]).
+//!
 //! ## Commit protocol
 //!
 //! Backends write a checkpoint's files first; the coordinator then
-//! [`add`](CompletedCheckpointStore::add)s the checkpoint, which writes
-//! `chk-<n>/_metadata` **last**, with a **create-only** put
-//! (`PutMode::Create`). A checkpoint exists exactly when its `_metadata`
-//! does:
+//! [`add`](CompletedCheckpointStore::add)s the checkpoint, which checks it
+//! (ids increase, every file lies in its scope's directory, reused shared
+//! files still exist) and writes `chk-<n>/_metadata` **last**, with a
+//! **create-only** put (`PutMode::Create`). A checkpoint exists exactly when
+//! its `_metadata` does:
 //!
 //! * object stores have no rename of directories (and S3 no rename at all),
 //!   so a checkpoint cannot be written to a temporary place and moved into
@@ -61,18 +68,32 @@
 //!   metadata object is that step;
 //! * a crash before the put leaves a `chk-<n>/` without `_metadata`, which is
 //!   not a checkpoint and is swept later;
-//! * the create-only put commits a checkpoint id at most once, even with two
-//!   coordinators racing (a zombie leader): the second gets
+//! * the create-only put commits each checkpoint **id** at most once: of two
+//!   coordinators committing the same id (a zombie leader finishing
+//!   checkpoint `n` that the new leader also commits), exactly one succeeds;
+//!   the other gets
 //!   [`StateError::CheckpointAlreadyExists`](state_api::StateError::CheckpointAlreadyExists)
 //!   instead of silently replacing metadata that may already be restored
 //!   from.
 //!
+//! That is all the put guarantees. It does **not** fence a stale
+//! coordinator: one committing an id nobody else used succeeds, and its
+//! store then subsumes and deletes by its own outdated view (a registry
+//! without the shared files the new leader's checkpoints registered, a
+//! retention that does not know the new leader's checkpoints), which can
+//! delete files those checkpoints need. The id checks of `add` know only
+//! what one store instance has seen. Fencing (leader election with epochs, as
+//! Flink's high-availability services provide) is the caller's job: only the
+//! current leader may open a store and add or dispose checkpoints.
+//!
 //! ## Retention
 //!
-//! The store keeps the newest `num_retained` checkpoints (default 1). Adding
-//! one subsumes the oldest beyond that: its `_metadata` is deleted first (it
-//! stops being a checkpoint), then the rest of `chk-<n>/`, then exactly the
-//! shared files no retained checkpoint references
+//! The store keeps the newest `num_retained` checkpoints (default 1);
+//! savepoints are not counted and never subsumed, they stay until
+//! [`dispose`](CompletedCheckpointStore::dispose)d. Adding a checkpoint
+//! subsumes the oldest beyond the retention: its `_metadata` is deleted first
+//! (it stops being a checkpoint), then the rest of `chk-<n>/`, then exactly
+//! the shared files no retained checkpoint references
 //! ([`SharedStateRegistry`]). The registry is rebuilt from the retained
 //! metadata on [`open`](CompletedCheckpointStore::open), which also sweeps
 //! `chk-<n>/` directories without `_metadata` below the latest completed
@@ -83,9 +104,18 @@
 //!
 //! `object_store` is async, the state API blocking. Each storage owns a
 //! small tokio runtime (two I/O threads) shared by its clones; every call
-//! spawns its future there and waits for it, so the storage works from any
-//! thread, including from inside another tokio runtime, and dropping it
-//! never panics.
+//! spawns its future there and blocks the calling thread until it is done.
+//! So the storage works from any thread, including from inside another tokio
+//! runtime (also a current-thread one), and dropping it never panics, **as
+//! long as the [`ObjectStore`](object_store::ObjectStore) does its I/O on
+//! the runtime that polls its futures** (the storage's own), which every
+//! `object_store` backend does by default. A store given to
+//! [`new`](ObjectStoreCheckpointStorage::new) that sends its I/O to another
+//! runtime (for example through a `SpawnedReqwestConnector` on a handle
+//! captured when the store was built) must not be called from inside that
+//! runtime when it is a current-thread runtime: the call blocks the
+//! runtime's only thread, the one that would have to run the I/O, and never
+//! returns. See [`ObjectStoreCheckpointStorage::new`].
 //!
 //! ```
 //! use std::sync::Arc;

@@ -12,9 +12,23 @@ const WORKER_THREADS: usize = 2;
 
 /// A small multi-thread tokio runtime owned by one storage.
 ///
-/// Every operation is spawned onto it and awaited with a plain executor, so
-/// callers may block from any thread, including a worker of some other tokio
-/// runtime, where `Runtime::block_on` would panic.
+/// Every operation is spawned onto it and awaited with a plain executor
+/// (`futures::executor::block_on` on the task's join handle), never with
+/// `Runtime::block_on` (which panics inside another runtime) nor
+/// `block_in_place` (which panics on a current-thread runtime). So callers
+/// may block from any thread: a plain thread, a worker of a multi-thread
+/// runtime, or the only thread of a current-thread runtime.
+///
+/// That holds as long as the operation's future needs only this runtime:
+/// it is polled here, and an `object_store` backend does its I/O wherever it
+/// is polled (its HTTP connections and `spawn_blocking` calls land on this
+/// runtime). A future that waits for work on *another* runtime, such as a
+/// store built to spawn its requests on a caller's handle, deadlocks when
+/// the caller blocks the only thread of that runtime (a current-thread
+/// runtime): the blocked thread is the one that would run the request. The
+/// bridge cannot tell which runtime a future depends on, so there is no
+/// guard; [`ObjectStoreCheckpointStorage::new`](crate::ObjectStoreCheckpointStorage::new)
+/// documents the requirement for stores passed in.
 pub(crate) struct BlockingRuntime {
     // `Option` so `Drop` can take it and shut it down without blocking.
     runtime: Option<Runtime>,
@@ -94,6 +108,38 @@ mod tests {
             assert_eq!(rt.run("test", "x", async { Ok(1) }).unwrap(), 1);
             drop(rt);
         });
+    }
+
+    /// The futures run on the storage's own runtime threads whatever thread
+    /// calls: this is what makes blocking inside a current-thread runtime
+    /// safe for stores that do their I/O where they are polled.
+    #[test]
+    fn futures_are_polled_on_the_storage_runtime() {
+        let rt = BlockingRuntime::new().unwrap();
+        let probe = || async {
+            Ok((
+                std::thread::current().name().map(str::to_owned),
+                Handle::current().runtime_flavor(),
+            ))
+        };
+        let expected = (
+            Some("state-storage-io".to_owned()),
+            tokio::runtime::RuntimeFlavor::MultiThread,
+        );
+        assert_eq!(rt.run("test", "x", probe()).unwrap(), expected);
+        let current_thread = Builder::new_current_thread().build().unwrap();
+        let got = current_thread.block_on(async { rt.run("test", "x", probe()) });
+        assert_eq!(got.unwrap(), expected);
+        let multi_thread = Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let rt = std::sync::Arc::new(rt);
+        let inner = std::sync::Arc::clone(&rt);
+        let got = multi_thread
+            .block_on(multi_thread.spawn(async move { inner.run("test", "x", probe()) }))
+            .unwrap();
+        assert_eq!(got.unwrap(), expected);
     }
 
     #[test]

@@ -6,8 +6,32 @@
 //! `chk-<n>/_metadata` last, with a create-only put. Object stores have no
 //! atomic rename of directories, so the metadata object itself is the commit
 //! marker: a `chk-<n>/` without `_metadata` is an unfinished or failed
-//! checkpoint, and the create-only put makes the commit happen at most once
-//! even with two writers.
+//! checkpoint. The create-only put commits each *id* at most once, even with
+//! two writers; it does not fence a stale writer that commits another id
+//! (see the [crate docs](crate#commit-protocol)).
+//!
+//! Before the put, [`add`] checks what deletion relies on, and refuses the
+//! checkpoint (nothing is written or deleted then; the caller aborts it) when
+//! * its id is not above every id the store knows: the newest retained
+//!   checkpoint, the discards still pending and every id this store instance
+//!   committed. An older id would be subsumed at once, and a reused one could
+//!   be deleted by the retry of an earlier discard of the same id;
+//! * a file lies outside the directory of its scope: exclusive files in
+//!   `chk-<n>/` of this very checkpoint, shared files in `shared/`, task-owned
+//!   files in `taskowned/`. Subsumption deletes whole `chk-<n>/` directories
+//!   and protects only the files the registry knows as shared, so for example
+//!   an exclusive file of checkpoint `n - 1` re-reported by checkpoint `n`
+//!   would be deleted while `n` needs it;
+//! * a shared file that no retained checkpoint references does not exist
+//!   (one HEAD per such file). It is either new, uploaded by this checkpoint,
+//!   or was reused from a checkpoint that was subsumed, and deleted, while
+//!   this one was being written.
+//!
+//! # Retention
+//! The store retains the newest `num_retained` checkpoints of kind
+//! [`CheckpointKind::Checkpoint`]. Savepoints ([`CheckpointKind::Savepoint`])
+//! belong to the user, as in Flink: retention neither counts nor subsumes
+//! them, and they stay (their files included) until [`dispose`]d.
 //!
 //! # Deletion
 //! Discarding a checkpoint deletes its `_metadata` first (so an interrupted
@@ -18,13 +42,14 @@
 //! Deletion failures never corrupt the in-memory view: the bookkeeping
 //! (retained set, [`SharedStateRegistry`]) is updated first, and failed
 //! deletions are kept as *pending discards*, retried on every later [`add`]
-//! and by [`retry_pending_discards`]. [`add`] succeeds once the checkpoint is
-//! committed, whatever the cleanup did; [`dispose`] and [`discard_pending`]
-//! return the first deletion error after finishing their bookkeeping.
-//! Whatever is still pending when the process dies is found again on
-//! [`open`]: completed checkpoints beyond the retention are subsumed again,
-//! and `chk-<n>/` directories without `_metadata` older than the latest
-//! completed checkpoint are swept as orphans.
+//! and by [`retry_pending_discards`]. A pending discard never touches the
+//! `chk-<n>/` of a retained checkpoint. [`add`] succeeds once the checkpoint
+//! is committed, whatever the cleanup did; [`dispose`] and
+//! [`discard_pending`] return the first deletion error after finishing their
+//! bookkeeping. Whatever is still pending when the process dies is found
+//! again on [`open`]: completed checkpoints beyond the retention are subsumed
+//! again, and `chk-<n>/` directories without `_metadata` older than the
+//! latest completed checkpoint are swept as orphans.
 //!
 //! [`add`]: CompletedCheckpointStore::add
 //! [`open`]: CompletedCheckpointStore::open
@@ -36,15 +61,19 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use state_api::{CheckpointStorageAccess, Result, StateError};
+use state_api::{CheckpointStorageAccess, KeyedStateHandle, Result, StateError, StateScope};
 
 use crate::access::ObjectStoreCheckpointStorage;
 use crate::layout;
-use crate::metadata::CompletedCheckpoint;
+use crate::metadata::{CheckpointKind, CompletedCheckpoint};
 use crate::registry::SharedStateRegistry;
 
 /// Configuration key named when `num_retained` is invalid.
 const NUM_RETAINED_KEY: &str = "execution.checkpointing.num-retained";
+
+/// Name of the argument in the error for a checkpoint id that does not
+/// increase.
+const CHECKPOINT_ID_KEY: &str = "checkpoint-id";
 
 /// Number of checkpoints retained when not configured (Flink's default).
 pub const DEFAULT_NUM_RETAINED: usize = 1;
@@ -58,8 +87,8 @@ struct Discard {
     shared_files: Vec<String>,
 }
 
-/// The retained completed checkpoints of one job, newest last, with the
-/// reference tracking of their shared files.
+/// The retained completed checkpoints (and savepoints) of one job, newest
+/// last, with the reference tracking of their shared files.
 ///
 /// See the [module docs](self) for the commit and deletion protocol.
 #[derive(Debug)]
@@ -69,12 +98,14 @@ pub struct CompletedCheckpointStore {
     checkpoints: BTreeMap<u64, CompletedCheckpoint>,
     registry: SharedStateRegistry,
     pending: Vec<Discard>,
+    /// The highest id this instance committed, retained or not.
+    highest_added: Option<u64>,
 }
 
 impl CompletedCheckpointStore {
     /// Opens the store of the job in `storage`, retaining the newest
     /// `num_retained` (at least 1; Flink's default is
-    /// [`DEFAULT_NUM_RETAINED`]) completed checkpoints.
+    /// [`DEFAULT_NUM_RETAINED`]) completed checkpoints, plus every savepoint.
     ///
     /// Loads every `chk-<n>/_metadata` (a directory without one is not a
     /// completed checkpoint), rebuilds the [`SharedStateRegistry`] from
@@ -117,6 +148,7 @@ impl CompletedCheckpointStore {
             checkpoints,
             registry,
             pending: Vec::new(),
+            highest_added: None,
         };
         store.subsume();
         if let Some(latest) = latest {
@@ -135,18 +167,37 @@ impl CompletedCheckpointStore {
     /// its shared files and subsumes the checkpoints beyond the retention,
     /// deleting their `chk-<n>/` directories and the shared files no
     /// retained checkpoint references. Returns the ids of the subsumed
-    /// checkpoints, ascending.
+    /// checkpoints, ascending. Savepoints are never subsumed (see the
+    /// [module docs](self#retention)).
     ///
-    /// The checkpoint's state files must already be written, its exclusive
-    /// files in its own `chk-<n>/`. Deletion failures do not fail the call
-    /// (the checkpoint is committed); they stay pending, see
+    /// The checkpoint's state files must already be written. Before the
+    /// put, `add` checks the id and every file (see the
+    /// [module docs](self#commit)); a refused checkpoint leaves the store
+    /// and the storage as they were, and the caller should abort it
+    /// ([`discard_pending`](Self::discard_pending)). Deletion failures after
+    /// the commit do not fail the call; they stay pending, see
     /// [`pending_discards`](Self::pending_discards).
     ///
     /// # Errors
-    /// [`StateError::CheckpointAlreadyExists`] when a `_metadata` exists for
-    /// the id already (nothing changes then); [`StateError::Codec`] or
-    /// [`StateError::Storage`] when the metadata cannot be written (the
-    /// checkpoint is then not committed).
+    /// Nothing is committed on any error except where said otherwise.
+    /// * [`StateError::CheckpointAlreadyExists`] when the id is retained or
+    ///   a `_metadata` exists for it already;
+    /// * [`StateError::Config`] with key `checkpoint-id` when the id is not
+    ///   above the newest retained checkpoint, every pending discard and
+    ///   every id this store committed (ids must increase and are never
+    ///   reused);
+    /// * [`StateError::Corrupt`] naming a file that lies outside its scope's
+    ///   directory (exclusive: this checkpoint's `chk-<n>/`, shared:
+    ///   `shared/`, task-owned: `taskowned/`), or whose path is not a
+    ///   relative path in the job directory. The handles are inconsistent
+    ///   with the layout, as a corrupt `_metadata` would be;
+    /// * [`StateError::FileNotFound`] naming a shared file that no retained
+    ///   checkpoint references and that does not exist in storage (for
+    ///   example reused from a checkpoint subsumed in the meantime);
+    /// * [`StateError::Codec`] or [`StateError::Storage`] when a check or the
+    ///   metadata write fails. A failed put may still have stored the
+    ///   metadata; adding the same id again then reports
+    ///   `CheckpointAlreadyExists`.
     pub fn add(&mut self, checkpoint: CompletedCheckpoint) -> Result<Vec<u64>> {
         let id = checkpoint.checkpoint_id;
         let path = layout::metadata_path(id);
@@ -157,10 +208,14 @@ impl CompletedCheckpointStore {
         if self.checkpoints.contains_key(&id) {
             return Err(exists());
         }
+        self.check_id_increases(id)?;
+        self.check_file_locations(&checkpoint)?;
+        self.check_shared_files_exist(&checkpoint)?;
         let bytes = Bytes::from(checkpoint.encode()?);
         if !self.storage.put_object(&path, bytes, true)? {
             return Err(exists());
         }
+        self.highest_added = Some(self.highest_added.map_or(id, |h| h.max(id)));
         self.registry.register(&checkpoint);
         self.checkpoints.insert(id, checkpoint);
         // Earlier failed deletions first (best effort; whatever fails again
@@ -169,7 +224,116 @@ impl CompletedCheckpointStore {
         Ok(self.subsume())
     }
 
-    /// The newest retained checkpoint.
+    /// Refuses an id at or below one the store knows.
+    fn check_id_increases(&self, id: u64) -> Result<()> {
+        let retained = self.checkpoints.keys().next_back().copied();
+        let pending = self.pending.iter().map(|d| d.checkpoint_id).max();
+        let known = [
+            (retained, "the newest retained checkpoint"),
+            (pending, "a checkpoint whose discard is still pending"),
+            (
+                self.highest_added,
+                "the newest checkpoint this store committed",
+            ),
+        ];
+        let Some((floor, what)) = known
+            .into_iter()
+            .filter_map(|(known, what)| known.map(|k| (k, what)))
+            .max_by_key(|(known, _)| *known)
+        else {
+            return Ok(());
+        };
+        if id > floor {
+            return Ok(());
+        }
+        Err(StateError::Config {
+            key: CHECKPOINT_ID_KEY.into(),
+            message: format!(
+                "checkpoint {id} is not newer than checkpoint {floor}, {what}: checkpoint ids \
+                 must increase and are never reused (an older id would be subsumed at once, a \
+                 reused one could be deleted by an earlier discard of the same id)"
+            ),
+        })
+    }
+
+    /// Refuses files outside the directory of their scope.
+    fn check_file_locations(&self, checkpoint: &CompletedCheckpoint) -> Result<()> {
+        let id = checkpoint.checkpoint_id;
+        // Every handle's files, not the deduplicated view: a path must not
+        // escape its directory under any of the scopes it is claimed with.
+        let files = checkpoint
+            .operators
+            .values()
+            .flatten()
+            .flat_map(KeyedStateHandle::files);
+        for file in files {
+            // Rejects `..`, empty segments and absolute paths.
+            layout::resolve(self.storage.root(), &file.path)?;
+            let rule = match file.scope {
+                StateScope::Exclusive => match layout::parse_checkpoint_file(&file.path) {
+                    Some((owner, false)) if owner == id => None,
+                    Some((owner, true)) if owner == id => Some(format!(
+                        "'{}' is the commit marker of checkpoint {id}, not a state file",
+                        layout::METADATA_FILE_NAME
+                    )),
+                    _ => Some(format!(
+                        "exclusive files must lie in {}/, the directory of the checkpoint \
+                         referencing them (another checkpoint's directory is deleted with that \
+                         checkpoint)",
+                        layout::checkpoint_dir(id)
+                    )),
+                },
+                StateScope::Shared => (!is_in_dir(&file.path, layout::SHARED_DIR)).then(|| {
+                    format!(
+                        "shared files must lie in {}/ (only there does reference counting \
+                         protect them)",
+                        layout::SHARED_DIR
+                    )
+                }),
+                StateScope::TaskOwned => {
+                    (!is_in_dir(&file.path, layout::TASK_OWNED_DIR)).then(|| {
+                        format!(
+                            "task-owned files must lie in {}/ (only there are they never \
+                             deleted)",
+                            layout::TASK_OWNED_DIR
+                        )
+                    })
+                }
+            };
+            if let Some(rule) = rule {
+                return Err(StateError::corrupt(
+                    file.path.clone(),
+                    format!(
+                        "checkpoint {id} references it as a {:?} file, but {rule}",
+                        file.scope
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses shared files that no retained checkpoint protects and that
+    /// are gone from storage.
+    fn check_shared_files_exist(&self, checkpoint: &CompletedCheckpoint) -> Result<()> {
+        let unprotected: Vec<String> = checkpoint
+            .shared_files()
+            .into_iter()
+            .filter(|file| !self.registry.is_referenced(&file.path))
+            .map(|file| file.path.clone())
+            .collect();
+        match self
+            .storage
+            .missing_objects(unprotected)?
+            .into_iter()
+            .next()
+        {
+            Some(path) => Err(StateError::FileNotFound { path }),
+            None => Ok(()),
+        }
+    }
+
+    /// The newest retained checkpoint or savepoint.
     pub fn latest(&self) -> Option<&CompletedCheckpoint> {
         self.checkpoints.values().next_back()
     }
@@ -179,14 +343,15 @@ impl CompletedCheckpointStore {
         self.checkpoints.get(&checkpoint_id)
     }
 
-    /// The retained checkpoints, ascending by id.
+    /// The retained checkpoints and savepoints, ascending by id.
     pub fn checkpoints(
         &self,
     ) -> impl DoubleEndedIterator<Item = &CompletedCheckpoint> + ExactSizeIterator {
         self.checkpoints.values()
     }
 
-    /// How many checkpoints are retained at most.
+    /// How many checkpoints are retained at most; savepoints come on top
+    /// and are not counted.
     pub fn num_retained(&self) -> usize {
         self.num_retained
     }
@@ -224,9 +389,9 @@ impl CompletedCheckpointStore {
             .delete_prefix(&layout::checkpoint_dir(checkpoint_id))
     }
 
-    /// Removes the retained checkpoint `checkpoint_id`: deletes its
-    /// `_metadata`, its `chk-<n>/` directory and the shared files only it
-    /// references.
+    /// Removes the retained checkpoint or savepoint `checkpoint_id` (the only
+    /// way a savepoint goes): deletes its `_metadata`, its `chk-<n>/`
+    /// directory and the shared files only it references.
     ///
     /// # Errors
     /// [`StateError::CheckpointNotFound`] when it is not retained;
@@ -269,13 +434,20 @@ impl CompletedCheckpointStore {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Removes checkpoints beyond the retention, oldest first, and returns
-    /// their ids.
+    /// Removes checkpoints (not savepoints) beyond the retention, oldest
+    /// first, and returns their ids.
     fn subsume(&mut self) -> Vec<u64> {
-        let mut subsumed = Vec::new();
-        while self.checkpoints.len() > self.num_retained {
-            let Some((id, checkpoint)) = self.checkpoints.pop_first() else {
-                break;
+        let checkpoint_ids: Vec<u64> = self
+            .checkpoints
+            .iter()
+            .filter(|(_, c)| c.kind == CheckpointKind::Checkpoint)
+            .map(|(id, _)| *id)
+            .collect();
+        let excess = checkpoint_ids.len().saturating_sub(self.num_retained);
+        let mut subsumed = Vec::with_capacity(excess);
+        for id in checkpoint_ids.into_iter().take(excess) {
+            let Some(checkpoint) = self.checkpoints.remove(&id) else {
+                continue;
             };
             let shared_files = self.registry.unregister(&checkpoint);
             // Failures stay pending; the checkpoint is subsumed either way.
@@ -296,31 +468,47 @@ impl CompletedCheckpointStore {
         discard
             .shared_files
             .retain(|path| !self.registry.is_referenced(path));
+        // Never delete the directory of a retained checkpoint. `add` refuses
+        // ids of pending discards, so this is a safety net: only the unused
+        // shared files of such a discard go.
+        let retained = self.checkpoints.contains_key(&id);
         // Un-commit first: if this fails, the checkpoint stays intact.
-        let result = self
-            .storage
-            .delete_object(&layout::metadata_path(id))
-            .and_then(|()| {
-                let mut first_error = self
-                    .storage
+        let uncommit = if retained {
+            Ok(())
+        } else {
+            self.storage.delete_object(&layout::metadata_path(id))
+        };
+        let result = uncommit.and_then(|()| {
+            let mut first_error = if retained {
+                None
+            } else {
+                self.storage
                     .delete_prefix(&layout::checkpoint_dir(id))
-                    .err();
-                discard
-                    .shared_files
-                    .retain(|path| match self.storage.delete_object(path) {
-                        Ok(()) => false,
-                        Err(e) => {
-                            first_error.get_or_insert(e);
-                            true
-                        }
-                    });
-                first_error.map_or(Ok(()), Err)
-            });
+                    .err()
+            };
+            discard
+                .shared_files
+                .retain(|path| match self.storage.delete_object(path) {
+                    Ok(()) => false,
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                        true
+                    }
+                });
+            first_error.map_or(Ok(()), Err)
+        });
         if result.is_err() {
             self.pending.push(discard);
         }
         result
     }
+}
+
+/// Whether the relative path `path` lies below the directory `dir`.
+fn is_in_dir(path: &str, dir: &str) -> bool {
+    path.strip_prefix(dir)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .is_some_and(|rest| !rest.is_empty())
 }
 
 /// Loads the completed checkpoint `checkpoint_id` of the job in `storage`
@@ -390,4 +578,47 @@ fn read_metadata(
         ));
     }
     Ok(Some(checkpoint))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use state_api::FileHandle;
+
+    use super::*;
+    use crate::metadata::tests::handle;
+
+    fn write(storage: &ObjectStoreCheckpointStorage, id: u64, scope: StateScope) -> FileHandle {
+        let mut out = storage.create_output(id, scope, "f").unwrap();
+        out.write_all(b"data").unwrap();
+        out.close().unwrap()
+    }
+
+    /// A discard left pending for an id that is retained again (which `add`
+    /// now refuses) deletes only its unused shared files, never the
+    /// retained checkpoint's `_metadata` or `chk-<n>/`.
+    #[test]
+    fn a_pending_discard_never_deletes_a_retained_checkpoint() {
+        let storage = Arc::new(ObjectStoreCheckpointStorage::in_memory("job").unwrap());
+        let mut store = CompletedCheckpointStore::open(Arc::clone(&storage), 1).unwrap();
+        let exclusive = write(&storage, 5, StateScope::Exclusive);
+        let checkpoint = CompletedCheckpoint::new("job", 5, 0, CheckpointKind::Checkpoint)
+            .with_operator("op", vec![handle(5, exclusive.clone())]);
+        store.add(checkpoint.clone()).unwrap();
+        let unused = write(&storage, 4, StateScope::Shared);
+
+        store.pending.push(Discard {
+            checkpoint_id: 5,
+            shared_files: vec![unused.path.clone()],
+        });
+        store.retry_pending_discards().unwrap();
+        assert!(store.pending_discards().is_empty());
+        assert_eq!(load_checkpoint(&storage, 5).unwrap(), checkpoint);
+        assert!(storage.read(&exclusive).is_ok());
+        assert!(matches!(
+            storage.read(&unused),
+            Err(StateError::FileNotFound { .. })
+        ));
+    }
 }

@@ -123,3 +123,76 @@ fn failed_deletions_stay_pending_and_are_retried() {
     store.add(checkpoint(4, &[&exclusive4])).unwrap();
     assert!(store.pending_discards().is_empty());
 }
+
+/// An id whose discard is still pending cannot be committed again: the
+/// retry of the discard would delete the new `chk-<n>/`.
+#[test]
+fn id_of_a_pending_discard_is_not_reused() {
+    use std::io::Write;
+    use std::sync::Arc;
+
+    use state_api::{
+        CheckpointStorageAccess, KeyGroupRange, KeyGroupsStateHandle, KeyedStateHandle, StateError,
+        StateScope,
+    };
+    use state_storage::{
+        CheckpointKind, CompletedCheckpoint, CompletedCheckpointStore, load_checkpoint,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Arc::new(ObjectStoreCheckpointStorage::local(dir.path(), "job").unwrap());
+    let write = |id: u64, scope: StateScope| {
+        let mut out = storage.create_output(id, scope, "f").unwrap();
+        out.write_all(b"data").unwrap();
+        out.close().unwrap()
+    };
+    let checkpoint = |id: u64, files: &[&state_api::FileHandle]| {
+        let handles = files
+            .iter()
+            .map(|f| {
+                KeyedStateHandle::KeyGroups(KeyGroupsStateHandle {
+                    backend: "test".into(),
+                    checkpoint_id: id,
+                    max_parallelism: 128,
+                    key_group_range: KeyGroupRange::new(0, 1).unwrap(),
+                    file: (*f).clone(),
+                    key_group_offsets: vec![0],
+                })
+            })
+            .collect();
+        CompletedCheckpoint::new("job", id, 0, CheckpointKind::Checkpoint)
+            .with_operator("op", handles)
+    };
+
+    let mut store = CompletedCheckpointStore::open(Arc::clone(&storage), 1).unwrap();
+    let shared = write(5, StateScope::Shared);
+    store.add(checkpoint(5, &[&shared])).unwrap();
+    // dispose(5) fails on the shared file (a directory where it was).
+    let shared_path = dir.path().join("job").join(&shared.path);
+    std::fs::remove_file(&shared_path).unwrap();
+    std::fs::create_dir(&shared_path).unwrap();
+    assert!(matches!(store.dispose(5), Err(StateError::Storage { .. })));
+    assert_eq!(store.pending_discards(), [5]);
+    std::fs::remove_dir(&shared_path).unwrap();
+
+    // A new checkpoint 5 is refused instead of being deleted by the retry.
+    let again = write(5, StateScope::Exclusive);
+    match store.add(checkpoint(5, &[&again])) {
+        Err(StateError::Config { key, message }) => {
+            assert_eq!(key, "checkpoint-id");
+            assert!(message.contains("discard"), "{message}");
+        }
+        other => panic!("expected Config, got {other:?}"),
+    }
+    assert!(matches!(
+        load_checkpoint(&storage, 5),
+        Err(StateError::CheckpointNotFound { .. })
+    ));
+    assert_eq!(store.pending_discards(), [5]);
+
+    // The next id commits, and its add retries the pending discard.
+    let exclusive6 = write(6, StateScope::Exclusive);
+    store.add(checkpoint(6, &[&exclusive6])).unwrap();
+    assert!(store.pending_discards().is_empty());
+    assert_eq!(load_checkpoint(&storage, 6).unwrap().checkpoint_id, 6);
+}

@@ -50,6 +50,10 @@ macro_rules! backend_tests {
             corrupt_metadata_fails_open,
             reopen_subsumes_beyond_retention,
             zero_retained_is_rejected,
+            files_outside_their_scope_directory_are_rejected,
+            checkpoint_ids_must_increase,
+            savepoints_are_never_subsumed,
+            shared_file_deleted_before_commit_fails_the_add,
         );
     };
     ($env:path; $($name:ident),* $(,)?) => {
@@ -737,4 +741,237 @@ pub(crate) fn zero_retained_is_rejected(env: &Env) {
         CompletedCheckpointStore::open(env.storage(), 0),
         Err(StateError::Config { .. })
     ));
+}
+
+// ------------------------------------------------- commit-time checks
+
+/// A checkpoint of `kind` with one exclusive file.
+fn checkpoint_of_kind(
+    storage: &ObjectStoreCheckpointStorage,
+    checkpoint_id: u64,
+    kind: CheckpointKind,
+) -> CompletedCheckpoint {
+    let mut checkpoint = checkpoint_with_exclusive(storage, checkpoint_id, &[]);
+    checkpoint.kind = kind;
+    checkpoint
+}
+
+#[track_caller]
+fn assert_rejected_file(result: state_api::Result<Vec<u64>>, path: &str, rule: &str) {
+    match result {
+        Err(StateError::Corrupt { path: p, reason }) => {
+            assert_eq!(p, path);
+            assert!(reason.contains(rule), "reason '{reason}' lacks '{rule}'");
+        }
+        other => panic!("expected Corrupt naming {path}, got {other:?}"),
+    }
+}
+
+/// Subsumption deletes whole `chk-<n>/` directories, so a checkpoint may
+/// only reference files where their scope says: a backend re-reporting
+/// checkpoint 4's exclusive file in checkpoint 5 must not get 5 committed
+/// (adding 5 would subsume 4 and delete the file 5 needs).
+pub(crate) fn files_outside_their_scope_directory_are_rejected(env: &Env) {
+    let storage = env.storage();
+    let mut store = CompletedCheckpointStore::open(Arc::clone(&storage), 1).unwrap();
+    let cp4 = checkpoint_with_exclusive(&storage, 4, &[]);
+    store.add(cp4.clone()).unwrap();
+    let old = cp4.exclusive_files()[0].clone();
+
+    let reused = checkpoint_with_exclusive(&storage, 5, &[&old]);
+    assert_rejected_file(store.add(reused), &old.path, "chk-5/");
+    // Nothing changed: 4 is retained with its file, 5 is not committed.
+    assert_eq!(ids(&store), [4]);
+    assert!(exists(&storage, &old));
+    assert!(matches!(
+        load_checkpoint(&storage, 5),
+        Err(StateError::CheckpointNotFound { .. })
+    ));
+
+    // Every scope has its directory.
+    let mut claims_shared = old.clone();
+    claims_shared.scope = StateScope::Shared;
+    assert_rejected_file(
+        store.add(checkpoint_with_exclusive(&storage, 5, &[&claims_shared])),
+        &old.path,
+        "shared/",
+    );
+    let shared = write_file(&storage, 5, StateScope::Shared, "sst", b"s");
+    let mut claims_owned = shared.clone();
+    claims_owned.scope = StateScope::TaskOwned;
+    assert_rejected_file(
+        store.add(checkpoint_with_exclusive(&storage, 5, &[&claims_owned])),
+        &shared.path,
+        "taskowned/",
+    );
+    let mut claims_exclusive = shared.clone();
+    claims_exclusive.scope = StateScope::Exclusive;
+    assert_rejected_file(
+        store.add(checkpoint_with_exclusive(&storage, 5, &[&claims_exclusive])),
+        &shared.path,
+        "chk-5/",
+    );
+    // The commit marker is not a state file.
+    let marker = FileHandle {
+        path: "chk-5/_metadata".into(),
+        scope: StateScope::Exclusive,
+        size: 0,
+        crc32c: 0,
+    };
+    assert_rejected_file(
+        store.add(checkpoint_with_exclusive(&storage, 5, &[&marker])),
+        "chk-5/_metadata",
+        "_metadata",
+    );
+    assert_eq!(ids(&store), [4]);
+    assert!(exists(&storage, &old));
+
+    // Files where their scope says are fine.
+    let owned = write_file(&storage, 5, StateScope::TaskOwned, "log", b"t");
+    let cp5 = checkpoint_with_exclusive(&storage, 5, &[&shared, &owned]);
+    assert_eq!(store.add(cp5).unwrap(), [4]);
+    assert!(exists(&storage, &shared) && exists(&storage, &owned));
+}
+
+/// Ids at or below one the store has seen are refused: committing one
+/// would subsume it at once (or collide with a pending discard of the id).
+pub(crate) fn checkpoint_ids_must_increase(env: &Env) {
+    let storage = env.storage();
+    let mut store = CompletedCheckpointStore::open(Arc::clone(&storage), 1).unwrap();
+    store
+        .add(checkpoint_with_exclusive(&storage, 5, &[]))
+        .unwrap();
+    let older = checkpoint_with_exclusive(&storage, 4, &[]);
+    match store.add(older.clone()) {
+        Err(StateError::Config { key, message }) => {
+            assert_eq!(key, "checkpoint-id");
+            assert!(
+                message.contains("checkpoint 4") && message.contains('5'),
+                "{message}"
+            );
+        }
+        other => panic!("expected Config, got {other:?}"),
+    }
+    assert_eq!(ids(&store), [5]);
+    assert!(matches!(
+        load_checkpoint(&storage, 4),
+        Err(StateError::CheckpointNotFound { .. })
+    ));
+    // The refused checkpoint's files are left for the caller to abort.
+    assert!(exists(&storage, older.exclusive_files()[0]));
+    store.discard_pending(4).unwrap();
+
+    // The retained id itself is still "already exists".
+    assert!(matches!(
+        store.add(checkpoint_with_exclusive(&storage, 5, &[])),
+        Err(StateError::CheckpointAlreadyExists {
+            checkpoint_id: 5,
+            ..
+        })
+    ));
+    // A subsumed id is not reusable either.
+    assert_eq!(
+        store
+            .add(checkpoint_with_exclusive(&storage, 6, &[]))
+            .unwrap(),
+        [5]
+    );
+    assert!(matches!(
+        store.add(checkpoint_with_exclusive(&storage, 5, &[])),
+        Err(StateError::Config { .. })
+    ));
+    assert_eq!(ids(&store), [6]);
+
+    // A reopened store starts above its newest retained checkpoint.
+    drop(store);
+    let mut store = CompletedCheckpointStore::open(Arc::clone(&storage), 1).unwrap();
+    assert!(matches!(
+        store.add(checkpoint_with_exclusive(&storage, 3, &[])),
+        Err(StateError::Config { .. })
+    ));
+    assert_eq!(
+        store
+            .add(checkpoint_with_exclusive(&storage, 7, &[]))
+            .unwrap(),
+        [6]
+    );
+}
+
+/// Savepoints belong to the user: retention neither counts nor removes
+/// them; only `dispose` does.
+pub(crate) fn savepoints_are_never_subsumed(env: &Env) {
+    let storage = env.storage();
+    let mut store = CompletedCheckpointStore::open(Arc::clone(&storage), 1).unwrap();
+    store
+        .add(checkpoint_of_kind(&storage, 1, CheckpointKind::Checkpoint))
+        .unwrap();
+    let savepoint = checkpoint_of_kind(&storage, 2, CheckpointKind::Savepoint);
+    // The savepoint does not count: checkpoint 1 stays retained.
+    assert!(store.add(savepoint.clone()).unwrap().is_empty());
+    assert_eq!(ids(&store), [1, 2]);
+    assert_eq!(
+        store
+            .add(checkpoint_of_kind(&storage, 3, CheckpointKind::Checkpoint))
+            .unwrap(),
+        [1]
+    );
+    assert_eq!(
+        store
+            .add(checkpoint_of_kind(&storage, 4, CheckpointKind::Checkpoint))
+            .unwrap(),
+        [3]
+    );
+    assert_eq!(ids(&store), [2, 4]);
+    assert_eq!(store.latest().map(|c| c.checkpoint_id), Some(4));
+    assert!(exists(&storage, savepoint.exclusive_files()[0]));
+    assert_eq!(load_checkpoint(&storage, 2).unwrap(), savepoint);
+
+    // Nor does reopening with retention subsume it.
+    drop(store);
+    let mut store = CompletedCheckpointStore::open(Arc::clone(&storage), 1).unwrap();
+    assert_eq!(ids(&store), [2, 4]);
+    assert!(exists(&storage, savepoint.exclusive_files()[0]));
+
+    store.dispose(2).unwrap();
+    assert_eq!(ids(&store), [4]);
+    assert!(!exists(&storage, savepoint.exclusive_files()[0]));
+    assert!(!has_dir(&storage, "chk-2"));
+}
+
+/// A checkpoint still being written (N+2) reuses shared file S of N; full
+/// checkpoint N+1 completes and subsumes N, deleting S. N+2 must not commit
+/// a reference to the deleted file.
+pub(crate) fn shared_file_deleted_before_commit_fails_the_add(env: &Env) {
+    let storage = env.storage();
+    let mut store = CompletedCheckpointStore::open(Arc::clone(&storage), 1).unwrap();
+    let s = write_file(&storage, 1, StateScope::Shared, "sst", b"s");
+    store
+        .add(checkpoint_with_exclusive(&storage, 1, &[&s]))
+        .unwrap();
+    // Checkpoint 3 starts and reuses S; it also uploads a new shared file.
+    let new = write_file(&storage, 3, StateScope::Shared, "sst", b"new");
+    let cp3 = checkpoint_with_exclusive(&storage, 3, &[&s, &new]);
+    // Full checkpoint 2 completes first: S loses its last user.
+    assert_eq!(
+        store
+            .add(checkpoint_with_exclusive(&storage, 2, &[]))
+            .unwrap(),
+        [1]
+    );
+    assert!(!exists(&storage, &s));
+
+    match store.add(cp3) {
+        Err(StateError::FileNotFound { path }) => assert_eq!(path, s.path),
+        other => panic!("expected FileNotFound for {}, got {other:?}", s.path),
+    }
+    assert_eq!(ids(&store), [2]);
+    assert!(matches!(
+        load_checkpoint(&storage, 3),
+        Err(StateError::CheckpointNotFound { .. })
+    ));
+    // Without the lost file it commits; its new shared file was uploaded by
+    // itself (unknown to the registry) and is found in storage.
+    let cp3 = checkpoint_with_exclusive(&storage, 3, &[&new]);
+    assert_eq!(store.add(cp3).unwrap(), [2]);
+    assert_eq!(store.registry().references(&new.path), [3]);
 }
