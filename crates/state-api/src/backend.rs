@@ -262,48 +262,64 @@ impl BackendContext {
         if self.restore.is_empty() {
             return Ok(());
         }
-        let mut covered: Vec<KeyGroupRange> = Vec::with_capacity(self.restore.len());
-        for handle in &self.restore {
-            if handle.max_parallelism() != self.max_parallelism {
-                return Err(StateError::Restore(format!(
-                    "snapshot of checkpoint {} was taken with max parallelism {}, this backend has {}; \
-                     max parallelism cannot change across restores",
-                    handle.checkpoint_id(),
-                    handle.max_parallelism(),
-                    self.max_parallelism
-                )));
-            }
-            let part = handle.key_group_range().intersection(&range);
-            if part.is_empty() {
-                return Err(StateError::Restore(format!(
-                    "handle for {} of checkpoint {} does not intersect this backend's {range}",
-                    handle.key_group_range(),
-                    handle.checkpoint_id()
-                )));
-            }
-            if let Some(other) = covered.iter().find(|c| !c.intersection(&part).is_empty()) {
-                return Err(StateError::Restore(format!(
-                    "restore handles overlap in {}",
-                    other.intersection(&part)
-                )));
-            }
-            covered.push(part);
-        }
-        covered.sort_by_key(KeyGroupRange::start);
-        let mut next = range.start();
-        for part in covered {
-            if part.start() != next {
-                break;
-            }
-            next = part.end_exclusive();
-        }
-        if next != range.end_exclusive() {
+        check_restore_handles(&self.restore, range, self.max_parallelism)
+    }
+}
+
+/// Checks that `handles` can restore a backend of `range`: the same max
+/// parallelism, each handle intersecting the range, no two overlapping inside
+/// it, and together covering all of it. A gap means a handle is missing,
+/// which would silently lose state; runtimes also call this for a whole
+/// checkpoint (range `[0, max_parallelism)`) before handing handles out.
+///
+/// # Errors
+/// [`StateError::Restore`] naming the handle and the key groups.
+pub fn check_restore_handles(
+    handles: &[KeyedStateHandle],
+    range: KeyGroupRange,
+    max_parallelism: u32,
+) -> Result<()> {
+    let mut covered: Vec<KeyGroupRange> = Vec::with_capacity(handles.len());
+    for handle in handles {
+        if handle.max_parallelism() != max_parallelism {
             return Err(StateError::Restore(format!(
-                "restore handles do not cover key group {next} of {range}: a handle is missing"
+                "snapshot of checkpoint {} was taken with max parallelism {}, this backend has {}; \
+                 max parallelism cannot change across restores",
+                handle.checkpoint_id(),
+                handle.max_parallelism(),
+                max_parallelism
             )));
         }
-        Ok(())
+        let part = handle.key_group_range().intersection(&range);
+        if part.is_empty() {
+            return Err(StateError::Restore(format!(
+                "handle for {} of checkpoint {} does not intersect {range}",
+                handle.key_group_range(),
+                handle.checkpoint_id()
+            )));
+        }
+        if let Some(other) = covered.iter().find(|c| !c.intersection(&part).is_empty()) {
+            return Err(StateError::Restore(format!(
+                "restore handles overlap in {}",
+                other.intersection(&part)
+            )));
+        }
+        covered.push(part);
     }
+    covered.sort_by_key(KeyGroupRange::start);
+    let mut next = range.start();
+    for part in covered {
+        if part.start() != next {
+            break;
+        }
+        next = part.end_exclusive();
+    }
+    if next != range.end_exclusive() {
+        return Err(StateError::Restore(format!(
+            "restore handles do not cover key group {next} of {range}: a handle is missing"
+        )));
+    }
+    Ok(())
 }
 
 /// Builds backends of one kind; what runtimes and the conformance suite use.

@@ -50,8 +50,11 @@ impl StateKind {
 
 /// What a backend knows and persists about a registered state.
 ///
-/// Type names default to [`std::any::type_name`]; a descriptor may set its own
-/// stable tag with `with_type_tag` when types are renamed between releases.
+/// Type names default to [`std::any::type_name`], which Rust does not promise
+/// to keep stable across compiler versions or crate renames. State that must
+/// outlive such changes should set stable tags on its descriptor
+/// (`with_value_type_tag`, `with_namespace_type_tag`, and for map state
+/// `with_user_key_type_tag`); restore compares whatever was stored.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct StateMeta {
     /// Unique name within the backend.
@@ -177,6 +180,29 @@ impl StateRegistration {
     }
 }
 
+/// Methods every descriptor has: its metadata and stable type tags.
+macro_rules! descriptor_common {
+    () => {
+        /// Name, kind and types.
+        pub fn meta(&self) -> &StateMeta {
+            &self.meta
+        }
+
+        /// Records `tag` instead of the Rust name of the value (element,
+        /// accumulator) type, so the state survives type renames.
+        pub fn with_value_type_tag(mut self, tag: impl Into<String>) -> Self {
+            self.meta.value_type = tag.into();
+            self
+        }
+
+        /// Records `tag` instead of the Rust name of the namespace type.
+        pub fn with_namespace_type_tag(mut self, tag: impl Into<String>) -> Self {
+            self.meta.namespace_type = tag.into();
+            self
+        }
+    };
+}
+
 /// Descriptor of a [`ValueState`](crate::state::ValueState).
 ///
 /// ```
@@ -206,16 +232,7 @@ impl<V, N> ValueStateDescriptor<V, N> {
         self
     }
 
-    /// Replaces the value type's name with a stable tag.
-    pub fn with_type_tag(mut self, tag: impl Into<String>) -> Self {
-        self.meta.value_type = tag.into();
-        self
-    }
-
-    /// Name, kind and types.
-    pub fn meta(&self) -> &StateMeta {
-        &self.meta
-    }
+    descriptor_common!();
 }
 
 /// Descriptor of a [`ListState`](crate::state::ListState).
@@ -233,16 +250,7 @@ impl<T, N> ListStateDescriptor<T, N> {
         }
     }
 
-    /// Replaces the element type's name with a stable tag.
-    pub fn with_type_tag(mut self, tag: impl Into<String>) -> Self {
-        self.meta.value_type = tag.into();
-        self
-    }
-
-    /// Name, kind and types.
-    pub fn meta(&self) -> &StateMeta {
-        &self.meta
-    }
+    descriptor_common!();
 }
 
 /// Descriptor of a [`MapState`](crate::state::MapState).
@@ -252,6 +260,12 @@ pub struct MapStateDescriptor<UK, UV, N = VoidNamespace> {
 }
 
 impl<UK, UV, N> MapStateDescriptor<UK, UV, N> {
+    /// Records `tag` instead of the Rust name of the user key type.
+    pub fn with_user_key_type_tag(mut self, tag: impl Into<String>) -> Self {
+        self.meta.user_key_type = Some(tag.into());
+        self
+    }
+
     /// A map state named `name` mapping `UK` to `UV`.
     pub fn new(name: impl Into<String>) -> Self {
         Self {
@@ -264,10 +278,7 @@ impl<UK, UV, N> MapStateDescriptor<UK, UV, N> {
         }
     }
 
-    /// Name, kind and types.
-    pub fn meta(&self) -> &StateMeta {
-        &self.meta
-    }
+    descriptor_common!();
 }
 
 /// Descriptor of a [`ReducingState`](crate::state::ReducingState).
@@ -302,10 +313,7 @@ where
         }
     }
 
-    /// Name, kind and types.
-    pub fn meta(&self) -> &StateMeta {
-        &self.meta
-    }
+    descriptor_common!();
 }
 
 /// An aggregation: inputs of type `In` fold into an accumulator `Acc`, read out
@@ -348,10 +356,7 @@ where
         }
     }
 
-    /// Name, kind and types.
-    pub fn meta(&self) -> &StateMeta {
-        &self.meta
-    }
+    descriptor_common!();
 
     pub(crate) fn function(&self) -> Arc<dyn StateFunction> {
         Arc::new(AggregateAdapter(Arc::clone(&self.aggregate)))
@@ -439,6 +444,24 @@ mod tests {
             Err(StateError::StateKindMismatch { .. })
         ));
         assert!(a.check_compatible(&a.clone()).is_ok());
+    }
+
+    #[test]
+    fn type_tags_replace_rust_type_names() {
+        let meta = MapStateDescriptor::<u32, String, u8>::new("m")
+            .with_value_type_tag("name")
+            .with_namespace_type_tag("window")
+            .with_user_key_type_tag("id")
+            .meta()
+            .clone();
+        assert_eq!(
+            (
+                meta.value_type.as_str(),
+                meta.namespace_type.as_str(),
+                meta.user_key_type.as_deref()
+            ),
+            ("name", "window", Some("id"))
+        );
     }
 
     #[test]

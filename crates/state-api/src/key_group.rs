@@ -175,9 +175,26 @@ pub fn default_max_parallelism(parallelism: u32) -> u32 {
 ///
 /// Displayed as Flink does, with an inclusive end: `KeyGroupRange{0..=63}`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "RawKeyGroupRange")]
 pub struct KeyGroupRange {
     start: u32,
     end: u32,
+}
+
+/// The serialized form, checked by [`KeyGroupRange::new`] on the way in so a
+/// damaged handle can never produce a range with `start > end`.
+#[derive(Deserialize)]
+struct RawKeyGroupRange {
+    start: u32,
+    end: u32,
+}
+
+impl TryFrom<RawKeyGroupRange> for KeyGroupRange {
+    type Error = StateError;
+
+    fn try_from(raw: RawKeyGroupRange) -> Result<Self> {
+        KeyGroupRange::new(raw.start, raw.end)
+    }
 }
 
 impl KeyGroupRange {
@@ -368,6 +385,19 @@ mod tests {
         assert_eq!(default_max_parallelism(85), 128); // 85 + 42 = 127 -> 128
         assert_eq!(default_max_parallelism(1000), 2048);
         assert_eq!(default_max_parallelism(u32::MAX), 32_768);
+    }
+
+    #[test]
+    fn invalid_ranges_do_not_deserialize() {
+        let good = crate::codec::encode(&KeyGroupRange::new(3, 9).unwrap()).unwrap();
+        assert_eq!(
+            crate::codec::decode::<KeyGroupRange>(&good).unwrap(),
+            KeyGroupRange::new(3, 9).unwrap()
+        );
+        let reversed = crate::codec::encode(&(9u32, 3u32)).unwrap();
+        assert!(crate::codec::decode::<KeyGroupRange>(&reversed).is_err());
+        let too_large = crate::codec::encode(&(0u32, 40_000u32)).unwrap();
+        assert!(crate::codec::decode::<KeyGroupRange>(&too_large).is_err());
     }
 
     #[test]

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, ValueEnum};
-use state_api::{CheckpointStorageAccess, Result, StateBackendFactory, StateError};
+use state_api::backend::check_restore_handles;
+use state_api::{CheckpointStorageAccess, KeyGroupRange, Result, StateBackendFactory, StateError};
 use state_storage::{
     CheckpointKind, CompletedCheckpoint, CompletedCheckpointStore, ObjectStoreCheckpointStorage,
 };
@@ -78,6 +79,8 @@ fn factory(kind: BackendKind) -> Box<dyn StateBackendFactory> {
 /// What a run of the job showed.
 #[derive(Debug)]
 pub struct JobReport {
+    /// The job id, the job's directory under the checkpoint directory.
+    pub job_id: String,
     /// Whether the final state equals the run without failure.
     pub equal: bool,
     /// The checkpoint recovery restored, if one had completed.
@@ -169,15 +172,22 @@ pub fn run(o: &Options) -> Result<JobReport> {
     //    restores it at another parallelism.
     let mut store = CompletedCheckpointStore::open(Arc::clone(&storage), o.num_retained)?;
     let (handles, resume_at, restored_id) = match store.latest() {
-        Some(latest) => (
-            latest
-                .operators
-                .get(OPERATOR_ID)
-                .cloned()
-                .unwrap_or_default(),
-            source_offset(latest)?,
-            Some(latest.checkpoint_id),
-        ),
+        Some(latest) => {
+            // Resuming the source without all of the operator's state would
+            // silently lose it: the checkpoint must cover every key group.
+            let handles = latest.operators.get(OPERATOR_ID).cloned().ok_or_else(|| {
+                StateError::Restore(format!(
+                    "checkpoint {} has no state for operator '{OPERATOR_ID}'",
+                    latest.checkpoint_id
+                ))
+            })?;
+            check_restore_handles(
+                &handles,
+                KeyGroupRange::all(o.max_parallelism)?,
+                o.max_parallelism,
+            )?;
+            (handles, source_offset(latest)?, Some(latest.checkpoint_id))
+        }
         None => (Vec::new(), 0, None),
     };
     let restore_started = Instant::now();
@@ -223,6 +233,7 @@ pub fn run(o: &Options) -> Result<JobReport> {
     let equal = compare(&expected, &actual);
     coordinator.print_summary(restore_time, equal);
     Ok(JobReport {
+        job_id,
         equal,
         restored_checkpoint: restored_id,
         completed_checkpoints: coordinator.completed.len(),
@@ -332,7 +343,10 @@ impl Coordinator {
                         state_api::codec::encode(&finished.source_offset)?,
                     )]),
                 };
-                let subsumed = store.add(checkpoint)?;
+                let subsumed = match store.add(checkpoint) {
+                    Ok(subsumed) => subsumed,
+                    Err(e) => return self.abort(pipeline, store, id, &e),
+                };
                 pipeline.notify_complete(id, &subsumed)?;
                 println!(
                     "  checkpoint {id} complete at offset {}: state {}, uploaded {}, sync phase {:.2?}, total {:.2?}",
@@ -345,14 +359,24 @@ impl Coordinator {
                 self.completed.push(finished);
                 Ok(())
             }
-            Err(e) => {
-                println!("  checkpoint {id} failed and is aborted: {e}");
-                pipeline.notify_aborted(id)?;
-                store.discard_pending(id)?;
-                self.aborted.push(id);
-                Ok(())
-            }
+            Err(e) => self.abort(pipeline, store, id, &e),
         }
+    }
+
+    /// A checkpoint that cannot complete: the backends forget it and its
+    /// files are removed; the job goes on.
+    fn abort(
+        &mut self,
+        pipeline: &mut Pipeline,
+        store: &mut CompletedCheckpointStore,
+        id: u64,
+        cause: &StateError,
+    ) -> Result<()> {
+        println!("  checkpoint {id} failed and is aborted: {cause}");
+        pipeline.notify_aborted(id)?;
+        store.discard_pending(id)?;
+        self.aborted.push(id);
+        Ok(())
     }
 
     /// Waits for a pending checkpoint at the end of the stream and completes it.
@@ -364,7 +388,9 @@ impl Coordinator {
         self.complete_pending(pipeline, store)
     }
 
-    /// The failure: uploads in flight never complete; their files are removed.
+    /// The failure: a checkpoint in flight never completes. Its upload
+    /// threads are joined first (a real crash kills them with the process),
+    /// so no file appears after its directory is removed.
     fn abandon_pending(&mut self, store: &mut CompletedCheckpointStore) -> Result<()> {
         if let Some(pending) = self.pending.take() {
             let id = pending.checkpoint_id;
@@ -435,9 +461,8 @@ fn now_ms() -> u64 {
 mod tests {
     use super::*;
 
-    fn run_with(args: &[&str]) -> JobReport {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let dir_arg = dir.path().to_str().expect("utf-8 temp path").to_string();
+    fn run_with(dir: &std::path::Path, args: &[&str]) -> JobReport {
+        let dir_arg = dir.to_str().expect("utf-8 temp path").to_string();
         let mut argv = vec!["state-job", "--checkpoint-dir", &dir_arg];
         argv.extend_from_slice(args);
         run(&Options::parse_from(argv)).expect("job runs")
@@ -445,18 +470,9 @@ mod tests {
 
     #[test]
     fn recovers_at_higher_parallelism_with_equal_state() {
-        let report = run_with(&[
-            "--keys",
-            "300",
-            "--events",
-            "20000",
-            "--checkpoint-interval",
-            "3000",
-            "--parallelism",
-            "2",
-            "--restore-parallelism",
-            "3",
-        ]);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let args = "--keys 300 --events 20000 --checkpoint-interval 3000 --parallelism 2 --restore-parallelism 3";
+        let report = run_with(dir.path(), &args.split(' ').collect::<Vec<_>>());
         assert!(report.equal);
         assert!(
             report.restored_checkpoint.is_some(),
@@ -466,39 +482,32 @@ mod tests {
     }
 
     #[test]
-    fn recovers_at_lower_parallelism_with_retained_checkpoints() {
-        let report = run_with(&[
-            "--keys",
-            "200",
-            "--events",
-            "15000",
-            "--checkpoint-interval",
-            "2000",
-            "--parallelism",
-            "3",
-            "--restore-parallelism",
-            "1",
-            "--num-retained",
-            "2",
-            "--max-parallelism",
-            "32",
-        ]);
+    fn recovers_at_lower_parallelism_and_retains_two_checkpoints() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let args = "--keys 200 --events 15000 --checkpoint-interval 2000 --parallelism 3 \
+                    --restore-parallelism 1 --num-retained 2 --max-parallelism 32";
+        let report = run_with(dir.path(), &args.split_whitespace().collect::<Vec<_>>());
         assert!(report.equal);
         assert!(report.restored_checkpoint.is_some());
+        // Only the two newest checkpoints are left, in the store and on disk.
+        let storage = Arc::new(
+            ObjectStoreCheckpointStorage::local(dir.path(), &report.job_id).expect("storage"),
+        );
+        let store = CompletedCheckpointStore::open(storage, 2).expect("store");
+        assert_eq!(store.checkpoints().count(), 2);
+        let on_disk = std::fs::read_dir(dir.path().join(&report.job_id))
+            .expect("job dir")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("chk-"))
+            .count();
+        assert_eq!(on_disk, 2, "subsumed checkpoint directories are deleted");
     }
 
     #[test]
     fn failure_before_any_checkpoint_starts_over() {
-        let report = run_with(&[
-            "--keys",
-            "50",
-            "--events",
-            "5000",
-            "--checkpoint-interval",
-            "4000",
-            "--fail-at",
-            "1000",
-        ]);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let args = "--keys 50 --events 5000 --checkpoint-interval 4000 --fail-at 1000";
+        let report = run_with(dir.path(), &args.split(' ').collect::<Vec<_>>());
         assert!(report.equal);
         assert_eq!(report.restored_checkpoint, None);
     }

@@ -185,12 +185,24 @@ impl Pipeline {
         let started = Instant::now();
         let options = SnapshotOptions::checkpoint(timestamp_ms);
         let mut tasks = Vec::with_capacity(self.subtasks.len());
+        let mut failure = None;
         for subtask in &mut self.subtasks {
-            tasks.push(
-                subtask
-                    .backend
-                    .snapshot(checkpoint_id, &options, Arc::clone(storage))?,
-            );
+            match subtask
+                .backend
+                .snapshot(checkpoint_id, &options, Arc::clone(storage))
+            {
+                Ok(task) => tasks.push(task),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(e) = failure {
+            // The subtasks that did snapshot must forget this checkpoint.
+            drop(tasks);
+            self.notify_aborted(checkpoint_id)?;
+            return Err(e);
         }
         let sync_duration = started.elapsed();
         let uploads = tasks

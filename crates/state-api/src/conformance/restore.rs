@@ -45,29 +45,33 @@ pub fn snapshot_isolation_under_concurrent_writes(h: &Harness<'_>) {
     let name = h.factory.name();
     let keys: Vec<u64> = (0..400).collect();
     let (mut backend, mut states) = populated(h, all(), &keys);
-    let frozen = dump(&mut *backend, &states.ids());
+    let ids = states.ids();
+    let frozen = dump(&mut *backend, &ids);
 
     let task = backend
         .snapshot(1, &SnapshotOptions::checkpoint(1), Arc::clone(&h.storage))
         .unwrap_or_else(|e| panic!("{name}: synchronous phase failed: {e}"));
-    let writer = std::thread::spawn(move || task.run());
-    // Keep writing while the snapshot is written.
-    for round in 0..3u64 {
+    let mut write_round = |backend: &mut dyn KeyedStateBackend, round: u64| {
         for &k in &keys {
             let outcome = (|| {
                 backend.set_key(&k)?;
                 match (k + round) % 4 {
-                    0 => states
-                        .value
-                        .update(&mut *backend, &(k + 1_000 * (round + 1))),
-                    1 => states.list.clear(&mut *backend),
-                    2 => states.map.put(&mut *backend, &99, &"late".to_string()),
-                    _ => states.sum.add(&mut *backend, &5),
+                    0 => states.value.update(backend, &(k + 1_000 * (round + 1))),
+                    1 => states.list.clear(backend),
+                    2 => states.map.put(backend, &99, &"late".to_string()),
+                    _ => states.sum.add(backend, &5),
                 }
             })();
             outcome.unwrap_or_else(|e| panic!("{name}: write during snapshot failed: {e}"));
         }
-        states.populate(&mut *backend, 10_000 + round);
+        states.populate(backend, 10_000 + round);
+    };
+    // Writes between the two phases: deterministic, whatever the thread timing.
+    write_round(&mut *backend, 0);
+    // And writes while the asynchronous phase runs on another thread.
+    let writer = std::thread::spawn(move || task.run());
+    for round in 1..3u64 {
+        write_round(&mut *backend, round);
     }
     let result = writer
         .join()
@@ -76,7 +80,7 @@ pub fn snapshot_isolation_under_concurrent_writes(h: &Harness<'_>) {
     backend
         .notify_checkpoint_complete(1)
         .unwrap_or_else(|e| panic!("{name}: notify_checkpoint_complete failed: {e}"));
-    let live = dump(&mut *backend, &states.ids());
+    let live = dump(&mut *backend, &ids);
     assert_ne!(
         live, frozen,
         "{name}: the writes must have changed the live state"
