@@ -10,6 +10,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::descriptor::StateMeta;
 use crate::error::Result;
 use crate::key_group::KeyGroupRange;
 
@@ -105,6 +106,43 @@ pub struct KeyGroupsStateHandle {
     pub key_group_offsets: Vec<u64>,
 }
 
+/// A file of a snapshot under the name the backend gave it locally (for
+/// RocksDB: `000042.sst`, `MANIFEST-000005`, ...).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedFile {
+    /// The backend's local file name.
+    pub name: String,
+    /// Where it is in checkpoint storage.
+    pub file: FileHandle,
+}
+
+/// A snapshot made of a backend's own files, some shared with earlier
+/// checkpoints (RocksDB's incremental checkpoints and native savepoints).
+///
+/// Shared files (scope [`StateScope::Shared`]) may be referenced by several
+/// checkpoints; the checkpoint store's shared-state registry deletes them once
+/// no retained checkpoint references them. Private files belong to this
+/// checkpoint alone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncrementalStateHandle {
+    /// Backend that wrote it; only that kind of backend restores it.
+    pub backend: String,
+    /// Unique id of the backend instance whose files these are.
+    pub backend_id: String,
+    /// Checkpoint (or savepoint) id.
+    pub checkpoint_id: u64,
+    /// The job's max parallelism.
+    pub max_parallelism: u32,
+    /// Key groups the files hold (they may also hold others: restore clips).
+    pub key_group_range: KeyGroupRange,
+    /// The states, in the backend's order.
+    pub states: Vec<StateMeta>,
+    /// Files shared with other checkpoints (immutable data files).
+    pub shared_files: Vec<NamedFile>,
+    /// Files of this checkpoint only (metadata files of the backend).
+    pub private_files: Vec<NamedFile>,
+}
+
 /// What a snapshot of one backend produced; stored in checkpoint metadata and
 /// handed back to restore.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,13 +150,25 @@ pub struct KeyGroupsStateHandle {
 pub enum KeyedStateHandle {
     /// Full snapshot in the key-group format.
     KeyGroups(KeyGroupsStateHandle),
+    /// A backend's own files, partly shared with earlier checkpoints.
+    Incremental(IncrementalStateHandle),
 }
 
 impl KeyedStateHandle {
+    /// Name of the handle's format, for messages: `"key-groups"` or
+    /// `"incremental"`.
+    pub fn format_name(&self) -> &'static str {
+        match self {
+            KeyedStateHandle::KeyGroups(_) => "key-groups",
+            KeyedStateHandle::Incremental(_) => "incremental",
+        }
+    }
+
     /// Key groups the snapshot holds.
     pub fn key_group_range(&self) -> KeyGroupRange {
         match self {
             KeyedStateHandle::KeyGroups(h) => h.key_group_range,
+            KeyedStateHandle::Incremental(h) => h.key_group_range,
         }
     }
 
@@ -126,6 +176,7 @@ impl KeyedStateHandle {
     pub fn max_parallelism(&self) -> u32 {
         match self {
             KeyedStateHandle::KeyGroups(h) => h.max_parallelism,
+            KeyedStateHandle::Incremental(h) => h.max_parallelism,
         }
     }
 
@@ -133,6 +184,7 @@ impl KeyedStateHandle {
     pub fn checkpoint_id(&self) -> u64 {
         match self {
             KeyedStateHandle::KeyGroups(h) => h.checkpoint_id,
+            KeyedStateHandle::Incremental(h) => h.checkpoint_id,
         }
     }
 
@@ -140,6 +192,12 @@ impl KeyedStateHandle {
     pub fn files(&self) -> Vec<&FileHandle> {
         match self {
             KeyedStateHandle::KeyGroups(h) => vec![&h.file],
+            KeyedStateHandle::Incremental(h) => h
+                .shared_files
+                .iter()
+                .chain(&h.private_files)
+                .map(|f| &f.file)
+                .collect(),
         }
     }
 
