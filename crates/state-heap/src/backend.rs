@@ -26,15 +26,16 @@ use crate::{restore, snapshot};
 pub const BACKEND_NAME: &str = "heap";
 
 /// A keyed state backend that keeps all state on the heap in hash tables,
-/// one per key group and state, shared with snapshots and copied on write.
+/// paged per key group and state, shared with snapshots and copied on write
+/// a page at a time.
 ///
 /// Snapshots are full snapshots in the key-group format
 /// ([`state_api::format::key_groups`]): the synchronous phase shares every
-/// key group's table with the snapshot (one reference count each,
-/// independent of the number of entries); the asynchronous phase writes the
-/// frozen tables while this backend keeps serving reads and writes, and the
-/// first write to a key group after the synchronous phase copies that key
-/// group's table.
+/// page with the snapshot (one reference count each, about one per
+/// thousand entries; no entry is read); the asynchronous phase writes the
+/// frozen pages while this backend keeps serving reads and writes, and the
+/// first write to a page after the synchronous phase copies that page (at
+/// most 1792 entries, whatever the size of the key group).
 ///
 /// ```
 /// use state_api::{KeyGroupRange, KeyedStateBackendExt, ValueStateDescriptor};
@@ -492,8 +493,8 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
     fn map_remove(&mut self, state: StateId, namespace: &[u8], user_key: &[u8]) -> Result<()> {
         let table = map_table_mut(state_mut(&mut self.states, state)?)?;
         let (key, index) = self.current.lookup(namespace)?;
-        // Look before writing: a write copies the key group's table while
-        // a snapshot shares it, even when there is nothing to remove.
+        // Look before writing: a write copies the key's page while a
+        // snapshot shares it, even when there is nothing to remove.
         if table
             .get(index, key)
             .is_none_or(|m| m.get(user_key).is_none())

@@ -4,7 +4,7 @@
 //! Small strings live inline, so a table entry of a small key and value is
 //! one contiguous 40-byte slot with no pointer to chase. Larger ones live in
 //! an `Arc<Vec<u8>>`, which matters for copy-on-write: when the first write
-//! after a snapshot copies a key group's table, every entry is cloned, and an
+//! after a snapshot copies a table page, every entry in it is cloned, and an
 //! inline or `Arc` clone is a memcpy or a reference count, never a copy of a
 //! long list. The one value actually written is then copied by
 //! [`append`](HeapBytes::append) / [`set`](HeapBytes::set) only if the

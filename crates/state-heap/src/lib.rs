@@ -4,11 +4,12 @@
 //! `HashMapStateBackend` organises it (a `StateTable` of one
 //! `CopyOnWriteStateMap` per key group):
 //!
-//! * `table`: per registered state, one hash table per key group of the
-//!   backend's range, keyed by the composite key
-//!   `varint(len(key)) ++ key ++ namespace` (`key`). Each key group's table
-//!   is shared with snapshots through an `Arc` and copied on the first write
-//!   after a snapshot (copy-on-write per key group). Map state stores an
+//! * `table`: per registered state and key group of the backend's range, a
+//!   power-of-two number of hash-table pages of at most 1792 entries, keyed
+//!   by the composite key `varint(len(key)) ++ key ++ namespace` (`key`).
+//!   Each page is shared with snapshots through an `Arc` and copied on the
+//!   first write to it after a snapshot (copy-on-write per page, so a write
+//!   stalls for at most one page's copy). Map state stores an
 //!   ordered user map per entry (`user_map`); everything else stores bytes
 //!   (`bytes`), inline when small, lists in the list encoding so reads
 //!   return them as they are and appends extend them.
@@ -17,9 +18,9 @@
 //!   current key's key group is computed once per `set_current_key`; reads
 //!   and in-place updates of small entries do not allocate, and short keys
 //!   are copied and compared without libc calls (`small`).
-//! * `snapshot`: the synchronous phase clones one `Arc` per key group and
-//!   state, O(key groups × states) whatever the amount of state; writes made
-//!   afterwards copy the key group they touch and never reach the snapshot.
+//! * `snapshot`: the synchronous phase clones one `Arc` per page (about one
+//!   per thousand entries) and never reads an entry; writes made afterwards
+//!   copy the page they touch and never reach the snapshot.
 //!   The asynchronous phase writes the key-group format of
 //!   [`state_api::format::key_groups`], which every backend restores.
 //! * `restore` and `factory`: [`HeapBackendFactory`] builds backends and

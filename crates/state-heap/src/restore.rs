@@ -33,28 +33,16 @@ pub(crate) fn restore(
     for handle in handles {
         match handle {
             KeyedStateHandle::KeyGroups(handle) => restore_key_groups(backend, handle, storage)?,
-            #[allow(unreachable_patterns)] // the enum is non_exhaustive
             other => {
                 return Err(StateError::Restore(format!(
                     "heap backend cannot restore a {} handle (checkpoint {})",
-                    variant_name(other),
+                    other.format_name(),
                     other.checkpoint_id()
                 )));
             }
         }
     }
     Ok(())
-}
-
-/// The variant name of a handle, from its `Debug` output (the enum offers
-/// no name of its own).
-fn variant_name(handle: &KeyedStateHandle) -> String {
-    let debug = format!("{handle:?}");
-    debug
-        .split(['(', ' ', '{'])
-        .next()
-        .unwrap_or_default()
-        .to_string()
 }
 
 fn restore_key_groups(

@@ -1,9 +1,10 @@
 //! Snapshots: freeze (synchronous phase) and write (asynchronous phase).
 //!
-//! [`freeze`] shares every key group's table of every state (and copies the
-//! states' metadata): O(key groups × states) reference-count increments,
-//! independent of the number of entries. Later writes copy a shared table
-//! before changing it (`Arc::make_mut`), so the frozen tables never change.
+//! [`freeze`] shares every page of every key group of every state (and
+//! copies the states' metadata): one reference-count increment per page and
+//! one small allocation per key group and state, no entry read (see the
+//! `table` module for the numbers). Later writes copy a shared page before
+//! changing it (`Arc::make_mut`), so the frozen pages never change.
 //! [`FrozenSnapshot::into_task`] then writes them in the key-group format on
 //! whatever thread runs the task, and dropping the task releases them.
 
@@ -31,7 +32,7 @@ pub(crate) struct FrozenSnapshot {
     tables: Vec<Table>,
 }
 
-/// The synchronous phase: shares the tables, copies the metadata.
+/// The synchronous phase: shares the tables' pages, copies the metadata.
 pub(crate) fn freeze(backend: &HeapKeyedStateBackend) -> FrozenSnapshot {
     let states = backend.states();
     FrozenSnapshot {
@@ -55,7 +56,8 @@ impl FrozenSnapshot {
 
     /// Writes one key-group file: per key group in order, per state in
     /// order, the entries sorted by composite key (so equal state gives
-    /// equal files), one record per map entry for map state.
+    /// equal files, whatever the pages and their order), one record per map
+    /// entry for map state.
     fn write(
         self,
         checkpoint_id: u64,
@@ -110,7 +112,7 @@ impl FrozenSnapshot {
     }
 }
 
-/// The entries of one key group, sorted by composite key.
+/// The entries of one key group (all its pages), sorted by composite key.
 fn sorted<'a, V>(entries: impl Iterator<Item = (&'a [u8], &'a V)>) -> Vec<(&'a [u8], &'a V)> {
     let mut entries: Vec<(&[u8], &V)> = entries.collect();
     entries.sort_unstable_by(|a, b| a.0.cmp(b.0));

@@ -627,3 +627,90 @@ fn many_keys_over_many_key_groups() {
     }
     assert_eq!(b.num_entries(), 5_000 - 5_000usize.div_ceil(7));
 }
+
+/// The page addresses of every key group of the bytes state `id`.
+fn page_ids(b: &HeapKeyedStateBackend, id: StateId) -> Vec<Vec<usize>> {
+    match &b.states()[id.0 as usize].table {
+        Table::Bytes(table) => (0..b.key_group_range().len())
+            .map(|index| table.page_ids(index))
+            .collect(),
+        Table::Map(_) => panic!("not a bytes state"),
+    }
+}
+
+#[test]
+fn a_write_after_a_snapshot_copies_one_page_of_one_key_group() {
+    use crate::table::PAGE_LIMIT;
+    use state_api::{BackendContext, SnapshotOptions};
+
+    let storage =
+        Arc::new(state_storage::ObjectStoreCheckpointStorage::in_memory("pages").unwrap());
+    let mut b = backend();
+    let id = register(&mut b, "v", StateKind::Value);
+    for i in 0..2_000u32 {
+        b.set_current_key(&i.to_le_bytes()).unwrap();
+        b.put(id, b"", b"spread").unwrap();
+    }
+    // Many namespaces of one key: one key group of several pages.
+    let hot_namespaces = 4 * PAGE_LIMIT as u32;
+    b.set_current_key(b"hot").unwrap();
+    for ns in 0..hot_namespaces {
+        b.put(id, &ns.to_be_bytes(), b"v").unwrap();
+    }
+    let hot = b.current_key_group().unwrap() as usize;
+    let before = page_ids(&b, id);
+    assert!(before[hot].len() >= 4, "{} pages", before[hot].len());
+
+    let task = b
+        .snapshot(1, &SnapshotOptions::checkpoint(1), storage.clone())
+        .unwrap();
+    // Reads, absent keys and no-op clears copy nothing.
+    assert_eq!(get(&mut b, id, &7u32.to_be_bytes()), Some(b"v".to_vec()));
+    b.clear(id, b"absent").unwrap();
+    b.map_remove(id, b"", b"uk").unwrap_err(); // wrong kind: no effect
+    assert_eq!(page_ids(&b, id), before);
+
+    b.put(id, &7u32.to_be_bytes(), b"changed").unwrap();
+    let after = page_ids(&b, id);
+    let copied: Vec<(usize, usize)> = before
+        .iter()
+        .zip(&after)
+        .enumerate()
+        .flat_map(|(kg, (was, now))| {
+            assert_eq!(was.len(), now.len());
+            was.iter()
+                .zip(now)
+                .enumerate()
+                .filter(|(_, (a, b))| a != b)
+                .map(move |(page, _)| (kg, page))
+        })
+        .collect();
+    assert_eq!(copied.len(), 1, "one page copied: {copied:?}");
+    assert_eq!(copied[0].0, hot, "of the written key group");
+
+    // Growth under the snapshot splits the key group's pages.
+    for ns in hot_namespaces..3 * hot_namespaces {
+        b.put(id, &ns.to_be_bytes(), b"late").unwrap();
+    }
+    assert!(page_ids(&b, id)[hot].len() > before[hot].len());
+
+    // The snapshot holds the state of its synchronous phase.
+    let handle = task.run().unwrap().handle;
+    let mut restored = HeapKeyedStateBackend::from_context(BackendContext {
+        operator: "test".into(),
+        max_parallelism: MAX_P,
+        key_group_range: KeyGroupRange::all(MAX_P).unwrap(),
+        restore: vec![handle],
+        storage,
+    })
+    .unwrap();
+    assert_eq!(restored.num_entries(), 2_000 + hot_namespaces as usize);
+    let id = register(&mut restored, "v", StateKind::Value);
+    restored.set_current_key(b"hot").unwrap();
+    assert_eq!(
+        get(&mut restored, id, &7u32.to_be_bytes()),
+        Some(b"v".to_vec())
+    );
+    assert_eq!(get(&mut restored, id, &hot_namespaces.to_be_bytes()), None);
+    assert_eq!(b.num_entries(), 2_000 + 3 * hot_namespaces as usize);
+}
