@@ -55,8 +55,8 @@ pub use descriptor::{
 pub use error::{Result, StateError};
 pub use key_group::{KeyGroup, KeyGroupRange};
 pub use snapshot::{
-    AsyncSnapshot, FileHandle, IncrementalStateHandle, KeyGroupsStateHandle, KeyedStateHandle, NamedFile, SnapshotOptions,
-    SnapshotResult, SnapshotType, StateScope,
+    AsyncSnapshot, FileHandle, IncrementalStateHandle, KeyGroupsStateHandle, KeyedStateHandle,
+    NamedFile, SnapshotOptions, SnapshotResult, SnapshotType, StateScope,
 };
 pub use state::{
     AggregatingState, KeyedStateBackendExt, ListState, MapState, ReducingState, ValueState,
