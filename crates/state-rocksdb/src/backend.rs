@@ -1,0 +1,882 @@
+//! [`RocksDbKeyedStateBackend`]: the [`KeyedStateBackend`] on RocksDB.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use rocksdb::{
+    ColumnFamily, DBWithThreadMode, Options, ReadOptions, SingleThreaded, WriteBatch, WriteOptions,
+};
+use state_api::backend::EntryVisitor;
+use state_api::codec::ListElements;
+use state_api::descriptor::StateFunction;
+use state_api::key_group::KeyGroup;
+use state_api::{
+    AsyncSnapshot, BackendContext, CheckpointStorageAccess, KeyGroupRange, KeyedStateBackend,
+    Result, SnapshotOptions, StateError, StateId, StateKind, StateMeta, StateRegistration,
+};
+
+use crate::factory::RocksDbConfig;
+use crate::keys::{CurrentKey, KeyLayout, prefix_successor};
+use crate::snapshot::UploadTracker;
+use crate::{options, restore, snapshot};
+
+/// Name of this backend, as [`KeyedStateBackend::backend_name`], the
+/// factory and snapshot handles report it.
+pub const BACKEND_NAME: &str = "rocksdb";
+
+/// The RocksDB handle type this crate uses (column families owned by the
+/// DB; the backend is used from one thread at a time).
+pub(crate) type Db = DBWithThreadMode<SingleThreaded>;
+
+/// A local directory removed (recursively) when dropped.
+#[derive(Debug)]
+pub(crate) struct LocalDir {
+    path: PathBuf,
+}
+
+impl LocalDir {
+    /// Takes ownership of `path`, creating it (and its parents).
+    pub(crate) fn create(path: PathBuf) -> Result<Self> {
+        std::fs::create_dir_all(&path).map_err(|e| local_error("create directory", &path, e))?;
+        Ok(Self { path })
+    }
+
+    /// Takes ownership of `path` without creating it (RocksDB will).
+    pub(crate) fn adopt(path: PathBuf) -> Self {
+        Self { path }
+    }
+
+    /// The directory.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for LocalDir {
+    fn drop(&mut self) {
+        // Best effort: a leftover directory wastes disk but loses nothing.
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A [`StateError::Backend`] for a RocksDB failure.
+pub(crate) fn db_error(e: rocksdb::Error) -> StateError {
+    StateError::Backend {
+        backend: BACKEND_NAME,
+        source: Box::new(e),
+    }
+}
+
+/// A [`StateError::Backend`] for a failure on local disk.
+pub(crate) fn local_error(operation: &str, path: &Path, e: io::Error) -> StateError {
+    StateError::Backend {
+        backend: BACKEND_NAME,
+        source: format!("{operation} '{}': {e}", path.display()).into(),
+    }
+}
+
+/// The column family of state `name`: `s.<name>` for plain names, `x.<hex>`
+/// otherwise, so any state name works and none collides with `default`.
+pub(crate) fn column_family_name(name: &str) -> String {
+    let plain = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if plain {
+        format!("s.{name}")
+    } else {
+        let hex: String = name.bytes().map(|b| format!("{b:02x}")).collect();
+        format!("x.{hex}")
+    }
+}
+
+/// Opens the DB in `path` with every column family it has, each with
+/// `options` (the `rocksdb` crate's `open_cf` would give column families
+/// default options, without the list merge operator).
+pub(crate) fn open_db(options: &Options, path: &Path, read_only: bool) -> Result<Db> {
+    let names = if path.join("CURRENT").exists() {
+        Db::list_cf(options, path).map_err(db_error)?
+    } else {
+        Vec::new()
+    };
+    let descriptors = names
+        .into_iter()
+        .map(|name| rocksdb::ColumnFamilyDescriptor::new(name, options.clone()));
+    if read_only {
+        Db::open_cf_descriptors_read_only(options, path, descriptors, false)
+    } else {
+        Db::open_cf_descriptors(options, path, descriptors)
+    }
+    .map_err(db_error)
+}
+
+/// The column family `name` of `db`.
+#[inline]
+pub(crate) fn column_family<'a>(db: &'a Db, name: &str) -> Result<&'a ColumnFamily> {
+    db.cf_handle(name).ok_or_else(|| StateError::Backend {
+        backend: BACKEND_NAME,
+        source: format!("column family '{name}' is missing").into(),
+    })
+}
+
+/// `operator` with every character outside `[A-Za-z0-9._-]` replaced by
+/// `_`, so operator names cannot add path segments to directory names.
+pub(crate) fn file_name_safe(operator: &str) -> String {
+    operator
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// One registered or restored state.
+pub(crate) struct RocksState {
+    pub(crate) meta: StateMeta,
+    pub(crate) function: Option<Arc<dyn StateFunction>>,
+    /// Restored states are listed but not usable until registered.
+    pub(crate) registered: bool,
+    pub(crate) cf_name: String,
+}
+
+/// Snapshot settings copied from the configuration.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Settings {
+    pub(crate) incremental: bool,
+    pub(crate) transfer_threads: usize,
+}
+
+/// A keyed state backend on an embedded RocksDB instance: one column family
+/// per state, keys laid out as described in the crate docs, the WAL off.
+///
+/// Snapshots: regular checkpoints are incremental (only SST files that no
+/// confirmed checkpoint uploaded go up) unless disabled in
+/// [`RocksDbConfig`]; full checkpoints and canonical savepoints are written
+/// in the key-group format every backend restores; native savepoints are
+/// self-contained copies of the RocksDB files.
+///
+/// The synchronous phase of every snapshot flushes the memtables and
+/// hard-links the live files into a local directory (a native RocksDB
+/// checkpoint), so its cost is one flush of at most the write buffers,
+/// independent of the amount of state; the asynchronous phase reads only
+/// that directory and removes it.
+///
+/// Build it with [`RocksDbBackendFactory`](crate::RocksDbBackendFactory) or
+/// [`from_context`](Self::from_context). Its files live in a fresh
+/// subdirectory of the configured local directory, removed on drop (after
+/// the DB closes; closing a WAL-less DB flushes its memtables once, since
+/// the `rocksdb` crate does not expose `avoid_flush_during_shutdown`).
+pub struct RocksDbKeyedStateBackend {
+    // Field order is drop order: the DB closes before its directory goes.
+    db: Db,
+    options: Options,
+    write_options: WriteOptions,
+    read_options: ReadOptions,
+    states: Vec<RocksState>,
+    by_name: HashMap<String, usize>,
+    current: CurrentKey,
+    layout: KeyLayout,
+    operator: String,
+    max_parallelism: u32,
+    range: KeyGroupRange,
+    /// Holds the bytes `get` and `map_get` return.
+    value: Vec<u8>,
+    /// Output buffer of fold functions.
+    scratch: Vec<u8>,
+    settings: Settings,
+    uploads: Arc<Mutex<UploadTracker>>,
+    backend_id: String,
+    snapshot_sequence: u64,
+    dir: LocalDir,
+}
+
+impl fmt::Debug for RocksDbKeyedStateBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RocksDbKeyedStateBackend")
+            .field("operator", &self.operator)
+            .field("backend_id", &self.backend_id)
+            .field("max_parallelism", &self.max_parallelism)
+            .field("key_group_range", &self.range)
+            .field("dir", &self.dir.path())
+            .field(
+                "states",
+                &self.states.iter().map(|s| &s.meta.name).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl RocksDbKeyedStateBackend {
+    /// Builds a backend from `context` with `config`, restoring its handles:
+    /// what [`RocksDbBackendFactory`](crate::RocksDbBackendFactory) does,
+    /// with the concrete type.
+    ///
+    /// # Errors
+    /// Invalid contexts ([`BackendContext::validate`]); restore failures:
+    /// [`StateError::Corrupt`], [`StateError::FileNotFound`],
+    /// [`StateError::Restore`] for foreign handles or states restored with
+    /// conflicting types; RocksDB and local disk failures
+    /// ([`StateError::Backend`]).
+    pub fn from_context(context: BackendContext, config: &RocksDbConfig) -> Result<Self> {
+        context.validate()?;
+        let backend_id = uuid::Uuid::new_v4().to_string();
+        // A fresh directory per instance: two backends never share one.
+        let dir = LocalDir::create(config.local_dir.join(format!(
+            "{}-{backend_id}",
+            file_name_safe(&context.operator)
+        )))?;
+        let options = options::build(&config.memory, config.profile, config.options_hook.as_ref());
+        let settings = Settings {
+            incremental: config.incremental,
+            transfer_threads: config.transfer_threads.max(1),
+        };
+        let restored = restore::restore(&context, dir.path(), &options, settings.transfer_threads)?;
+        let mut tracker = UploadTracker::default();
+        if let Some((checkpoint_id, files)) = restored.confirmed {
+            tracker.seed(checkpoint_id, files);
+        }
+        let mut by_name = HashMap::new();
+        let states = restored
+            .metas
+            .into_iter()
+            .enumerate()
+            .map(|(index, meta)| {
+                by_name.insert(meta.name.clone(), index);
+                RocksState {
+                    cf_name: column_family_name(&meta.name),
+                    meta,
+                    function: None,
+                    registered: false,
+                }
+            })
+            .collect();
+        Ok(Self {
+            db: restored.db,
+            options,
+            write_options: options::write_options(),
+            read_options: ReadOptions::default(),
+            states,
+            by_name,
+            current: CurrentKey::default(),
+            layout: KeyLayout::new(context.max_parallelism),
+            operator: context.operator,
+            max_parallelism: context.max_parallelism,
+            range: context.key_group_range,
+            value: Vec::new(),
+            scratch: Vec::new(),
+            settings,
+            uploads: Arc::new(Mutex::new(tracker)),
+            backend_id,
+            snapshot_sequence: 0,
+            dir,
+        })
+    }
+
+    /// The unique id of this instance (recorded in incremental handles).
+    pub fn backend_id(&self) -> &str {
+        &self.backend_id
+    }
+
+    /// The instance's local working directory (removed on drop).
+    pub fn local_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The operator name given at construction.
+    pub fn operator(&self) -> &str {
+        &self.operator
+    }
+
+    /// The checkpoint whose uploaded SST files the next incremental
+    /// checkpoint may refer to: the last confirmed one, or the restored one.
+    pub fn confirmed_checkpoint(&self) -> Option<u64> {
+        self.uploads.lock().confirmed_checkpoint()
+    }
+
+    /// Compacts every state's column family completely (maintenance, e.g.
+    /// after a rescaling restore left clipped key groups behind; also what
+    /// tests use to make SST files obsolete).
+    ///
+    /// # Errors
+    /// RocksDB failures.
+    pub fn compact(&self) -> Result<()> {
+        for state in &self.states {
+            let cf = column_family(&self.db, &state.cf_name)?;
+            self.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+        }
+        Ok(())
+    }
+
+    /// A RocksDB property of the DB (e.g. `rocksdb.estimate-num-keys`)
+    /// summed over the states' column families.
+    ///
+    /// # Errors
+    /// RocksDB failures.
+    pub fn property_sum(&self, name: &str) -> Result<u64> {
+        let mut sum = 0;
+        for state in &self.states {
+            let cf = column_family(&self.db, &state.cf_name)?;
+            sum += self
+                .db
+                .property_int_value_cf(cf, name)
+                .map_err(db_error)?
+                .unwrap_or(0);
+        }
+        Ok(sum)
+    }
+
+    fn add_state(
+        &mut self,
+        meta: StateMeta,
+        function: Option<Arc<dyn StateFunction>>,
+    ) -> Result<usize> {
+        let cf_name = column_family_name(&meta.name);
+        if self.db.cf_handle(&cf_name).is_none() {
+            self.db
+                .create_cf(&cf_name, &self.options)
+                .map_err(db_error)?;
+        }
+        let index = self.states.len();
+        self.by_name.insert(meta.name.clone(), index);
+        self.states.push(RocksState {
+            meta,
+            function,
+            registered: true,
+            cf_name,
+        });
+        Ok(index)
+    }
+
+    /// Reads `key` of column family `cf_name` into `self.value`.
+    fn read_into_value(&mut self, cf_name_index: usize, key: &[u8]) -> Result<bool> {
+        let state = self
+            .states
+            .get(cf_name_index)
+            .ok_or(StateError::UnknownState {
+                state_id: cf_name_index as u32,
+            })?;
+        let cf = column_family(&self.db, &state.cf_name)?;
+        match self
+            .db
+            .get_pinned_cf_opt(cf, key, &self.read_options)
+            .map_err(db_error)?
+        {
+            Some(bytes) => {
+                self.value.clear();
+                self.value.extend_from_slice(&bytes);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}
+
+/// The registered state `id`.
+#[inline]
+fn state_ref(states: &[RocksState], id: StateId) -> Result<&RocksState> {
+    states
+        .get(id.0 as usize)
+        .filter(|s| s.registered)
+        .ok_or(StateError::UnknownState { state_id: id.0 })
+}
+
+/// The error for an operation of the wrong kind (as the heap backend reports
+/// it: `Value` for get/put, `List` for appends and merges, `Reducing` for
+/// folds, `Map` for map operations).
+#[cold]
+fn kind_mismatch(meta: &StateMeta, requested: StateKind) -> StateError {
+    StateError::StateKindMismatch {
+        state: meta.name.clone(),
+        registered: meta.kind,
+        requested,
+    }
+}
+
+/// Checks that `bytes` is a well-formed list encoding, so malformed lists
+/// never enter state (and snapshots).
+fn check_list_encoding(bytes: &[u8]) -> Result<()> {
+    ListElements::new(bytes).try_for_each(|element| element.map(|_| ()))
+}
+
+/// Read options bounded to keys starting with `prefix`.
+fn prefix_read_options(prefix: &[u8]) -> ReadOptions {
+    let mut read = ReadOptions::default();
+    read.set_iterate_lower_bound(prefix.to_vec());
+    if let Some(upper) = prefix_successor(prefix) {
+        read.set_iterate_upper_bound(upper);
+    }
+    read
+}
+
+/// Merges `value` into `acc`: lists concatenate, folds use the function.
+fn combine(
+    kind: StateKind,
+    function: Option<&dyn StateFunction>,
+    acc: &mut Vec<u8>,
+    value: &[u8],
+    scratch: &mut Vec<u8>,
+) -> Result<()> {
+    if kind == StateKind::List {
+        acc.extend_from_slice(value);
+        return Ok(());
+    }
+    let function = function.ok_or_else(|| StateError::Config {
+        key: "state function".into(),
+        message: format!("a {kind:?} state needs a fold function to merge namespaces"),
+    })?;
+    scratch.clear();
+    function.merge(acc, value, scratch)?;
+    std::mem::swap(acc, scratch);
+    Ok(())
+}
+
+impl KeyedStateBackend for RocksDbKeyedStateBackend {
+    fn backend_name(&self) -> &'static str {
+        BACKEND_NAME
+    }
+
+    fn key_group_range(&self) -> KeyGroupRange {
+        self.range
+    }
+
+    fn max_parallelism(&self) -> u32 {
+        self.max_parallelism
+    }
+
+    fn register_state(&mut self, registration: StateRegistration) -> Result<StateId> {
+        registration.validate()?;
+        let StateRegistration { meta, function } = registration;
+        let index = match self.by_name.get(&meta.name).copied() {
+            Some(index) => {
+                let existing = self.states.get_mut(index).ok_or(StateError::UnknownState {
+                    state_id: index as u32,
+                })?;
+                existing.meta.check_compatible(&meta)?;
+                // The latest registration's function folds from now on.
+                existing.function = function;
+                existing.registered = true;
+                index
+            }
+            None => self.add_state(meta, function)?,
+        };
+        u32::try_from(index)
+            .map(StateId)
+            .map_err(|_| StateError::Config {
+                key: "states".into(),
+                message: "more than u32::MAX states".into(),
+            })
+    }
+
+    fn state_metas(&self) -> Vec<StateMeta> {
+        self.states.iter().map(|s| s.meta.clone()).collect()
+    }
+
+    #[inline]
+    fn set_current_key(&mut self, encoded_key: &[u8]) -> Result<()> {
+        self.current.set(encoded_key, &self.layout, self.range)
+    }
+
+    fn current_key(&self) -> Option<&[u8]> {
+        self.current.key()
+    }
+
+    fn current_key_group(&self) -> Option<KeyGroup> {
+        self.current.key_group()
+    }
+
+    #[inline]
+    fn get(&mut self, state: StateId, namespace: &[u8]) -> Result<Option<&[u8]>> {
+        let st = state_ref(&self.states, state)?;
+        if st.meta.kind == StateKind::Map {
+            return Err(kind_mismatch(&st.meta, StateKind::Value));
+        }
+        let cf = column_family(&self.db, &st.cf_name)?;
+        let key = self.current.composite(namespace)?;
+        match self
+            .db
+            .get_pinned_cf_opt(cf, key, &self.read_options)
+            .map_err(db_error)?
+        {
+            Some(bytes) => {
+                self.value.clear();
+                self.value.extend_from_slice(&bytes);
+                Ok(Some(&self.value))
+            }
+            None => Ok(None),
+        }
+    }
+
+    #[inline]
+    fn put(&mut self, state: StateId, namespace: &[u8], value: &[u8]) -> Result<()> {
+        let st = state_ref(&self.states, state)?;
+        if st.meta.kind == StateKind::Map {
+            return Err(kind_mismatch(&st.meta, StateKind::Value));
+        }
+        let is_list = st.meta.kind == StateKind::List;
+        let cf = column_family(&self.db, &st.cf_name)?;
+        let key = self.current.composite(namespace)?;
+        if is_list {
+            if value.is_empty() {
+                // The contract: writing an empty list clears.
+                return self
+                    .db
+                    .delete_cf_opt(cf, key, &self.write_options)
+                    .map_err(db_error);
+            }
+            check_list_encoding(value)?;
+        }
+        self.db
+            .put_cf_opt(cf, key, value, &self.write_options)
+            .map_err(db_error)
+    }
+
+    fn clear(&mut self, state: StateId, namespace: &[u8]) -> Result<()> {
+        let st = state_ref(&self.states, state)?;
+        let cf = column_family(&self.db, &st.cf_name)?;
+        let is_map = st.meta.kind == StateKind::Map;
+        let key = self.current.composite(namespace)?;
+        if !is_map {
+            return self
+                .db
+                .delete_cf_opt(cf, key, &self.write_options)
+                .map_err(db_error);
+        }
+        // Point deletes of the entries, as Flink does: many range tombstones
+        // would slow every later read.
+        let mut batch = WriteBatch::default();
+        let mut iter = self.db.raw_iterator_cf_opt(cf, prefix_read_options(key));
+        iter.seek_to_first();
+        while let Some(entry_key) = iter.key() {
+            batch.delete_cf(cf, entry_key);
+            iter.next();
+        }
+        iter.status().map_err(db_error)?;
+        drop(iter);
+        self.db
+            .write_opt(batch, &self.write_options)
+            .map_err(db_error)
+    }
+
+    fn list_append(
+        &mut self,
+        state: StateId,
+        namespace: &[u8],
+        encoded_elements: &[u8],
+    ) -> Result<()> {
+        let st = state_ref(&self.states, state)?;
+        if st.meta.kind != StateKind::List {
+            return Err(kind_mismatch(&st.meta, StateKind::List));
+        }
+        let cf = column_family(&self.db, &st.cf_name)?;
+        let key = self.current.composite(namespace)?;
+        check_list_encoding(encoded_elements)?;
+        if encoded_elements.is_empty() {
+            // Nothing to append; an empty value would break "empty = absent".
+            return Ok(());
+        }
+        // The merge operator concatenates: no read on the append path.
+        self.db
+            .merge_cf_opt(cf, key, encoded_elements, &self.write_options)
+            .map_err(db_error)
+    }
+
+    fn accumulate(&mut self, state: StateId, namespace: &[u8], input: &[u8]) -> Result<()> {
+        let st = state_ref(&self.states, state)?;
+        let (true, Some(function)) = (st.meta.kind.needs_function(), st.function.as_ref()) else {
+            return Err(kind_mismatch(&st.meta, StateKind::Reducing));
+        };
+        let cf = column_family(&self.db, &st.cf_name)?;
+        let key = self.current.composite(namespace)?;
+        let scratch = &mut self.scratch;
+        scratch.clear();
+        // Read-modify-write with the registered fold.
+        match self
+            .db
+            .get_pinned_cf_opt(cf, key, &self.read_options)
+            .map_err(db_error)?
+        {
+            Some(accumulator) => function.add(Some(&accumulator), input, scratch)?,
+            None => function.add(None, input, scratch)?,
+        }
+        self.db
+            .put_cf_opt(cf, key, &*scratch, &self.write_options)
+            .map_err(db_error)
+    }
+
+    fn merge_namespaces(&mut self, state: StateId, target: &[u8], sources: &[&[u8]]) -> Result<()> {
+        let st = state_ref(&self.states, state)?;
+        let kind = st.meta.kind;
+        if !matches!(
+            kind,
+            StateKind::List | StateKind::Reducing | StateKind::Aggregating
+        ) {
+            return Err(kind_mismatch(&st.meta, StateKind::List));
+        }
+        let function = st.function.clone();
+        let index = state.0 as usize;
+        let target_key = self.current.composite(target)?.to_vec();
+
+        // Compute first, write afterwards: a failing merge function leaves
+        // every namespace as it was.
+        let mut merged: Option<Vec<u8>> = None;
+        let mut target_is_source = false;
+        let mut source_keys = Vec::with_capacity(sources.len());
+        for (i, source) in sources.iter().enumerate() {
+            if sources
+                .get(..i)
+                .is_some_and(|earlier| earlier.contains(source))
+            {
+                continue; // a repeated source merges once
+            }
+            target_is_source |= *source == target;
+            let key = self.current.composite(source)?.to_vec();
+            let found = self.read_into_value(index, &key)?;
+            if *source != target {
+                source_keys.push(key);
+            }
+            if !found {
+                continue;
+            }
+            merged = Some(match merged {
+                None => self.value.clone(),
+                Some(mut acc) => {
+                    combine(
+                        kind,
+                        function.as_deref(),
+                        &mut acc,
+                        &self.value,
+                        &mut self.scratch,
+                    )?;
+                    acc
+                }
+            });
+        }
+        let Some(mut merged) = merged else {
+            return Ok(()); // no source has a value: the target is unchanged
+        };
+        if !target_is_source && self.read_into_value(index, &target_key)? {
+            // Flink's order: the target's value first, then the sources'.
+            let mut acc = std::mem::take(&mut self.value);
+            combine(
+                kind,
+                function.as_deref(),
+                &mut acc,
+                &merged,
+                &mut self.scratch,
+            )?;
+            merged = acc;
+        }
+        let st = state_ref(&self.states, state)?;
+        let cf = column_family(&self.db, &st.cf_name)?;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(cf, &target_key, &merged);
+        for key in &source_keys {
+            batch.delete_cf(cf, key);
+        }
+        self.db
+            .write_opt(batch, &self.write_options)
+            .map_err(db_error)
+    }
+
+    fn map_get(
+        &mut self,
+        state: StateId,
+        namespace: &[u8],
+        user_key: &[u8],
+    ) -> Result<Option<&[u8]>> {
+        let st = state_ref(&self.states, state)?;
+        if st.meta.kind != StateKind::Map {
+            return Err(kind_mismatch(&st.meta, StateKind::Map));
+        }
+        let cf = column_family(&self.db, &st.cf_name)?;
+        let key = self.current.composite_with_user_key(namespace, user_key)?;
+        match self
+            .db
+            .get_pinned_cf_opt(cf, key, &self.read_options)
+            .map_err(db_error)?
+        {
+            Some(bytes) => {
+                self.value.clear();
+                self.value.extend_from_slice(&bytes);
+                Ok(Some(&self.value))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn map_put(
+        &mut self,
+        state: StateId,
+        namespace: &[u8],
+        user_key: &[u8],
+        value: &[u8],
+    ) -> Result<()> {
+        let st = state_ref(&self.states, state)?;
+        if st.meta.kind != StateKind::Map {
+            return Err(kind_mismatch(&st.meta, StateKind::Map));
+        }
+        let cf = column_family(&self.db, &st.cf_name)?;
+        let key = self.current.composite_with_user_key(namespace, user_key)?;
+        self.db
+            .put_cf_opt(cf, key, value, &self.write_options)
+            .map_err(db_error)
+    }
+
+    fn map_remove(&mut self, state: StateId, namespace: &[u8], user_key: &[u8]) -> Result<()> {
+        let st = state_ref(&self.states, state)?;
+        if st.meta.kind != StateKind::Map {
+            return Err(kind_mismatch(&st.meta, StateKind::Map));
+        }
+        let cf = column_family(&self.db, &st.cf_name)?;
+        let key = self.current.composite_with_user_key(namespace, user_key)?;
+        self.db
+            .delete_cf_opt(cf, key, &self.write_options)
+            .map_err(db_error)
+    }
+
+    fn map_for_each(
+        &mut self,
+        state: StateId,
+        namespace: &[u8],
+        visitor: &mut EntryVisitor<'_>,
+    ) -> Result<()> {
+        let st = state_ref(&self.states, state)?;
+        if st.meta.kind != StateKind::Map {
+            return Err(kind_mismatch(&st.meta, StateKind::Map));
+        }
+        let cf = column_family(&self.db, &st.cf_name)?;
+        let prefix = self.current.composite(namespace)?;
+        let prefix_len = prefix.len();
+        // Bounded to the (key, namespace) prefix; RocksDB's byte order is
+        // the contract's ascending user-key order.
+        let mut iter = self.db.raw_iterator_cf_opt(cf, prefix_read_options(prefix));
+        iter.seek_to_first();
+        while let Some((key, value)) = iter.item() {
+            let user_key = key.get(prefix_len..).unwrap_or_default();
+            if visitor(user_key, value)?.is_break() {
+                return Ok(());
+            }
+            iter.next();
+        }
+        iter.status().map_err(db_error)
+    }
+
+    fn for_each_key_and_namespace(
+        &mut self,
+        state: StateId,
+        visitor: &mut EntryVisitor<'_>,
+    ) -> Result<()> {
+        let st = state_ref(&self.states, state)?;
+        let cf = column_family(&self.db, &st.cf_name)?;
+        let (lower, upper) = self.layout.range_bounds(self.range);
+        let mut read = ReadOptions::default();
+        read.set_iterate_lower_bound(lower);
+        read.set_iterate_upper_bound(upper);
+        let mut iter = self.db.raw_iterator_cf_opt(cf, read);
+        iter.seek_to_first();
+        // Map entries of one (key, namespace) are adjacent: visit it once.
+        let mut last: Vec<u8> = Vec::new();
+        let mut first = true;
+        while let Some(composite) = iter.key() {
+            let parsed = self.layout.parse(composite).ok_or_else(|| {
+                StateError::corrupt(
+                    self.dir.path().display().to_string(),
+                    format!("malformed key in the column family of '{}'", st.meta.name),
+                )
+            })?;
+            let head = composite
+                .get(..parsed.key_and_namespace_len)
+                .unwrap_or(composite);
+            if first || head != last.as_slice() {
+                first = false;
+                last.clear();
+                last.extend_from_slice(head);
+                if visitor(parsed.key, parsed.namespace)?.is_break() {
+                    return Ok(());
+                }
+            }
+            iter.next();
+        }
+        iter.status().map_err(db_error)
+    }
+
+    fn snapshot(
+        &mut self,
+        checkpoint_id: u64,
+        options: &SnapshotOptions,
+        storage: Arc<dyn CheckpointStorageAccess>,
+    ) -> Result<AsyncSnapshot> {
+        self.snapshot_sequence += 1;
+        let dir = self.dir.path().join(format!(
+            "snapshot-{checkpoint_id}-{}",
+            self.snapshot_sequence
+        ));
+        let kind = snapshot::SnapshotKind::of(options.snapshot_type, self.settings.incremental);
+        let frozen = snapshot::Frozen {
+            dir: snapshot::create_checkpoint(&self.db, dir)?,
+            checkpoint_id,
+            metas: self.state_metas(),
+            max_parallelism: self.max_parallelism,
+            range: self.range,
+            layout: self.layout,
+            operator: self.operator.clone(),
+        };
+        Ok(match kind {
+            snapshot::SnapshotKind::Full => {
+                snapshot::full::task(frozen, self.options.clone(), storage)
+            }
+            snapshot::SnapshotKind::Incremental { share } => snapshot::incremental::task(
+                frozen,
+                snapshot::incremental::Sharing {
+                    share,
+                    confirmed: if share {
+                        self.uploads.lock().confirmed_files()
+                    } else {
+                        Default::default()
+                    },
+                    tracker: Arc::clone(&self.uploads),
+                    backend_id: self.backend_id.clone(),
+                    threads: self.settings.transfer_threads,
+                },
+                storage,
+            ),
+        })
+    }
+
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<()> {
+        self.uploads.lock().complete(checkpoint_id);
+        Ok(())
+    }
+
+    fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) -> Result<()> {
+        self.uploads.lock().abort(checkpoint_id);
+        Ok(())
+    }
+
+    // Shared files are deleted by the checkpoint store's registry; the
+    // backend only stops relying on them through `complete`.
+    fn notify_checkpoint_subsumed(&mut self, _checkpoint_id: u64) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn column_family_names_are_safe_and_distinct() {
+        assert_eq!(column_family_name("count"), "s.count");
+        assert_eq!(column_family_name("a/b"), "x.612f62");
+        assert_eq!(column_family_name(""), "x.");
+        assert_ne!(column_family_name("default"), "default");
+    }
+}

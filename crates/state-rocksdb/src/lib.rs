@@ -1,0 +1,70 @@
+//! # state-rocksdb: the RocksDB keyed state backend
+//!
+//! Keyed state in an embedded RocksDB instance per backend, organised as
+//! Flink's `EmbeddedRocksDBStateBackend` organises it, with incremental
+//! checkpoints and rescaling restore.
+//!
+//! * `keys`: the key layout. One column family per state; keys are
+//!   `[key group (1 byte up to max parallelism 128, else 2 bytes BE)]
+//!   [varint len][key][varint len][namespace][map user key]`, so one key
+//!   group and one (key, namespace) are each one contiguous byte range. The
+//!   current key's prefix is encoded once per `set_current_key` into a
+//!   reused buffer.
+//! * `backend`: [`RocksDbKeyedStateBackend`]. List state appends with a
+//!   merge operator (`merge`) concatenating the state-api list encoding;
+//!   map state is one RocksDB entry per map entry, iterated by prefix with
+//!   iterate bounds (ascending user-key byte order); reducing and
+//!   aggregating state read, fold and write. The WAL is off and nothing is
+//!   fsynced: durability comes from checkpoints.
+//! * `options`: bounded memory ([`RocksDbMemory`]: one LRU block cache and
+//!   one write buffer manager shared by every column family and backend that
+//!   uses it), Flink's [`PredefinedOptions`] and a user [`OptionsHook`].
+//! * `snapshot`: the synchronous phase flushes and hard-links a native
+//!   RocksDB checkpoint; the asynchronous phase writes either the key-group
+//!   format (full checkpoints, canonical savepoints: restorable by any
+//!   backend) or uploads the RocksDB files, only the SST files no confirmed
+//!   checkpoint uploaded already (incremental checkpoints).
+//! * `restore`: opens one covering incremental handle as the DB and clips
+//!   foreign key groups with `delete_range`, or copies the backend's key
+//!   groups from several handles (incremental or key-group) into a new DB.
+//! * `transfer`: parallel uploads and downloads.
+//! * `factory`: [`RocksDbBackendFactory`] and [`RocksDbConfig`].
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use state_api::{BackendContext, KeyGroupRange, KeyedStateBackendExt, StateBackendFactory,
+//!     ValueStateDescriptor};
+//! use state_rocksdb::{RocksDbBackendFactory, RocksDbConfig};
+//! # fn demo(storage: Arc<dyn state_api::CheckpointStorageAccess>) -> state_api::Result<()> {
+//! let factory = RocksDbBackendFactory::new(RocksDbConfig::new("/tmp/my-job"));
+//! let mut backend = factory.create(BackendContext {
+//!     operator: "counter".into(),
+//!     max_parallelism: 128,
+//!     key_group_range: KeyGroupRange::all(128)?,
+//!     restore: Vec::new(),
+//!     storage,
+//! })?;
+//! let count = backend.value_state(ValueStateDescriptor::<u64>::new("count"))?;
+//! backend.set_key(&42u64)?;
+//! count.update(&mut *backend, &1)?;
+//! assert_eq!(count.value(&mut *backend)?, Some(1));
+//! # Ok(()) }
+//! ```
+
+mod backend;
+mod factory;
+mod keys;
+mod merge;
+mod options;
+mod restore;
+mod snapshot;
+mod transfer;
+
+pub use backend::{BACKEND_NAME, RocksDbKeyedStateBackend};
+pub use factory::{DEFAULT_TRANSFER_THREADS, RocksDbBackendFactory, RocksDbConfig};
+pub use options::{
+    DEFAULT_MANAGED_MEMORY_BYTES, DEFAULT_WRITE_BUFFER_RATIO, OptionsHook, PredefinedOptions,
+    RocksDbMemory,
+};
+/// The `rocksdb` crate this backend is built on, for [`OptionsHook`]s.
+pub use rocksdb;

@@ -1,0 +1,329 @@
+//! Restore: from incremental (RocksDB file) handles and key-group handles,
+//! taken at any parallelism.
+//!
+//! * One incremental handle covering the whole range (same or lower
+//!   parallelism): download it into the working directory, open it as the
+//!   DB and clip the foreign key groups with `delete_range` on every column
+//!   family (Flink's `clipDBWithKeyGroupRange`). Its shared files seed the
+//!   "confirmed uploads", so the next checkpoint does not upload them again.
+//! * Anything else (several handles after a scale-in, key-group handles):
+//!   start an empty DB; open each incremental handle in a temporary
+//!   directory (read-only) and copy only the key groups of this backend with
+//!   WAL-less write batches; stream key-group handles' entries of this
+//!   backend's key groups in. Foreign key groups are never copied.
+//!
+//! Damage is an error, never a panic: the storage verifies every file's size
+//! and checksum; handles with odd file names, no CURRENT/MANIFEST, unknown
+//! backends, duplicate or conflicting states are refused; key-group entries
+//! are checked against their key group.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use rocksdb::{Options, ReadOptions, WriteBatch};
+use state_api::codec::ListElements;
+use state_api::format::key_groups::KeyGroupsReader;
+use state_api::{
+    BackendContext, CheckpointStorageAccess, FileHandle, IncrementalStateHandle, KeyGroupRange,
+    KeyGroupsStateHandle, KeyedStateHandle, Result, StateError, StateKind, StateMeta, StateScope,
+};
+
+use crate::backend::{
+    BACKEND_NAME, Db, LocalDir, column_family, column_family_name, db_error, open_db,
+};
+use crate::keys::{ABOVE_ALL_KEYS, KeyLayout};
+use crate::{options, transfer};
+
+/// Write batches are flushed at this size while copying.
+const BATCH_BYTES: usize = 4 << 20;
+
+/// What a restore produced.
+pub(crate) struct Restored {
+    pub(crate) db: Db,
+    /// Every restored state, in order of first appearance.
+    pub(crate) metas: Vec<StateMeta>,
+    /// The restored checkpoint and its shared SST files, when the DB was
+    /// opened from one incremental handle.
+    pub(crate) confirmed: Option<(u64, BTreeMap<String, FileHandle>)>,
+}
+
+/// Restores `context.restore` into a DB in `instance_dir/db`.
+///
+/// # Errors
+/// See the module docs.
+pub(crate) fn restore(
+    context: &BackendContext,
+    instance_dir: &Path,
+    options: &Options,
+    threads: usize,
+) -> Result<Restored> {
+    let db_path = instance_dir.join("db");
+    let storage = &*context.storage;
+    let range = context.key_group_range;
+    let metas = collect_metas(&context.restore, storage)?;
+
+    if let [KeyedStateHandle::Incremental(handle)] = context.restore.as_slice()
+        && handle.key_group_range.contains_range(&range)
+    {
+        let db = open_downloaded(storage, handle, &db_path, options, threads, false)?;
+        let mut db = db;
+        ensure_column_families(&mut db, &metas, options)?;
+        clip(&db, range, KeyLayout::new(context.max_parallelism))?;
+        let shared = handle
+            .shared_files
+            .iter()
+            .filter(|f| f.file.scope == StateScope::Shared)
+            .map(|f| (f.name.clone(), f.file.clone()))
+            .collect();
+        return Ok(Restored {
+            db,
+            metas,
+            confirmed: Some((handle.checkpoint_id, shared)),
+        });
+    }
+
+    let mut db = open_db(options, &db_path, false)?;
+    ensure_column_families(&mut db, &metas, options)?;
+    let layout = KeyLayout::new(context.max_parallelism);
+    for (index, handle) in context.restore.iter().enumerate() {
+        match handle {
+            KeyedStateHandle::Incremental(handle) => {
+                let temp = LocalDir::adopt(instance_dir.join(format!("restore-{index}")));
+                let source = open_downloaded(storage, handle, temp.path(), options, threads, true)?;
+                copy_key_groups(&source, &db, handle, range, layout)?;
+                // The temporary DB closes before its directory is removed.
+                drop(source);
+                drop(temp);
+            }
+            KeyedStateHandle::KeyGroups(handle) => {
+                stream_key_groups(storage, handle, &db, range, layout)?;
+            }
+            #[allow(unreachable_patterns)] // the enum is non_exhaustive
+            other => return Err(unsupported(other)),
+        }
+    }
+    Ok(Restored {
+        db,
+        metas,
+        confirmed: None,
+    })
+}
+
+fn unsupported(handle: &KeyedStateHandle) -> StateError {
+    StateError::Restore(format!(
+        "the {BACKEND_NAME} backend cannot restore a {} handle (checkpoint {})",
+        handle.format_name(),
+        handle.checkpoint_id()
+    ))
+}
+
+/// The states of all handles, each once; the same name with other types in
+/// two handles is an error.
+fn collect_metas(
+    handles: &[KeyedStateHandle],
+    storage: &dyn CheckpointStorageAccess,
+) -> Result<Vec<StateMeta>> {
+    let mut metas: Vec<StateMeta> = Vec::new();
+    for handle in handles {
+        let (states, origin) = match handle {
+            KeyedStateHandle::Incremental(h) => {
+                if h.backend != BACKEND_NAME {
+                    return Err(StateError::Restore(format!(
+                        "checkpoint {} holds files of the '{}' backend; the {BACKEND_NAME} \
+                         backend restores only its own files or key-group snapshots",
+                        h.checkpoint_id, h.backend
+                    )));
+                }
+                (
+                    h.states.clone(),
+                    format!("checkpoint {} ({})", h.checkpoint_id, h.backend_id),
+                )
+            }
+            KeyedStateHandle::KeyGroups(h) => (
+                KeyGroupsReader::open(storage, h)?.meta().states.clone(),
+                format!("'{}' (checkpoint {})", h.file.path, h.checkpoint_id),
+            ),
+            #[allow(unreachable_patterns)] // the enum is non_exhaustive
+            other => return Err(unsupported(other)),
+        };
+        for (i, meta) in states.iter().enumerate() {
+            if states.iter().take(i).any(|m| m.name == meta.name) {
+                return Err(StateError::corrupt(
+                    origin,
+                    format!("state '{}' is listed twice", meta.name),
+                ));
+            }
+            match metas.iter().find(|m| m.name == meta.name) {
+                Some(existing) => existing.check_compatible(meta).map_err(|e| {
+                    StateError::Restore(format!(
+                        "state '{}' of {origin} conflicts with the same state in another handle: {e}",
+                        meta.name
+                    ))
+                })?,
+                None => metas.push(meta.clone()),
+            }
+        }
+    }
+    Ok(metas)
+}
+
+/// Creates the column family of every state that has none yet.
+fn ensure_column_families(db: &mut Db, metas: &[StateMeta], options: &Options) -> Result<()> {
+    for meta in metas {
+        let name = column_family_name(&meta.name);
+        if db.cf_handle(&name).is_none() {
+            db.create_cf(&name, options).map_err(db_error)?;
+        }
+    }
+    Ok(())
+}
+
+/// Downloads the files of `handle` into `dir` and opens them as a DB.
+fn open_downloaded(
+    storage: &dyn CheckpointStorageAccess,
+    handle: &IncrementalStateHandle,
+    dir: &Path,
+    options: &Options,
+    threads: usize,
+    read_only: bool,
+) -> Result<Db> {
+    let files: Vec<_> = handle
+        .shared_files
+        .iter()
+        .chain(&handle.private_files)
+        .collect();
+    let has = |pred: &dyn Fn(&str) -> bool| handle.private_files.iter().any(|f| pred(&f.name));
+    if !has(&|n| n == "CURRENT") || !has(&|n| n.starts_with("MANIFEST-")) {
+        // Without them RocksDB would create an empty DB: lost state.
+        return Err(StateError::corrupt(
+            format!("checkpoint {}", handle.checkpoint_id),
+            "incremental handle without CURRENT and MANIFEST files",
+        ));
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| crate::backend::local_error("create directory", dir, e))?;
+    transfer::download(storage, &files, dir, threads)?;
+    let mut open_options = options.clone();
+    open_options.create_if_missing(false);
+    open_db(&open_options, dir, read_only)
+}
+
+/// Deletes every key outside `range` from every column family.
+fn clip(db: &Db, range: KeyGroupRange, layout: KeyLayout) -> Result<()> {
+    let (lower, upper) = layout.range_bounds(range);
+    let write = options::write_options();
+    let names = Db::list_cf(&Options::default(), db.path()).map_err(db_error)?;
+    for name in names {
+        let cf = column_family(db, &name)?;
+        if !lower.is_empty() && lower.iter().any(|b| *b != 0) {
+            db.delete_range_cf_opt(cf, &[][..], &lower[..], &write)
+                .map_err(db_error)?;
+        }
+        db.delete_range_cf_opt(cf, &upper[..], &ABOVE_ALL_KEYS[..], &write)
+            .map_err(db_error)?;
+    }
+    Ok(())
+}
+
+/// Copies the key groups of `range` that `handle` holds from `source` into
+/// `target`, state by state.
+fn copy_key_groups(
+    source: &Db,
+    target: &Db,
+    handle: &IncrementalStateHandle,
+    range: KeyGroupRange,
+    layout: KeyLayout,
+) -> Result<()> {
+    let part = handle.key_group_range.intersection(&range);
+    if part.is_empty() {
+        return Ok(());
+    }
+    let (lower, upper) = layout.range_bounds(part);
+    let write = options::write_options();
+    for meta in &handle.states {
+        let name = column_family_name(&meta.name);
+        let Some(from) = source.cf_handle(&name) else {
+            continue; // a state without entries
+        };
+        let to = column_family(target, &name)?;
+        let mut read = ReadOptions::default();
+        read.set_iterate_lower_bound(lower.clone());
+        read.set_iterate_upper_bound(upper.clone());
+        read.fill_cache(false);
+        let mut iter = source.raw_iterator_cf_opt(from, read);
+        iter.seek_to_first();
+        let mut batch = WriteBatch::default();
+        while let Some((key, value)) = iter.item() {
+            batch.put_cf(to, key, value);
+            if batch.size_in_bytes() >= BATCH_BYTES {
+                target
+                    .write_opt(std::mem::take(&mut batch), &write)
+                    .map_err(db_error)?;
+            }
+            iter.next();
+        }
+        iter.status().map_err(db_error)?;
+        target.write_opt(batch, &write).map_err(db_error)?;
+    }
+    Ok(())
+}
+
+/// Streams the entries of this backend's key groups from a key-group file.
+fn stream_key_groups(
+    storage: &dyn CheckpointStorageAccess,
+    handle: &KeyGroupsStateHandle,
+    db: &Db,
+    range: KeyGroupRange,
+    layout: KeyLayout,
+) -> Result<()> {
+    let path = handle.file.path.as_str();
+    let reader = KeyGroupsReader::open(storage, handle)?;
+    let targets: Vec<(String, StateKind)> = reader
+        .meta()
+        .states
+        .iter()
+        .map(|m| (column_family_name(&m.name), m.kind))
+        .collect();
+    let write = options::write_options();
+    let mut batch = WriteBatch::default();
+    let mut composite = Vec::with_capacity(64);
+    reader.for_each_entry(storage, range, |key_group, entry| {
+        let corrupt =
+            |reason: String| StateError::corrupt(path, format!("key group {key_group}: {reason}"));
+        let actual = layout.key_group_of_key(entry.key);
+        if actual != key_group {
+            return Err(corrupt(format!(
+                "a key stored under key group {key_group} belongs to key group {actual}"
+            )));
+        }
+        let (name, kind) = targets
+            .get(entry.state as usize)
+            .ok_or_else(|| corrupt(format!("record of unknown state index {}", entry.state)))?;
+        if *kind == StateKind::List {
+            if entry.value.is_empty() {
+                return Ok(()); // an empty list is an absent list
+            }
+            if ListElements::new(entry.value).any(|e| e.is_err()) {
+                return Err(corrupt(format!(
+                    "malformed list value of state index {}",
+                    entry.state
+                )));
+            }
+        }
+        composite.clear();
+        layout.write_composite(
+            &mut composite,
+            key_group,
+            entry.key,
+            entry.namespace,
+            entry.user_key,
+        );
+        batch.put_cf(column_family(db, name)?, &composite, entry.value);
+        if batch.size_in_bytes() >= BATCH_BYTES {
+            db.write_opt(std::mem::take(&mut batch), &write)
+                .map_err(db_error)?;
+        }
+        Ok(())
+    })?;
+    db.write_opt(batch, &write).map_err(db_error)
+}
