@@ -80,3 +80,33 @@ pub trait CheckpointOutputStream: Write + Send {
     /// [`StateError::Storage`](crate::StateError::Storage) when the upload fails.
     fn close(self: Box<Self>) -> Result<FileHandle>;
 }
+
+/// `name` with every character outside `[A-Za-z0-9._-]` replaced by `_`, so
+/// names such as operator names can go into file and directory names
+/// without adding path segments.
+///
+/// ```
+/// assert_eq!(state_api::storage::file_name_safe("a/b c"), "a_b_c");
+/// ```
+pub fn file_name_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::file_name_safe;
+
+    #[test]
+    fn file_names_are_sanitized() {
+        assert_eq!(file_name_safe("map-1.x_y"), "map-1.x_y");
+        assert_eq!(file_name_safe("a/b c\\..é"), "a_b_c_.._");
+    }
+}

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use state_api::format::key_groups::{Entry, KeyGroupsWriter};
+use state_api::storage::file_name_safe;
 use state_api::{
     AsyncSnapshot, CheckpointStorageAccess, KeyGroupRange, KeyedStateHandle, Result,
     SnapshotResult, StateError, StateMeta, StateScope,
@@ -129,31 +130,5 @@ fn too_many_states() -> StateError {
     StateError::Config {
         key: "states".into(),
         message: "more than u32::MAX states".into(),
-    }
-}
-
-/// `operator` with every character outside `[A-Za-z0-9._-]` replaced by
-/// `_`, so operator names cannot add path segments to file names.
-fn file_name_safe(operator: &str) -> String {
-    operator
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn file_names_are_sanitized() {
-        assert_eq!(file_name_safe("map-1.x_y"), "map-1.x_y");
-        assert_eq!(file_name_safe("a/b c\\..é"), "a_b_c_.._");
     }
 }

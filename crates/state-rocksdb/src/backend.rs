@@ -14,6 +14,7 @@ use state_api::backend::EntryVisitor;
 use state_api::codec::ListElements;
 use state_api::descriptor::StateFunction;
 use state_api::key_group::KeyGroup;
+use state_api::storage::file_name_safe;
 use state_api::{
     AsyncSnapshot, BackendContext, CheckpointStorageAccess, KeyGroupRange, KeyedStateBackend,
     Result, SnapshotOptions, StateError, StateId, StateKind, StateMeta, StateRegistration,
@@ -121,21 +122,6 @@ pub(crate) fn column_family<'a>(db: &'a Db, name: &str) -> Result<&'a ColumnFami
         backend: BACKEND_NAME,
         source: format!("column family '{name}' is missing").into(),
     })
-}
-
-/// `operator` with every character outside `[A-Za-z0-9._-]` replaced by
-/// `_`, so operator names cannot add path segments to directory names.
-pub(crate) fn file_name_safe(operator: &str) -> String {
-    operator
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 /// One registered or restored state.

@@ -16,8 +16,10 @@ use state_api::{
     StateKind, StateScope,
 };
 
+use state_api::storage::file_name_safe;
+
 use super::Frozen;
-use crate::backend::{BACKEND_NAME, Db, column_family_name, db_error, file_name_safe, open_db};
+use crate::backend::{BACKEND_NAME, Db, column_family_name, db_error, open_db};
 
 /// The asynchronous phase of a full snapshot of `frozen`.
 pub(crate) fn task(
