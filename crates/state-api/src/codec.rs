@@ -1,7 +1,7 @@
 //! The one binary encoding of keys, namespaces, values and map keys.
 //!
 //! Everything a user hands to the typed state API is a serde type, encoded
-//! with [postcard](https://docs.rs/postcard) 1.x. Postcard was chosen because
+//! with the `postcard` crate, 1.x. Postcard was chosen because
 //! its wire format is specified and frozen for the whole 1.x line (so bytes
 //! written today decode in every later 1.x release), it is compact (LEB128
 //! varints, no field names, no padding), deterministic (the same value always
