@@ -17,7 +17,7 @@
 //!   compare them byte-wise. Lists use the [list encoding](crate::codec).
 //! * A state is addressed by the [`StateId`] that registration returned. An
 //!   operation of the wrong kind MUST fail with
-//!   [`StateError::StateKindMismatch`](crate::StateError::StateKindMismatch).
+//!   [`StateError::StateKindMismatch`].
 //! * Reads of an absent (key, namespace) return `None`; clearing an absent one
 //!   is not an error. Writing an empty list clears it.
 //! * [`snapshot`](KeyedStateBackend::snapshot) is the synchronous phase: it

@@ -19,7 +19,7 @@
 //!   serializable [`KeyedStateHandle`].
 //! * [`storage`]: the blocking file access backends need from checkpoint
 //!   storage ([`CheckpointStorageAccess`]), with checksums on every file.
-//! * [`format`]: the key-group snapshot format every backend can read: one
+//! * [`format`](mod@format): the key-group snapshot format every backend can read: one
 //!   block per key group, each with its own checksum and offset.
 //! * [`codec`]: the one binary encoding (postcard 1.x) and the list encoding.
 //! * [`error`]: the one error type, [`StateError`].

@@ -1,7 +1,8 @@
 //! Snapshots: options, the asynchronous part, and the handles they produce.
 //!
-//! A snapshot has two phases, as in Flink. [`KeyedStateBackend::snapshot`]
-//! (crate::KeyedStateBackend::snapshot) is the synchronous phase on the task
+//! A snapshot has two phases, as in Flink.
+//! [`KeyedStateBackend::snapshot`](crate::KeyedStateBackend::snapshot) is the
+//! synchronous phase on the task
 //! thread; it returns an [`AsyncSnapshot`], a task that may run on any thread
 //! while the owner keeps reading and writing, and that yields a serializable
 //! [`KeyedStateHandle`] describing where the state went.
