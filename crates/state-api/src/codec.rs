@@ -157,6 +157,15 @@ pub fn write_len_prefixed(out: &mut impl Extend<u8>, bytes: &[u8]) {
     out.extend(bytes.iter().copied());
 }
 
+/// Checks that `bytes` is a well-formed list encoding, so backends can keep
+/// malformed lists out of state (and snapshots).
+///
+/// # Errors
+/// [`StateError::Codec`] at the first malformed element.
+pub fn check_list(bytes: &[u8]) -> Result<()> {
+    ListElements::new(bytes).try_for_each(|element| element.map(|_| ()))
+}
+
 /// Iterator over the elements of an encoded list (see the module docs).
 ///
 /// Yields `Err` once, at the first malformed element, then stops.

@@ -70,6 +70,16 @@ pub struct StateMeta {
 }
 
 impl StateMeta {
+    /// The error for an operation of kind `requested` on this state.
+    #[cold]
+    pub fn kind_mismatch(&self, requested: StateKind) -> StateError {
+        StateError::StateKindMismatch {
+            state: self.name.clone(),
+            registered: self.kind,
+            requested,
+        }
+    }
+
     /// Checks that `requested` may use the state registered as `self`: same
     /// kind and same types.
     ///

@@ -21,6 +21,7 @@
 //!   storage ([`CheckpointStorageAccess`]), with checksums on every file.
 //! * [`format`](mod@format): the key-group snapshot format every backend can read: one
 //!   block per key group, each with its own checksum and offset.
+//! * [`registry`]: the registration rules every backend applies.
 //! * [`codec`]: the one binary encoding (postcard 1.x) and the list encoding.
 //! * [`error`]: the one error type, [`StateError`].
 //! * `conformance` (feature `conformance`): the test suite every backend and
@@ -39,6 +40,7 @@ pub mod descriptor;
 pub mod error;
 pub mod format;
 pub mod key_group;
+pub mod registry;
 pub mod snapshot;
 pub mod state;
 pub mod storage;

@@ -1,15 +1,15 @@
 //! [`HeapKeyedStateBackend`]: the [`KeyedStateBackend`] on copy-on-write
 //! hash tables.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use state_api::backend::EntryVisitor;
-use state_api::codec::ListElements;
+use state_api::codec::check_list;
 use state_api::descriptor::StateFunction;
 use state_api::key_group::{KeyGroup, check_max_parallelism};
+use state_api::registry::StateRegistry;
 use state_api::{
     AsyncSnapshot, BackendContext, CheckpointStorageAccess, KeyGroupRange, KeyedStateBackend,
     Result, SnapshotOptions, StateError, StateId, StateKind, StateMeta, StateRegistration,
@@ -55,8 +55,7 @@ pub struct HeapKeyedStateBackend {
     range: KeyGroupRange,
     assigner: KeyGroupAssigner,
     /// Registered and restored states; a `StateId` is an index.
-    states: Vec<HeapState>,
-    by_name: HashMap<String, usize>,
+    states: StateRegistry<Table>,
     current: CurrentKey,
     /// Output buffer of fold functions, reused so folds do not allocate.
     scratch: Vec<u8>,
@@ -99,8 +98,7 @@ impl HeapKeyedStateBackend {
             max_parallelism,
             range: key_group_range,
             assigner: KeyGroupAssigner::new(max_parallelism),
-            states: Vec::new(),
-            by_name: HashMap::new(),
+            states: StateRegistry::default(),
             current: CurrentKey::new(),
             scratch: Vec::new(),
         })
@@ -129,7 +127,7 @@ impl HeapKeyedStateBackend {
     /// Number of (key, namespace) entries across all states (a map state's
     /// map counts once), as Flink's `numKeyValueStateEntries`.
     pub fn num_entries(&self) -> usize {
-        self.states.iter().map(|s| s.table.len()).sum()
+        self.states.iter().map(|s| s.data.len()).sum()
     }
 
     /// The operator name given at construction.
@@ -137,7 +135,7 @@ impl HeapKeyedStateBackend {
         &self.operator
     }
 
-    pub(crate) fn states(&self) -> &[HeapState] {
+    pub(crate) fn states(&self) -> &StateRegistry<Table> {
         &self.states
     }
 
@@ -151,94 +149,41 @@ impl HeapKeyedStateBackend {
     /// [`StateError::StateKindMismatch`] / [`StateError::StateTypeMismatch`]
     /// when a state of that name exists with another kind or types.
     pub(crate) fn restored_state(&mut self, meta: &StateMeta) -> Result<usize> {
-        if let Some(&index) = self.by_name.get(&meta.name) {
-            if let Some(existing) = self.states.get(index) {
-                existing.meta.check_compatible(meta)?;
-            }
-            return Ok(index);
-        }
-        Ok(self.add_state(meta.clone(), None, false))
+        let key_groups = self.range.len();
+        self.states
+            .restore(meta, |meta| Ok(Table::new(meta.kind, key_groups)))
     }
 
     /// Mutable access to a state's table for restore.
     pub(crate) fn table_mut(&mut self, index: usize) -> Option<&mut Table> {
-        self.states.get_mut(index).map(|s| &mut s.table)
+        self.states.by_index_mut(index).map(|s| &mut s.data)
     }
-
-    fn add_state(
-        &mut self,
-        meta: StateMeta,
-        function: Option<Arc<dyn StateFunction>>,
-        registered: bool,
-    ) -> usize {
-        let index = self.states.len();
-        self.by_name.insert(meta.name.clone(), index);
-        self.states
-            .push(HeapState::new(meta, function, registered, self.range.len()));
-        index
-    }
-}
-
-/// The registered state `id`.
-#[inline]
-fn state_ref(states: &[HeapState], id: StateId) -> Result<&HeapState> {
-    states
-        .get(id.0 as usize)
-        .filter(|s| s.registered)
-        .ok_or(StateError::UnknownState { state_id: id.0 })
-}
-
-/// The registered state `id`, for writing.
-#[inline]
-fn state_mut(states: &mut [HeapState], id: StateId) -> Result<&mut HeapState> {
-    states
-        .get_mut(id.0 as usize)
-        .filter(|s| s.registered)
-        .ok_or(StateError::UnknownState { state_id: id.0 })
-}
-
-/// The error for an operation of the wrong kind. `requested` names the
-/// (first) kind the operation serves: `Value` for get/put, `List` for
-/// appends and merges, `Reducing` for folds, `Map` for map operations.
-#[cold]
-fn kind_mismatch(meta: &StateMeta, requested: StateKind) -> StateError {
-    StateError::StateKindMismatch {
-        state: meta.name.clone(),
-        registered: meta.kind,
-        requested,
-    }
-}
-
-/// Checks that `bytes` is a well-formed list encoding, so malformed lists
-/// never enter state (and snapshots).
-fn check_list_encoding(bytes: &[u8]) -> Result<()> {
-    ListElements::new(bytes).try_for_each(|element| element.map(|_| ()))
 }
 
 /// The bytes table of a value, list, reducing or aggregating state.
 #[inline]
 fn bytes_table(state: &HeapState, requested: StateKind) -> Result<&StateTable<ValueBytes>> {
-    match &state.table {
+    match &state.data {
         Table::Bytes(table) => Ok(table),
-        Table::Map(_) => Err(kind_mismatch(&state.meta, requested)),
+        Table::Map(_) => Err(state.meta.kind_mismatch(requested)),
     }
 }
 
 /// The table of a map state.
 #[inline]
 fn map_table(state: &HeapState) -> Result<&StateTable<UserMap>> {
-    match &state.table {
+    match &state.data {
         Table::Map(table) => Ok(table),
-        Table::Bytes(_) => Err(kind_mismatch(&state.meta, StateKind::Map)),
+        Table::Bytes(_) => Err(state.meta.kind_mismatch(StateKind::Map)),
     }
 }
 
 /// The table of a map state, for writing.
 #[inline]
 fn map_table_mut(state: &mut HeapState) -> Result<&mut StateTable<UserMap>> {
-    match &mut state.table {
+    match &mut state.data {
         Table::Map(table) => Ok(table),
-        Table::Bytes(_) => Err(kind_mismatch(&state.meta, StateKind::Map)),
+        Table::Bytes(_) => Err(state.meta.kind_mismatch(StateKind::Map)),
     }
 }
 
@@ -272,32 +217,13 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
     }
 
     fn register_state(&mut self, registration: StateRegistration) -> Result<StateId> {
-        registration.validate()?;
-        let StateRegistration { meta, function } = registration;
-        let index = match self.by_name.get(&meta.name).copied() {
-            Some(index) => {
-                let existing = self.states.get_mut(index).ok_or(StateError::UnknownState {
-                    state_id: index as u32,
-                })?;
-                existing.meta.check_compatible(&meta)?;
-                // As in Flink, the latest registration's function folds from
-                // now on; for a restored state this is its first function.
-                existing.function = function;
-                existing.registered = true;
-                index
-            }
-            None => self.add_state(meta, function, true),
-        };
-        u32::try_from(index)
-            .map(StateId)
-            .map_err(|_| StateError::Config {
-                key: "states".into(),
-                message: "more than u32::MAX states".into(),
-            })
+        let key_groups = self.range.len();
+        self.states
+            .register(registration, |meta| Ok(Table::new(meta.kind, key_groups)))
     }
 
     fn state_metas(&self) -> Vec<StateMeta> {
-        self.states.iter().map(|s| s.meta.clone()).collect()
+        self.states.metas()
     }
 
     #[inline]
@@ -315,17 +241,17 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
 
     #[inline]
     fn get(&mut self, state: StateId, namespace: &[u8]) -> Result<Option<&[u8]>> {
-        let table = bytes_table(state_ref(&self.states, state)?, StateKind::Value)?;
+        let table = bytes_table(self.states.get(state)?, StateKind::Value)?;
         let (key, index) = self.current.lookup(namespace)?;
         Ok(table.get(index, key).map(ValueBytes::as_slice))
     }
 
     #[inline]
     fn put(&mut self, state: StateId, namespace: &[u8], value: &[u8]) -> Result<()> {
-        let state = state_mut(&mut self.states, state)?;
+        let state = self.states.get_mut(state)?;
         let is_list = state.meta.kind == StateKind::List;
-        let Table::Bytes(table) = &mut state.table else {
-            return Err(kind_mismatch(&state.meta, StateKind::Value));
+        let Table::Bytes(table) = &mut state.data else {
+            return Err(state.meta.kind_mismatch(StateKind::Value));
         };
         let (key, index) = self.current.lookup(namespace)?;
         if is_list {
@@ -334,16 +260,16 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
                 table.remove(index, key);
                 return Ok(());
             }
-            check_list_encoding(value)?;
+            check_list(value)?;
         }
         table.put(index, key, value);
         Ok(())
     }
 
     fn clear(&mut self, state: StateId, namespace: &[u8]) -> Result<()> {
-        let state = state_mut(&mut self.states, state)?;
+        let state = self.states.get_mut(state)?;
         let (key, index) = self.current.lookup(namespace)?;
-        match &mut state.table {
+        match &mut state.data {
             Table::Bytes(table) => {
                 table.remove(index, key);
             }
@@ -360,15 +286,15 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
         namespace: &[u8],
         encoded_elements: &[u8],
     ) -> Result<()> {
-        let state = state_mut(&mut self.states, state)?;
+        let state = self.states.get_mut(state)?;
         if state.meta.kind != StateKind::List {
-            return Err(kind_mismatch(&state.meta, StateKind::List));
+            return Err(state.meta.kind_mismatch(StateKind::List));
         }
-        let Table::Bytes(table) = &mut state.table else {
-            return Err(kind_mismatch(&state.meta, StateKind::List));
+        let Table::Bytes(table) = &mut state.data else {
+            return Err(state.meta.kind_mismatch(StateKind::List));
         };
         let (key, index) = self.current.lookup(namespace)?;
-        check_list_encoding(encoded_elements)?;
+        check_list(encoded_elements)?;
         if encoded_elements.is_empty() {
             // Nothing to append; an empty entry would break "empty = absent".
             return Ok(());
@@ -378,12 +304,12 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
     }
 
     fn accumulate(&mut self, state: StateId, namespace: &[u8], input: &[u8]) -> Result<()> {
-        let state = state_mut(&mut self.states, state)?;
+        let state = self.states.get_mut(state)?;
         if !state.meta.kind.needs_function() {
-            return Err(kind_mismatch(&state.meta, StateKind::Reducing));
+            return Err(state.meta.kind_mismatch(StateKind::Reducing));
         }
-        let (Table::Bytes(table), Some(function)) = (&mut state.table, &state.function) else {
-            return Err(kind_mismatch(&state.meta, StateKind::Reducing));
+        let (Table::Bytes(table), Some(function)) = (&mut state.data, &state.function) else {
+            return Err(state.meta.kind_mismatch(StateKind::Reducing));
         };
         let (key, index) = self.current.lookup(namespace)?;
         let scratch = &mut self.scratch;
@@ -402,16 +328,16 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
     }
 
     fn merge_namespaces(&mut self, state: StateId, target: &[u8], sources: &[&[u8]]) -> Result<()> {
-        let state = state_mut(&mut self.states, state)?;
+        let state = self.states.get_mut(state)?;
         let kind = state.meta.kind;
         if !matches!(
             kind,
             StateKind::List | StateKind::Reducing | StateKind::Aggregating
         ) {
-            return Err(kind_mismatch(&state.meta, StateKind::List));
+            return Err(state.meta.kind_mismatch(StateKind::List));
         }
-        let Table::Bytes(table) = &mut state.table else {
-            return Err(kind_mismatch(&state.meta, StateKind::List));
+        let Table::Bytes(table) = &mut state.data else {
+            return Err(state.meta.kind_mismatch(StateKind::List));
         };
         let function = state.function.as_deref();
         // The current key is needed even when there are no sources.
@@ -467,7 +393,7 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
         namespace: &[u8],
         user_key: &[u8],
     ) -> Result<Option<&[u8]>> {
-        let table = map_table(state_ref(&self.states, state)?)?;
+        let table = map_table(self.states.get(state)?)?;
         let (key, index) = self.current.lookup(namespace)?;
         Ok(table.get(index, key).and_then(|map| map.get(user_key)))
     }
@@ -479,7 +405,7 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
         user_key: &[u8],
         value: &[u8],
     ) -> Result<()> {
-        let table = map_table_mut(state_mut(&mut self.states, state)?)?;
+        let table = map_table_mut(self.states.get_mut(state)?)?;
         let (key, index) = self.current.lookup(namespace)?;
         match table.get_mut(index, key) {
             Some(user_map) => {
@@ -491,7 +417,7 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
     }
 
     fn map_remove(&mut self, state: StateId, namespace: &[u8], user_key: &[u8]) -> Result<()> {
-        let table = map_table_mut(state_mut(&mut self.states, state)?)?;
+        let table = map_table_mut(self.states.get_mut(state)?)?;
         let (key, index) = self.current.lookup(namespace)?;
         // Look before writing: a write copies the key's page while a
         // snapshot shares it, even when there is nothing to remove.
@@ -518,7 +444,7 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
         namespace: &[u8],
         visitor: &mut EntryVisitor<'_>,
     ) -> Result<()> {
-        let table = map_table(state_ref(&self.states, state)?)?;
+        let table = map_table(self.states.get(state)?)?;
         let (key, index) = self.current.lookup(namespace)?;
         if let Some(map) = table.get(index, key) {
             for (user_key, value) in map.iter() {
@@ -535,7 +461,7 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
         state: StateId,
         visitor: &mut EntryVisitor<'_>,
     ) -> Result<()> {
-        match &state_ref(&self.states, state)?.table {
+        match &self.states.get(state)?.data {
             Table::Bytes(table) => visit_keys(table.keys(), visitor),
             Table::Map(table) => visit_keys(table.keys(), visitor),
         }

@@ -40,8 +40,8 @@ pub(crate) fn freeze(backend: &HeapKeyedStateBackend) -> FrozenSnapshot {
         operator: backend.operator().to_string(),
         max_parallelism: state_api::KeyedStateBackend::max_parallelism(backend),
         range: state_api::KeyedStateBackend::key_group_range(backend),
-        metas: states.iter().map(|s| s.meta.clone()).collect(),
-        tables: states.iter().map(|s| s.table.clone()).collect(),
+        metas: states.metas(),
+        tables: states.iter().map(|s| s.data.clone()).collect(),
     }
 }
 

@@ -57,8 +57,7 @@ use std::sync::Arc;
 
 use hashbrown::HashTable;
 use rustc_hash::FxHasher;
-use state_api::descriptor::StateFunction;
-use state_api::{StateKind, StateMeta};
+use state_api::StateKind;
 
 use crate::bytes::{KeyBytes, ValueBytes};
 use crate::user_map::UserMap;
@@ -426,36 +425,9 @@ impl Table {
     }
 }
 
-/// A state the backend holds: registered, or restored and not registered yet.
-pub(crate) struct HeapState {
-    /// Name, kind and types, as registered or restored.
-    pub(crate) meta: StateMeta,
-    /// The fold of reducing and aggregating state; set on registration.
-    pub(crate) function: Option<Arc<dyn StateFunction>>,
-    /// Whether `register_state` handed out its id. Restored states stay
-    /// inaccessible (and keep their data for the next snapshot) until then.
-    pub(crate) registered: bool,
-    /// The entries.
-    pub(crate) table: Table,
-}
-
-impl HeapState {
-    /// An empty state.
-    pub(crate) fn new(
-        meta: StateMeta,
-        function: Option<Arc<dyn StateFunction>>,
-        registered: bool,
-        key_groups: usize,
-    ) -> Self {
-        let table = Table::new(meta.kind, key_groups);
-        Self {
-            meta,
-            function,
-            registered,
-            table,
-        }
-    }
-}
+/// A state the backend holds (registered, or restored and not registered
+/// yet), with its entries.
+pub(crate) type HeapState = state_api::registry::RegisteredState<Table>;
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,5 @@
 //! [`RocksDbKeyedStateBackend`]: the [`KeyedStateBackend`] on RocksDB.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -11,9 +10,10 @@ use rocksdb::{
     ColumnFamily, DBWithThreadMode, Options, ReadOptions, SingleThreaded, WriteBatch, WriteOptions,
 };
 use state_api::backend::EntryVisitor;
-use state_api::codec::ListElements;
+use state_api::codec::check_list;
 use state_api::descriptor::StateFunction;
 use state_api::key_group::KeyGroup;
+use state_api::registry::StateRegistry;
 use state_api::storage::file_name_safe;
 use state_api::{
     AsyncSnapshot, BackendContext, CheckpointStorageAccess, KeyGroupRange, KeyedStateBackend,
@@ -124,15 +124,6 @@ pub(crate) fn column_family<'a>(db: &'a Db, name: &str) -> Result<&'a ColumnFami
     })
 }
 
-/// One registered or restored state.
-pub(crate) struct RocksState {
-    pub(crate) meta: StateMeta,
-    pub(crate) function: Option<Arc<dyn StateFunction>>,
-    /// Restored states are listed but not usable until registered.
-    pub(crate) registered: bool,
-    pub(crate) cf_name: String,
-}
-
 /// Snapshot settings copied from the configuration.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Settings {
@@ -166,8 +157,9 @@ pub struct RocksDbKeyedStateBackend {
     options: Options,
     write_options: WriteOptions,
     read_options: ReadOptions,
-    states: Vec<RocksState>,
-    by_name: HashMap<String, usize>,
+    /// Each state's part is its column family name (derived from the state
+    /// name once, not per access).
+    states: StateRegistry<String>,
     current: CurrentKey,
     layout: KeyLayout,
     operator: String,
@@ -229,28 +221,16 @@ impl RocksDbKeyedStateBackend {
         if let Some((checkpoint_id, files)) = restored.confirmed {
             tracker.seed(checkpoint_id, files);
         }
-        let mut by_name = HashMap::new();
-        let states = restored
-            .metas
-            .into_iter()
-            .enumerate()
-            .map(|(index, meta)| {
-                by_name.insert(meta.name.clone(), index);
-                RocksState {
-                    cf_name: column_family_name(&meta.name),
-                    meta,
-                    function: None,
-                    registered: false,
-                }
-            })
-            .collect();
+        let mut states = StateRegistry::default();
+        for meta in &restored.metas {
+            states.restore(meta, |meta| Ok(column_family_name(&meta.name)))?;
+        }
         Ok(Self {
             db: restored.db,
             options,
             write_options: options::write_options(),
             read_options: ReadOptions::default(),
             states,
-            by_name,
             current: CurrentKey::default(),
             layout: KeyLayout::new(context.max_parallelism),
             operator: context.operator,
@@ -294,8 +274,8 @@ impl RocksDbKeyedStateBackend {
     /// # Errors
     /// RocksDB failures.
     pub fn compact(&self) -> Result<()> {
-        for state in &self.states {
-            let cf = column_family(&self.db, &state.cf_name)?;
+        for state in self.states.iter() {
+            let cf = column_family(&self.db, &state.data)?;
             self.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
         }
         Ok(())
@@ -308,8 +288,8 @@ impl RocksDbKeyedStateBackend {
     /// RocksDB failures.
     pub fn property_sum(&self, name: &str) -> Result<u64> {
         let mut sum = 0;
-        for state in &self.states {
-            let cf = column_family(&self.db, &state.cf_name)?;
+        for state in self.states.iter() {
+            let cf = column_family(&self.db, &state.data)?;
             sum += self
                 .db
                 .property_int_value_cf(cf, name)
@@ -319,37 +299,10 @@ impl RocksDbKeyedStateBackend {
         Ok(sum)
     }
 
-    fn add_state(
-        &mut self,
-        meta: StateMeta,
-        function: Option<Arc<dyn StateFunction>>,
-    ) -> Result<usize> {
-        let cf_name = column_family_name(&meta.name);
-        if self.db.cf_handle(&cf_name).is_none() {
-            self.db
-                .create_cf(&cf_name, &self.options)
-                .map_err(db_error)?;
-        }
-        let index = self.states.len();
-        self.by_name.insert(meta.name.clone(), index);
-        self.states.push(RocksState {
-            meta,
-            function,
-            registered: true,
-            cf_name,
-        });
-        Ok(index)
-    }
-
     /// Reads `key` of column family `cf_name` into `self.value`.
-    fn read_into_value(&mut self, cf_name_index: usize, key: &[u8]) -> Result<bool> {
-        let state = self
-            .states
-            .get(cf_name_index)
-            .ok_or(StateError::UnknownState {
-                state_id: cf_name_index as u32,
-            })?;
-        let cf = column_family(&self.db, &state.cf_name)?;
+    fn read_into_value(&mut self, id: StateId, key: &[u8]) -> Result<bool> {
+        let state = self.states.get(id)?;
+        let cf = column_family(&self.db, &state.data)?;
         match self
             .db
             .get_pinned_cf_opt(cf, key, &self.read_options)
@@ -363,33 +316,6 @@ impl RocksDbKeyedStateBackend {
             None => Ok(false),
         }
     }
-}
-
-/// The registered state `id`.
-#[inline]
-fn state_ref(states: &[RocksState], id: StateId) -> Result<&RocksState> {
-    states
-        .get(id.0 as usize)
-        .filter(|s| s.registered)
-        .ok_or(StateError::UnknownState { state_id: id.0 })
-}
-
-/// The error for an operation of the wrong kind (as the heap backend reports
-/// it: `Value` for get/put, `List` for appends and merges, `Reducing` for
-/// folds, `Map` for map operations).
-#[cold]
-fn kind_mismatch(meta: &StateMeta, requested: StateKind) -> StateError {
-    StateError::StateKindMismatch {
-        state: meta.name.clone(),
-        registered: meta.kind,
-        requested,
-    }
-}
-
-/// Checks that `bytes` is a well-formed list encoding, so malformed lists
-/// never enter state (and snapshots).
-fn check_list_encoding(bytes: &[u8]) -> Result<()> {
-    ListElements::new(bytes).try_for_each(|element| element.map(|_| ()))
 }
 
 /// Read options bounded to keys starting with `prefix`.
@@ -438,31 +364,18 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
     }
 
     fn register_state(&mut self, registration: StateRegistration) -> Result<StateId> {
-        registration.validate()?;
-        let StateRegistration { meta, function } = registration;
-        let index = match self.by_name.get(&meta.name).copied() {
-            Some(index) => {
-                let existing = self.states.get_mut(index).ok_or(StateError::UnknownState {
-                    state_id: index as u32,
-                })?;
-                existing.meta.check_compatible(&meta)?;
-                // The latest registration's function folds from now on.
-                existing.function = function;
-                existing.registered = true;
-                index
+        let (db, options) = (&mut self.db, &self.options);
+        self.states.register(registration, |meta| {
+            let cf_name = column_family_name(&meta.name);
+            if db.cf_handle(&cf_name).is_none() {
+                db.create_cf(&cf_name, options).map_err(db_error)?;
             }
-            None => self.add_state(meta, function)?,
-        };
-        u32::try_from(index)
-            .map(StateId)
-            .map_err(|_| StateError::Config {
-                key: "states".into(),
-                message: "more than u32::MAX states".into(),
-            })
+            Ok(cf_name)
+        })
     }
 
     fn state_metas(&self) -> Vec<StateMeta> {
-        self.states.iter().map(|s| s.meta.clone()).collect()
+        self.states.metas()
     }
 
     #[inline]
@@ -480,11 +393,11 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
 
     #[inline]
     fn get(&mut self, state: StateId, namespace: &[u8]) -> Result<Option<&[u8]>> {
-        let st = state_ref(&self.states, state)?;
+        let st = self.states.get(state)?;
         if st.meta.kind == StateKind::Map {
-            return Err(kind_mismatch(&st.meta, StateKind::Value));
+            return Err(st.meta.kind_mismatch(StateKind::Value));
         }
-        let cf = column_family(&self.db, &st.cf_name)?;
+        let cf = column_family(&self.db, &st.data)?;
         let key = self.current.composite(namespace)?;
         match self
             .db
@@ -502,12 +415,12 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
 
     #[inline]
     fn put(&mut self, state: StateId, namespace: &[u8], value: &[u8]) -> Result<()> {
-        let st = state_ref(&self.states, state)?;
+        let st = self.states.get(state)?;
         if st.meta.kind == StateKind::Map {
-            return Err(kind_mismatch(&st.meta, StateKind::Value));
+            return Err(st.meta.kind_mismatch(StateKind::Value));
         }
         let is_list = st.meta.kind == StateKind::List;
-        let cf = column_family(&self.db, &st.cf_name)?;
+        let cf = column_family(&self.db, &st.data)?;
         let key = self.current.composite(namespace)?;
         if is_list {
             if value.is_empty() {
@@ -517,7 +430,7 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
                     .delete_cf_opt(cf, key, &self.write_options)
                     .map_err(db_error);
             }
-            check_list_encoding(value)?;
+            check_list(value)?;
         }
         self.db
             .put_cf_opt(cf, key, value, &self.write_options)
@@ -525,8 +438,8 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
     }
 
     fn clear(&mut self, state: StateId, namespace: &[u8]) -> Result<()> {
-        let st = state_ref(&self.states, state)?;
-        let cf = column_family(&self.db, &st.cf_name)?;
+        let st = self.states.get(state)?;
+        let cf = column_family(&self.db, &st.data)?;
         let is_map = st.meta.kind == StateKind::Map;
         let key = self.current.composite(namespace)?;
         if !is_map {
@@ -557,13 +470,13 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         namespace: &[u8],
         encoded_elements: &[u8],
     ) -> Result<()> {
-        let st = state_ref(&self.states, state)?;
+        let st = self.states.get(state)?;
         if st.meta.kind != StateKind::List {
-            return Err(kind_mismatch(&st.meta, StateKind::List));
+            return Err(st.meta.kind_mismatch(StateKind::List));
         }
-        let cf = column_family(&self.db, &st.cf_name)?;
+        let cf = column_family(&self.db, &st.data)?;
         let key = self.current.composite(namespace)?;
-        check_list_encoding(encoded_elements)?;
+        check_list(encoded_elements)?;
         if encoded_elements.is_empty() {
             // Nothing to append; an empty value would break "empty = absent".
             return Ok(());
@@ -575,11 +488,11 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
     }
 
     fn accumulate(&mut self, state: StateId, namespace: &[u8], input: &[u8]) -> Result<()> {
-        let st = state_ref(&self.states, state)?;
+        let st = self.states.get(state)?;
         let (true, Some(function)) = (st.meta.kind.needs_function(), st.function.as_ref()) else {
-            return Err(kind_mismatch(&st.meta, StateKind::Reducing));
+            return Err(st.meta.kind_mismatch(StateKind::Reducing));
         };
-        let cf = column_family(&self.db, &st.cf_name)?;
+        let cf = column_family(&self.db, &st.data)?;
         let key = self.current.composite(namespace)?;
         let scratch = &mut self.scratch;
         scratch.clear();
@@ -598,16 +511,15 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
     }
 
     fn merge_namespaces(&mut self, state: StateId, target: &[u8], sources: &[&[u8]]) -> Result<()> {
-        let st = state_ref(&self.states, state)?;
+        let st = self.states.get(state)?;
         let kind = st.meta.kind;
         if !matches!(
             kind,
             StateKind::List | StateKind::Reducing | StateKind::Aggregating
         ) {
-            return Err(kind_mismatch(&st.meta, StateKind::List));
+            return Err(st.meta.kind_mismatch(StateKind::List));
         }
         let function = st.function.clone();
-        let index = state.0 as usize;
         let target_key = self.current.composite(target)?.to_vec();
 
         // Compute first, write afterwards: a failing merge function leaves
@@ -624,7 +536,7 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
             }
             target_is_source |= *source == target;
             let key = self.current.composite(source)?.to_vec();
-            let found = self.read_into_value(index, &key)?;
+            let found = self.read_into_value(state, &key)?;
             if *source != target {
                 source_keys.push(key);
             }
@@ -648,7 +560,7 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         let Some(mut merged) = merged else {
             return Ok(()); // no source has a value: the target is unchanged
         };
-        if !target_is_source && self.read_into_value(index, &target_key)? {
+        if !target_is_source && self.read_into_value(state, &target_key)? {
             // Flink's order: the target's value first, then the sources'.
             let mut acc = std::mem::take(&mut self.value);
             combine(
@@ -660,8 +572,8 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
             )?;
             merged = acc;
         }
-        let st = state_ref(&self.states, state)?;
-        let cf = column_family(&self.db, &st.cf_name)?;
+        let st = self.states.get(state)?;
+        let cf = column_family(&self.db, &st.data)?;
         let mut batch = WriteBatch::default();
         batch.put_cf(cf, &target_key, &merged);
         for key in &source_keys {
@@ -678,11 +590,11 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         namespace: &[u8],
         user_key: &[u8],
     ) -> Result<Option<&[u8]>> {
-        let st = state_ref(&self.states, state)?;
+        let st = self.states.get(state)?;
         if st.meta.kind != StateKind::Map {
-            return Err(kind_mismatch(&st.meta, StateKind::Map));
+            return Err(st.meta.kind_mismatch(StateKind::Map));
         }
-        let cf = column_family(&self.db, &st.cf_name)?;
+        let cf = column_family(&self.db, &st.data)?;
         let key = self.current.composite_with_user_key(namespace, user_key)?;
         match self
             .db
@@ -705,11 +617,11 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         user_key: &[u8],
         value: &[u8],
     ) -> Result<()> {
-        let st = state_ref(&self.states, state)?;
+        let st = self.states.get(state)?;
         if st.meta.kind != StateKind::Map {
-            return Err(kind_mismatch(&st.meta, StateKind::Map));
+            return Err(st.meta.kind_mismatch(StateKind::Map));
         }
-        let cf = column_family(&self.db, &st.cf_name)?;
+        let cf = column_family(&self.db, &st.data)?;
         let key = self.current.composite_with_user_key(namespace, user_key)?;
         self.db
             .put_cf_opt(cf, key, value, &self.write_options)
@@ -717,11 +629,11 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
     }
 
     fn map_remove(&mut self, state: StateId, namespace: &[u8], user_key: &[u8]) -> Result<()> {
-        let st = state_ref(&self.states, state)?;
+        let st = self.states.get(state)?;
         if st.meta.kind != StateKind::Map {
-            return Err(kind_mismatch(&st.meta, StateKind::Map));
+            return Err(st.meta.kind_mismatch(StateKind::Map));
         }
-        let cf = column_family(&self.db, &st.cf_name)?;
+        let cf = column_family(&self.db, &st.data)?;
         let key = self.current.composite_with_user_key(namespace, user_key)?;
         self.db
             .delete_cf_opt(cf, key, &self.write_options)
@@ -734,11 +646,11 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         namespace: &[u8],
         visitor: &mut EntryVisitor<'_>,
     ) -> Result<()> {
-        let st = state_ref(&self.states, state)?;
+        let st = self.states.get(state)?;
         if st.meta.kind != StateKind::Map {
-            return Err(kind_mismatch(&st.meta, StateKind::Map));
+            return Err(st.meta.kind_mismatch(StateKind::Map));
         }
-        let cf = column_family(&self.db, &st.cf_name)?;
+        let cf = column_family(&self.db, &st.data)?;
         let prefix = self.current.composite(namespace)?;
         let prefix_len = prefix.len();
         // Bounded to the (key, namespace) prefix; RocksDB's byte order is
@@ -760,8 +672,8 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         state: StateId,
         visitor: &mut EntryVisitor<'_>,
     ) -> Result<()> {
-        let st = state_ref(&self.states, state)?;
-        let cf = column_family(&self.db, &st.cf_name)?;
+        let st = self.states.get(state)?;
+        let cf = column_family(&self.db, &st.data)?;
         let (lower, upper) = self.layout.range_bounds(self.range);
         let mut read = ReadOptions::default();
         read.set_iterate_lower_bound(lower);

@@ -630,7 +630,7 @@ fn many_keys_over_many_key_groups() {
 
 /// The page addresses of every key group of the bytes state `id`.
 fn page_ids(b: &HeapKeyedStateBackend, id: StateId) -> Vec<Vec<usize>> {
-    match &b.states()[id.0 as usize].table {
+    match &b.states().get(id).unwrap().data {
         Table::Bytes(table) => (0..b.key_group_range().len())
             .map(|index| table.page_ids(index))
             .collect(),
