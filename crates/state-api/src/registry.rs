@@ -55,9 +55,10 @@ impl<T> Default for StateRegistry<T> {
 }
 
 impl<T> StateRegistry<T> {
-    /// Registers a state (see [`KeyedStateBackend::register_state`]
-    /// (crate::KeyedStateBackend::register_state)); `create` builds the
-    /// backend's part of a state seen for the first time.
+    /// Registers a state, as
+    /// [`KeyedStateBackend::register_state`](crate::KeyedStateBackend::register_state)
+    /// describes; `create` builds the backend's part of a state seen for the
+    /// first time.
     ///
     /// # Errors
     /// Invalid registrations, kind or type mismatches with the state of
