@@ -303,18 +303,27 @@ impl RocksDbKeyedStateBackend {
     fn read_into_value(&mut self, id: StateId, key: &[u8]) -> Result<bool> {
         let state = self.states.get(id)?;
         let cf = column_family(&self.db, &state.data)?;
-        match self
-            .db
-            .get_pinned_cf_opt(cf, key, &self.read_options)
-            .map_err(db_error)?
-        {
-            Some(bytes) => {
-                self.value.clear();
-                self.value.extend_from_slice(&bytes);
-                Ok(true)
-            }
-            None => Ok(false),
+        read_value(&self.db, cf, key, &self.read_options, &mut self.value)
+    }
+}
+
+/// Reads `key` of `cf` into `out` (the buffer `get` and `map_get` lend
+/// out); `false` when absent.
+#[inline]
+fn read_value(
+    db: &Db,
+    cf: &ColumnFamily,
+    key: &[u8],
+    read: &ReadOptions,
+    out: &mut Vec<u8>,
+) -> Result<bool> {
+    match db.get_pinned_cf_opt(cf, key, read).map_err(db_error)? {
+        Some(bytes) => {
+            out.clear();
+            out.extend_from_slice(&bytes);
+            Ok(true)
         }
+        None => Ok(false),
     }
 }
 
@@ -399,18 +408,8 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         }
         let cf = column_family(&self.db, &st.data)?;
         let key = self.current.composite(namespace)?;
-        match self
-            .db
-            .get_pinned_cf_opt(cf, key, &self.read_options)
-            .map_err(db_error)?
-        {
-            Some(bytes) => {
-                self.value.clear();
-                self.value.extend_from_slice(&bytes);
-                Ok(Some(&self.value))
-            }
-            None => Ok(None),
-        }
+        let found = read_value(&self.db, cf, key, &self.read_options, &mut self.value)?;
+        Ok(found.then_some(self.value.as_slice()))
     }
 
     #[inline]
@@ -596,18 +595,8 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         }
         let cf = column_family(&self.db, &st.data)?;
         let key = self.current.composite_with_user_key(namespace, user_key)?;
-        match self
-            .db
-            .get_pinned_cf_opt(cf, key, &self.read_options)
-            .map_err(db_error)?
-        {
-            Some(bytes) => {
-                self.value.clear();
-                self.value.extend_from_slice(&bytes);
-                Ok(Some(&self.value))
-            }
-            None => Ok(None),
-        }
+        let found = read_value(&self.db, cf, key, &self.read_options, &mut self.value)?;
+        Ok(found.then_some(self.value.as_slice()))
     }
 
     fn map_put(
