@@ -28,6 +28,7 @@
 //!   The snapshot is taken and dropped outside the timing. Afterwards the
 //!   median and maximum of single first writes are printed.
 
+use state_benches::shuffled_keys;
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::ops::Range;
@@ -46,20 +47,6 @@ use state_heap::HeapKeyedStateBackend;
 const MAX_PARALLELISM: u32 = 128;
 const OPS_KEYS: usize = 500_000;
 const SNAPSHOT_KEYS: [usize; 2] = [100_000, 1_000_000];
-
-/// `0..n` in a fixed pseudo-random order (Fisher-Yates with xorshift64*).
-fn shuffled_keys(n: usize) -> Vec<u64> {
-    let mut keys: Vec<u64> = (0..n as u64).collect();
-    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
-    for i in (1..n).rev() {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        let random = state.wrapping_mul(0x2545_F491_4F6C_DD1D);
-        keys.swap(i, (random % (i as u64 + 1)) as usize);
-    }
-    keys
-}
 
 /// Times `iters` operations, each on the next key of `keys` (cycling).
 fn timed(keys: &[u64], iters: u64, mut op: impl FnMut(u64)) -> Duration {

@@ -21,6 +21,7 @@
 //! Settings are modest (10 samples, short measurement) so the whole file
 //! runs in a few minutes.
 
+use state_benches::shuffled_keys;
 use std::hint::black_box;
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -45,20 +46,6 @@ const MAX_PARALLELISM: u32 = 128;
 const OPS_KEYS: usize = 500_000;
 const RESTORE_KEYS: u64 = 1_000_000;
 const MAP_ENTRIES: u32 = 4;
-
-/// `0..n` in a fixed pseudo-random order (Fisher-Yates with xorshift64*).
-fn shuffled_keys(n: usize) -> Vec<u64> {
-    let mut keys: Vec<u64> = (0..n as u64).collect();
-    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
-    for i in (1..n).rev() {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        let random = state.wrapping_mul(0x2545_F491_4F6C_DD1D);
-        keys.swap(i, (random % (i as u64 + 1)) as usize);
-    }
-    keys
-}
 
 /// The backend's key bytes for `key` in the void namespace:
 /// `[kg][varint len][key][varint 0]`.
