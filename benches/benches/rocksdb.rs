@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use state_api::codec::{encode, write_varint};
+use state_api::codec::{encode_inline, write_varint};
 use state_api::key_group::{assign_to_key_group, key_group_range_for_operator};
 use state_api::{
     BackendContext, KeyGroupRange, KeyedStateBackend, KeyedStateBackendExt, KeyedStateHandle,
@@ -50,7 +50,7 @@ const MAP_ENTRIES: u32 = 4;
 /// The backend's key bytes for `key` in the void namespace:
 /// `[kg][varint len][key][varint 0]`.
 fn composite(key: u64, out: &mut Vec<u8>) {
-    let encoded = encode(&key).expect("u64 encodes");
+    let encoded = encode_inline(&key).expect("u64 encodes");
     let kg = assign_to_key_group(&encoded, MAX_PARALLELISM).expect("valid");
     out.clear();
     out.push(kg as u8);
@@ -148,17 +148,22 @@ fn bench_ops(c: &mut Criterion) {
         value.update(b, &k).expect("write");
         list.add(b, &k).expect("write");
         composite(k, &mut key_bytes);
-        raw.put_cf_opt(raw_value, &key_bytes, encode(&k).expect("enc"), &write)
-            .expect("raw");
+        raw.put_cf_opt(
+            raw_value,
+            &key_bytes,
+            encode_inline(&k).expect("enc"),
+            &write,
+        )
+        .expect("raw");
         element.clear();
-        state_api::codec::write_len_prefixed(&mut element, &encode(&k).expect("enc"));
+        state_api::codec::write_len_prefixed(&mut element, &encode_inline(&k).expect("enc"));
         raw.merge_cf_opt(raw_list, &key_bytes, &element, &write)
             .expect("raw");
         for uk in 0..MAP_ENTRIES {
             map.put(b, &uk, &k).expect("write");
             let mut entry = key_bytes.clone();
-            entry.extend_from_slice(&encode(&uk).expect("enc"));
-            raw.put_cf_opt(raw_map, &entry, encode(&k).expect("enc"), &write)
+            entry.extend_from_slice(&encode_inline(&uk).expect("enc"));
+            raw.put_cf_opt(raw_map, &entry, encode_inline(&k).expect("enc"), &write)
                 .expect("raw");
         }
     }
@@ -207,7 +212,7 @@ fn bench_ops(c: &mut Criterion) {
             raw.put_cf_opt(
                 raw_value,
                 &key_bytes,
-                encode(&(k + 1)).expect("enc"),
+                encode_inline(&(k + 1)).expect("enc"),
                 &write,
             )
             .expect("raw")
@@ -239,7 +244,7 @@ fn bench_ops(c: &mut Criterion) {
             let k = keys[next()];
             composite(k, &mut key_bytes);
             element.clear();
-            state_api::codec::write_len_prefixed(&mut element, &encode(&k).expect("enc"));
+            state_api::codec::write_len_prefixed(&mut element, &encode_inline(&k).expect("enc"));
             raw.merge_cf_opt(raw_list, &key_bytes, &element, &write)
                 .expect("raw")
         })
@@ -292,16 +297,21 @@ fn bench_ops(c: &mut Criterion) {
         bench.iter(|| {
             let k = keys[next()];
             composite(k, &mut key_bytes);
-            key_bytes.extend_from_slice(&encode(&((k % 4) as u32)).expect("enc"));
-            raw.put_cf_opt(raw_map, &key_bytes, encode(&(k + 1)).expect("enc"), &write)
-                .expect("raw")
+            key_bytes.extend_from_slice(&encode_inline(&((k % 4) as u32)).expect("enc"));
+            raw.put_cf_opt(
+                raw_map,
+                &key_bytes,
+                encode_inline(&(k + 1)).expect("enc"),
+                &write,
+            )
+            .expect("raw")
         })
     });
     group.bench_function("raw/get", |bench| {
         bench.iter(|| {
             let k = keys[next()];
             composite(k, &mut key_bytes);
-            key_bytes.extend_from_slice(&encode(&((k % 4) as u32)).expect("enc"));
+            key_bytes.extend_from_slice(&encode_inline(&((k % 4) as u32)).expect("enc"));
             black_box(
                 raw.get_pinned_cf_opt(raw_map, &key_bytes, &read)
                     .expect("raw")
