@@ -44,39 +44,15 @@ fn files_are_plain_files_in_the_job_directory() {
 /// fail even for root.)
 #[test]
 fn failed_deletions_stay_pending_and_are_retried() {
-    use std::io::Write;
     use std::sync::Arc;
 
-    use state_api::{
-        CheckpointStorageAccess, KeyGroupRange, KeyGroupsStateHandle, KeyedStateHandle, StateError,
-        StateScope,
-    };
-    use state_storage::{CheckpointKind, CompletedCheckpoint, CompletedCheckpointStore};
+    use state_api::{StateError, StateScope};
+    use state_storage::CompletedCheckpointStore;
 
     let dir = tempfile::tempdir().unwrap();
     let storage = Arc::new(ObjectStoreCheckpointStorage::local(dir.path(), "job").unwrap());
-    let write = |id: u64, scope: StateScope| {
-        let mut out = storage.create_output(id, scope, "f").unwrap();
-        out.write_all(b"data").unwrap();
-        out.close().unwrap()
-    };
-    let checkpoint = |id: u64, files: &[&state_api::FileHandle]| {
-        let handles = files
-            .iter()
-            .map(|f| {
-                KeyedStateHandle::KeyGroups(KeyGroupsStateHandle {
-                    backend: "test".into(),
-                    checkpoint_id: id,
-                    max_parallelism: 128,
-                    key_group_range: KeyGroupRange::new(0, 1).unwrap(),
-                    file: (*f).clone(),
-                    key_group_offsets: vec![0],
-                })
-            })
-            .collect();
-        CompletedCheckpoint::new("job", id, 0, CheckpointKind::Checkpoint)
-            .with_operator("op", handles)
-    };
+    let write = |id: u64, scope: StateScope| common::write_file(&storage, id, scope, "f", b"data");
+    let checkpoint = common::checkpoint;
     let blocked = write(1, StateScope::Shared);
     let blocked_path = dir.path().join("job").join(&blocked.path);
     let block = || {
@@ -128,41 +104,15 @@ fn failed_deletions_stay_pending_and_are_retried() {
 /// retry of the discard would delete the new `chk-<n>/`.
 #[test]
 fn id_of_a_pending_discard_is_not_reused() {
-    use std::io::Write;
     use std::sync::Arc;
 
-    use state_api::{
-        CheckpointStorageAccess, KeyGroupRange, KeyGroupsStateHandle, KeyedStateHandle, StateError,
-        StateScope,
-    };
-    use state_storage::{
-        CheckpointKind, CompletedCheckpoint, CompletedCheckpointStore, load_checkpoint,
-    };
+    use state_api::{StateError, StateScope};
+    use state_storage::{CompletedCheckpointStore, load_checkpoint};
 
     let dir = tempfile::tempdir().unwrap();
     let storage = Arc::new(ObjectStoreCheckpointStorage::local(dir.path(), "job").unwrap());
-    let write = |id: u64, scope: StateScope| {
-        let mut out = storage.create_output(id, scope, "f").unwrap();
-        out.write_all(b"data").unwrap();
-        out.close().unwrap()
-    };
-    let checkpoint = |id: u64, files: &[&state_api::FileHandle]| {
-        let handles = files
-            .iter()
-            .map(|f| {
-                KeyedStateHandle::KeyGroups(KeyGroupsStateHandle {
-                    backend: "test".into(),
-                    checkpoint_id: id,
-                    max_parallelism: 128,
-                    key_group_range: KeyGroupRange::new(0, 1).unwrap(),
-                    file: (*f).clone(),
-                    key_group_offsets: vec![0],
-                })
-            })
-            .collect();
-        CompletedCheckpoint::new("job", id, 0, CheckpointKind::Checkpoint)
-            .with_operator("op", handles)
-    };
+    let write = |id: u64, scope: StateScope| common::write_file(&storage, id, scope, "f", b"data");
+    let checkpoint = common::checkpoint;
 
     let mut store = CompletedCheckpointStore::open(Arc::clone(&storage), 1).unwrap();
     let shared = write(5, StateScope::Shared);

@@ -103,7 +103,7 @@ fn payload(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-fn write_file(
+pub(crate) fn write_file(
     storage: &ObjectStoreCheckpointStorage,
     checkpoint_id: u64,
     scope: StateScope,
@@ -127,7 +127,7 @@ fn state_handle(checkpoint_id: u64, file: &FileHandle) -> KeyedStateHandle {
     })
 }
 
-fn checkpoint(checkpoint_id: u64, files: &[&FileHandle]) -> CompletedCheckpoint {
+pub(crate) fn checkpoint(checkpoint_id: u64, files: &[&FileHandle]) -> CompletedCheckpoint {
     CompletedCheckpoint::new(
         "job",
         checkpoint_id,
