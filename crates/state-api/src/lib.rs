@@ -57,7 +57,7 @@ pub use descriptor::{
 pub use error::{Result, StateError};
 pub use key_group::{KeyGroup, KeyGroupRange};
 pub use snapshot::{
-    AsyncSnapshot, FileHandle, IncrementalStateHandle, KeyGroupsStateHandle, KeyedStateHandle,
+    AsyncSnapshot, ChangelogPart, ChangelogSegment, ChangelogStateHandle, FileHandle, IncrementalStateHandle, KeyGroupsStateHandle, KeyedStateHandle,
     NamedFile, SnapshotOptions, SnapshotResult, SnapshotType, StateScope,
 };
 pub use state::{

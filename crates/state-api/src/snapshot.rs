@@ -144,6 +144,86 @@ pub struct IncrementalStateHandle {
     pub private_files: Vec<NamedFile>,
 }
 
+/// One segment of a change log: a byte range of a log file that holds the
+/// records `first_sqn..end_sqn` of one writer (see the changelog backend).
+///
+/// A log file may hold segments of several backends of one process; the
+/// segment carries its own checksum, and the file the storage's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangelogSegment {
+    /// The log file (shared scope: several checkpoints may reference it).
+    pub file: FileHandle,
+    /// Offset of the segment in the file's payload.
+    pub offset: u64,
+    /// Length of the segment in bytes.
+    pub length: u64,
+    /// Sequence number of the segment's first record.
+    pub first_sqn: u64,
+    /// Sequence number after its last record.
+    pub end_sqn: u64,
+}
+
+/// The changes one log writer made to a key-group range between two
+/// sequence numbers, as a list of segments.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangelogPart {
+    /// Key groups of the writer; records of other key groups are skipped.
+    pub key_group_range: KeyGroupRange,
+    /// First sequence number to replay (records before it are materialized).
+    pub from_sqn: u64,
+    /// Sequence number after the last record to replay.
+    pub to_sqn: u64,
+    /// Segments holding the records, in sequence order.
+    pub segments: Vec<ChangelogSegment>,
+}
+
+/// A checkpoint of the changelog wrapper: the last materialized snapshot of
+/// the wrapped backend plus the changes logged after it.
+///
+/// Restore restores the wrapped backend from `materialized`, then replays
+/// `log` in order. The materialized handles cover exactly
+/// `key_group_range`; their files and the log files are in shared scope,
+/// since later checkpoints reference them until the next materialization.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangelogStateHandle {
+    /// `"changelog"` plus the wrapped backend's name, e.g. `"changelog-heap"`.
+    pub backend: String,
+    /// Checkpoint id.
+    pub checkpoint_id: u64,
+    /// The job's max parallelism.
+    pub max_parallelism: u32,
+    /// Key groups of the backend that took it.
+    pub key_group_range: KeyGroupRange,
+    /// The states at the checkpoint, in the wrapper's order.
+    pub states: Vec<StateMeta>,
+    /// Id of the materialization the handle builds on.
+    pub materialization_id: u64,
+    /// The wrapped backend's snapshot at that materialization.
+    pub materialized: Vec<KeyedStateHandle>,
+    /// The changes after it, oldest part first.
+    pub log: Vec<ChangelogPart>,
+}
+
+impl ChangelogStateHandle {
+    /// Bytes of log segments the handle references (not whole log files,
+    /// which may hold other backends' segments).
+    pub fn log_size(&self) -> u64 {
+        self.log
+            .iter()
+            .flat_map(|part| &part.segments)
+            .map(|segment| segment.length)
+            .sum()
+    }
+
+    /// Bytes of the materialized part.
+    pub fn materialized_size(&self) -> u64 {
+        self.materialized
+            .iter()
+            .map(KeyedStateHandle::state_size)
+            .sum()
+    }
+}
+
 /// What a snapshot of one backend produced; stored in checkpoint metadata and
 /// handed back to restore.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,15 +233,18 @@ pub enum KeyedStateHandle {
     KeyGroups(KeyGroupsStateHandle),
     /// A backend's own files, partly shared with earlier checkpoints.
     Incremental(IncrementalStateHandle),
+    /// A materialized snapshot plus a change log (the changelog wrapper).
+    Changelog(ChangelogStateHandle),
 }
 
 impl KeyedStateHandle {
-    /// Name of the handle's format, for messages: `"key-groups"` or
-    /// `"incremental"`.
+    /// Name of the handle's format, for messages: `"key-groups"`,
+    /// `"incremental"` or `"changelog"`.
     pub fn format_name(&self) -> &'static str {
         match self {
             KeyedStateHandle::KeyGroups(_) => "key-groups",
             KeyedStateHandle::Incremental(_) => "incremental",
+            KeyedStateHandle::Changelog(_) => "changelog",
         }
     }
 
@@ -170,6 +253,7 @@ impl KeyedStateHandle {
         match self {
             KeyedStateHandle::KeyGroups(h) => h.key_group_range,
             KeyedStateHandle::Incremental(h) => h.key_group_range,
+            KeyedStateHandle::Changelog(h) => h.key_group_range,
         }
     }
 
@@ -178,6 +262,7 @@ impl KeyedStateHandle {
         match self {
             KeyedStateHandle::KeyGroups(h) => h.max_parallelism,
             KeyedStateHandle::Incremental(h) => h.max_parallelism,
+            KeyedStateHandle::Changelog(h) => h.max_parallelism,
         }
     }
 
@@ -186,10 +271,12 @@ impl KeyedStateHandle {
         match self {
             KeyedStateHandle::KeyGroups(h) => h.checkpoint_id,
             KeyedStateHandle::Incremental(h) => h.checkpoint_id,
+            KeyedStateHandle::Changelog(h) => h.checkpoint_id,
         }
     }
 
-    /// Every file the handle references.
+    /// Every file the handle references, each once (several log segments
+    /// may lie in one file).
     pub fn files(&self) -> Vec<&FileHandle> {
         match self {
             KeyedStateHandle::KeyGroups(h) => vec![&h.file],
@@ -199,12 +286,26 @@ impl KeyedStateHandle {
                 .chain(&h.private_files)
                 .map(|f| &f.file)
                 .collect(),
+            KeyedStateHandle::Changelog(h) => {
+                let mut files: Vec<&FileHandle> =
+                    h.materialized.iter().flat_map(Self::files).collect();
+                for segment in h.log.iter().flat_map(|part| &part.segments) {
+                    if !files.iter().any(|f| f.path == segment.file.path) {
+                        files.push(&segment.file);
+                    }
+                }
+                files
+            }
         }
     }
 
-    /// Total bytes of all referenced files (the full state size).
+    /// Total bytes of the state the handle holds: all referenced files, and
+    /// for a changelog handle the materialized part plus its log segments.
     pub fn state_size(&self) -> u64 {
-        self.files().iter().map(|f| f.size).sum()
+        match self {
+            KeyedStateHandle::Changelog(h) => h.materialized_size() + h.log_size(),
+            _ => self.files().iter().map(|f| f.size).sum(),
+        }
     }
 }
 

@@ -109,7 +109,9 @@ fn run(
     let uploaded_bytes = uploaded.iter().map(|f| f.file.size).sum();
     let mut private_files = Vec::new();
     for file in uploaded {
-        if file.file.scope == StateScope::Shared {
+        // By what was asked, not by the returned scope: a storage may place
+        // every file in shared scope (the changelog's materializations do).
+        if file.name.ends_with(".sst") && sharing.share {
             shared_files.push(file);
         } else {
             private_files.push(file);

@@ -1,0 +1,576 @@
+//! The DSTL uploader: batches log segments of every backend of a process
+//! into files and uploads them on a thread pool, with retries, timeouts and
+//! back-pressure.
+//!
+//! * Writers [`submit`](ChangelogUploader::submit) encoded segments. A
+//!   scheduler thread collects them for [`DstlConfig::persist_delay`] or
+//!   until [`DstlConfig::persist_size_threshold`] bytes, then hands each
+//!   storage's segments to an upload thread as **one file**, as Flink groups
+//!   the changes of all backends of a task manager.
+//! * An upload attempt that fails or takes longer than
+//!   [`DstlConfig::upload_timeout`] is followed by another, up to
+//!   [`DstlConfig::max_attempts`]; a timed-out attempt that succeeds late
+//!   deletes its own file. The segment's [`SegmentSlot`] then holds the
+//!   segment's handle or the error.
+//! * `submit` blocks while more than [`DstlConfig::max_in_flight`] bytes wait
+//!   for upload, which slows the writers down instead of growing memory.
+//! * Files are tracked until every segment in them is released by its
+//!   writer. A file that no completed checkpoint referenced is then deleted
+//!   here; once a checkpoint referencing it completed, the checkpoint
+//!   store's shared-state registry owns it and deletes it after
+//!   subsumption.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::{Condvar, Mutex};
+use state_api::{
+    ChangelogSegment, CheckpointStorageAccess, FileHandle, Result, StateError, StateScope,
+};
+
+use crate::config::DstlConfig;
+
+/// Name hint of log files in checkpoint storage.
+const FILE_HINT: &str = "changelog";
+
+/// The outcome of one submitted segment, filled in by the uploader.
+#[derive(Debug, Default)]
+pub struct SegmentSlot {
+    state: Mutex<SlotState>,
+    done: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct SlotState {
+    outcome: Option<std::result::Result<ChangelogSegment, String>>,
+    /// The writer no longer needs the segment.
+    released: bool,
+    /// ... but a checkpoint may still be committed with it: never delete.
+    keep_file: bool,
+}
+
+impl SegmentSlot {
+    /// Waits for the upload and returns the segment's handle.
+    ///
+    /// # Errors
+    /// [`StateError::Storage`] when every attempt failed.
+    pub fn wait(&self) -> Result<ChangelogSegment> {
+        let mut state = self.state.lock();
+        while state.outcome.is_none() {
+            self.done.wait(&mut state);
+        }
+        match state.outcome.as_ref() {
+            Some(Ok(segment)) => Ok(segment.clone()),
+            Some(Err(message)) => Err(upload_error(message.clone())),
+            None => unreachable!("waited for an outcome"),
+        }
+    }
+
+    /// The outcome if the upload finished: `Some(true)` uploaded,
+    /// `Some(false)` failed.
+    pub fn finished(&self) -> Option<bool> {
+        self.state.lock().outcome.as_ref().map(|o| o.is_ok())
+    }
+
+    /// The uploaded segment, if the upload succeeded.
+    pub fn uploaded(&self) -> Option<ChangelogSegment> {
+        match self.state.lock().outcome.as_ref() {
+            Some(Ok(segment)) => Some(segment.clone()),
+            _ => None,
+        }
+    }
+}
+
+fn upload_error(message: String) -> StateError {
+    StateError::storage("changelog upload", FILE_HINT, message)
+}
+
+/// Counters of an uploader, for benchmarks and monitoring.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UploaderStats {
+    /// Log files uploaded.
+    pub files_uploaded: u64,
+    /// Payload bytes uploaded (all attempts that succeeded).
+    pub bytes_uploaded: u64,
+    /// Attempts that failed or timed out.
+    pub failed_attempts: u64,
+    /// Log files deleted by the uploader (never referenced by a completed
+    /// checkpoint).
+    pub files_deleted: u64,
+    /// Total time writers were blocked by back-pressure, in microseconds.
+    pub backpressure_micros: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    files_uploaded: AtomicU64,
+    bytes_uploaded: AtomicU64,
+    failed_attempts: AtomicU64,
+    files_deleted: AtomicU64,
+    backpressure_micros: AtomicU64,
+}
+
+struct Request {
+    storage: Arc<dyn CheckpointStorageAccess>,
+    data: Bytes,
+    first_sqn: u64,
+    end_sqn: u64,
+    slot: Arc<SegmentSlot>,
+}
+
+#[derive(Default)]
+struct Queue {
+    requests: Vec<Request>,
+    bytes: usize,
+    first_at: Option<Instant>,
+    shutdown: bool,
+}
+
+enum Job {
+    Upload(Vec<Request>),
+    Delete(Arc<dyn CheckpointStorageAccess>, FileHandle),
+}
+
+/// A log file and the segments in it that writers still hold.
+struct TrackedFile {
+    storage: Arc<dyn CheckpointStorageAccess>,
+    file: FileHandle,
+    live_segments: usize,
+    /// A completed checkpoint references it: the checkpoint store owns it.
+    confirmed: bool,
+}
+
+struct Inner {
+    config: DstlConfig,
+    queue: Mutex<Queue>,
+    queue_changed: Condvar,
+    in_flight: Mutex<usize>,
+    space: Condvar,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    files: Mutex<HashMap<String, TrackedFile>>,
+    counters: Counters,
+}
+
+/// Uploads the change logs of the backends that share it; see the
+/// [module docs](self).
+///
+/// ```
+/// use state_changelog::{ChangelogUploader, DstlConfig};
+/// let uploader = ChangelogUploader::new(DstlConfig::default()).unwrap();
+/// assert_eq!(uploader.stats().files_uploaded, 0);
+/// ```
+pub struct ChangelogUploader {
+    inner: Arc<Inner>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for ChangelogUploader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangelogUploader")
+            .field("config", &self.inner.config)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl ChangelogUploader {
+    /// Starts the scheduler and `config.upload_threads` upload threads.
+    ///
+    /// # Errors
+    /// [`StateError::Config`] for invalid settings; a failure to spawn threads.
+    pub fn new(config: DstlConfig) -> Result<Self> {
+        config.validate()?;
+        let (sender, receiver) = mpsc::channel::<Job>();
+        let receiver = Arc::new(Mutex::new(receiver));
+        let inner = Arc::new(Inner {
+            config,
+            queue: Mutex::new(Queue::default()),
+            queue_changed: Condvar::new(),
+            in_flight: Mutex::new(0),
+            space: Condvar::new(),
+            jobs: Mutex::new(Some(sender)),
+            files: Mutex::new(HashMap::new()),
+            counters: Counters::default(),
+        });
+        let spawn_error = |e: std::io::Error| StateError::Backend {
+            backend: "changelog",
+            source: Box::new(e),
+        };
+        let mut threads = Vec::with_capacity(inner.config.upload_threads + 1);
+        let scheduler = Arc::clone(&inner);
+        threads.push(
+            std::thread::Builder::new()
+                .name("dstl-batcher".into())
+                .spawn(move || scheduler.run_scheduler())
+                .map_err(spawn_error)?,
+        );
+        for index in 0..inner.config.upload_threads {
+            let worker = Arc::clone(&inner);
+            let jobs = Arc::clone(&receiver);
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("dstl-upload-{index}"))
+                    .spawn(move || worker.run_worker(&jobs))
+                    .map_err(spawn_error)?,
+            );
+        }
+        Ok(Self { inner, threads })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &DstlConfig {
+        &self.inner.config
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> UploaderStats {
+        let c = &self.inner.counters;
+        UploaderStats {
+            files_uploaded: c.files_uploaded.load(Ordering::Relaxed),
+            bytes_uploaded: c.bytes_uploaded.load(Ordering::Relaxed),
+            failed_attempts: c.failed_attempts.load(Ordering::Relaxed),
+            files_deleted: c.files_deleted.load(Ordering::Relaxed),
+            backpressure_micros: c.backpressure_micros.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Bytes submitted and not uploaded yet.
+    pub fn in_flight_bytes(&self) -> usize {
+        *self.inner.in_flight.lock()
+    }
+
+    /// Queues an encoded segment (records `first_sqn..end_sqn`) for upload
+    /// to `storage`, blocking while too many bytes are in flight.
+    pub(crate) fn submit(
+        &self,
+        storage: Arc<dyn CheckpointStorageAccess>,
+        data: Bytes,
+        first_sqn: u64,
+        end_sqn: u64,
+    ) -> Arc<SegmentSlot> {
+        let slot = Arc::new(SegmentSlot::default());
+        let len = data.len();
+        {
+            let mut in_flight = self.inner.in_flight.lock();
+            let max = self.inner.config.max_in_flight;
+            if *in_flight > 0 && *in_flight + len > max {
+                let started = Instant::now();
+                // One segment larger than the limit still goes alone.
+                while *in_flight > 0 && *in_flight + len > max {
+                    self.inner.space.wait(&mut in_flight);
+                }
+                self.inner
+                    .counters
+                    .backpressure_micros
+                    .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            }
+            *in_flight += len;
+        }
+        let mut queue = self.inner.queue.lock();
+        queue.first_at.get_or_insert_with(Instant::now);
+        queue.bytes += len;
+        queue.requests.push(Request {
+            storage,
+            data,
+            first_sqn,
+            end_sqn,
+            slot: Arc::clone(&slot),
+        });
+        self.inner.queue_changed.notify_all();
+        slot
+    }
+
+    /// The writer no longer needs the segment of `slot`. Its file is deleted
+    /// once no segment in it is needed and no completed checkpoint
+    /// referenced it, unless `keep_file` says a checkpoint may still be
+    /// committed with it (the checkpoint store then owns the file).
+    pub(crate) fn release(&self, slot: &SegmentSlot, keep_file: bool) {
+        let path = {
+            let mut state = slot.state.lock();
+            if state.released {
+                return;
+            }
+            state.released = true;
+            state.keep_file = keep_file;
+            match state.outcome.as_ref() {
+                Some(Ok(segment)) => segment.file.path.clone(),
+                // Failed uploads left no file; pending ones are released
+                // by the upload thread when they finish.
+                _ => return,
+            }
+        };
+        if keep_file {
+            self.confirm(&path);
+        }
+        self.inner.release_file(&path);
+    }
+
+    /// A completed checkpoint references `path`: from now on the checkpoint
+    /// store decides when it is deleted.
+    pub(crate) fn confirm(&self, path: &str) {
+        if let Some(tracked) = self.inner.files.lock().get_mut(path) {
+            tracked.confirmed = true;
+        }
+    }
+
+    /// Deletes `file` on an upload thread (best effort: a failure leaves an
+    /// orphan, never a broken checkpoint).
+    pub(crate) fn delete_later(&self, storage: Arc<dyn CheckpointStorageAccess>, file: FileHandle) {
+        self.inner.send(Job::Delete(storage, file));
+    }
+
+    /// Number of log files with segments that writers still hold.
+    pub fn tracked_files(&self) -> usize {
+        self.inner.files.lock().len()
+    }
+}
+
+impl Drop for ChangelogUploader {
+    fn drop(&mut self) {
+        self.inner.queue.lock().shutdown = true;
+        self.inner.queue_changed.notify_all();
+        for thread in self.threads.drain(..) {
+            // A panicked thread already reported itself.
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Inner {
+    fn run_scheduler(self: &Arc<Self>) {
+        loop {
+            let batch = {
+                let mut queue = self.queue.lock();
+                loop {
+                    if queue.requests.is_empty() {
+                        if queue.shutdown {
+                            // Upload threads stop once the channel closes.
+                            self.jobs.lock().take();
+                            return;
+                        }
+                        self.queue_changed.wait(&mut queue);
+                        continue;
+                    }
+                    let due = queue.first_at.map(|t| t + self.config.persist_delay);
+                    let now = Instant::now();
+                    if queue.shutdown
+                        || queue.bytes >= self.config.persist_size_threshold
+                        || due.is_none_or(|due| due <= now)
+                    {
+                        break;
+                    }
+                    if let Some(due) = due {
+                        self.queue_changed.wait_until(&mut queue, due);
+                    }
+                }
+                queue.bytes = 0;
+                queue.first_at = None;
+                std::mem::take(&mut queue.requests)
+            };
+            // One file per storage.
+            let mut groups: Vec<Vec<Request>> = Vec::new();
+            for request in batch {
+                match groups
+                    .iter_mut()
+                    .find(|g| Arc::ptr_eq(&g[0].storage, &request.storage))
+                {
+                    Some(group) => group.push(request),
+                    None => groups.push(vec![request]),
+                }
+            }
+            for group in groups {
+                self.send(Job::Upload(group));
+            }
+        }
+    }
+
+    fn send(&self, job: Job) {
+        let sent = self
+            .jobs
+            .lock()
+            .as_ref()
+            .map(|jobs| jobs.send(job).is_ok());
+        debug_assert!(sent != Some(false), "upload threads stopped early");
+    }
+
+    fn run_worker(self: &Arc<Self>, jobs: &Mutex<mpsc::Receiver<Job>>) {
+        loop {
+            let job = jobs.lock().recv();
+            match job {
+                Ok(Job::Upload(requests)) => self.upload(requests),
+                Ok(Job::Delete(storage, file)) => {
+                    if storage.delete(&file).is_ok() {
+                        self.counters.files_deleted.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn upload(self: &Arc<Self>, requests: Vec<Request>) {
+        let total: usize = requests.iter().map(|r| r.data.len()).sum();
+        let mut file = Vec::with_capacity(total);
+        let mut offsets = Vec::with_capacity(requests.len());
+        for request in &requests {
+            offsets.push(file.len() as u64);
+            file.extend_from_slice(&request.data);
+        }
+        let storage = Arc::clone(&requests[0].storage);
+        let outcome = self.upload_with_retries(&storage, Bytes::from(file));
+        match outcome {
+            Ok(handle) => {
+                self.counters.files_uploaded.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .bytes_uploaded
+                    .fetch_add(total as u64, Ordering::Relaxed);
+                self.files.lock().insert(
+                    handle.path.clone(),
+                    TrackedFile {
+                        storage: Arc::clone(&storage),
+                        file: handle.clone(),
+                        live_segments: requests.len(),
+                        confirmed: false,
+                    },
+                );
+                for (request, offset) in requests.iter().zip(offsets) {
+                    let segment = ChangelogSegment {
+                        file: handle.clone(),
+                        offset,
+                        length: request.data.len() as u64,
+                        first_sqn: request.first_sqn,
+                        end_sqn: request.end_sqn,
+                    };
+                    let (released, keep_file) = {
+                        let mut state = request.slot.state.lock();
+                        state.outcome = Some(Ok(segment));
+                        request.slot.done.notify_all();
+                        (state.released, state.keep_file)
+                    };
+                    if released {
+                        if keep_file && let Some(tracked) = self.files.lock().get_mut(&handle.path) {
+                            tracked.confirmed = true;
+                        }
+                        self.release_file(&handle.path);
+                    }
+                }
+            }
+            Err(message) => {
+                for request in &requests {
+                    request.slot.state.lock().outcome = Some(Err(message.clone()));
+                    request.slot.done.notify_all();
+                }
+            }
+        }
+        *self.in_flight.lock() -= total;
+        self.space.notify_all();
+    }
+
+    fn release_file(&self, path: &str) {
+        let mut files = self.files.lock();
+        let Some(tracked) = files.get_mut(path) else {
+            return;
+        };
+        tracked.live_segments = tracked.live_segments.saturating_sub(1);
+        if tracked.live_segments > 0 {
+            return;
+        }
+        let Some(tracked) = files.remove(path) else {
+            return;
+        };
+        drop(files);
+        if !tracked.confirmed {
+            self.send(Job::Delete(tracked.storage, tracked.file));
+        }
+    }
+
+    /// Uploads `file`, starting a new attempt when one fails or times out.
+    fn upload_with_retries(
+        &self,
+        storage: &Arc<dyn CheckpointStorageAccess>,
+        file: Bytes,
+    ) -> std::result::Result<FileHandle, String> {
+        let mut last_error = String::new();
+        for attempt in 1..=self.config.max_attempts {
+            match attempt_with_timeout(storage, file.clone(), self.config.upload_timeout) {
+                Ok(handle) => return Ok(handle),
+                Err(message) => {
+                    self.counters.failed_attempts.fetch_add(1, Ordering::Relaxed);
+                    last_error = format!("attempt {attempt} of {}: {message}", self.config.max_attempts);
+                }
+            }
+            if attempt < self.config.max_attempts {
+                std::thread::sleep(self.config.retry_delay);
+            }
+        }
+        Err(last_error)
+    }
+}
+
+/// The shared state of one upload attempt: the result, or the waiter's
+/// decision to give up on it.
+#[derive(Default)]
+struct Attempt {
+    outcome: Mutex<(Option<std::result::Result<FileHandle, String>>, bool)>,
+    done: Condvar,
+}
+
+/// One upload on its own thread, waited for at most `timeout`. An attempt
+/// that finishes after its waiter gave up deletes its file.
+fn attempt_with_timeout(
+    storage: &Arc<dyn CheckpointStorageAccess>,
+    file: Bytes,
+    timeout: Duration,
+) -> std::result::Result<FileHandle, String> {
+    let attempt = Arc::new(Attempt::default());
+    let worker = Arc::clone(&attempt);
+    let target = Arc::clone(storage);
+    std::thread::Builder::new()
+        .name("dstl-attempt".into())
+        .spawn(move || {
+            let outcome = write_file(&*target, &file);
+            let mut state = worker.outcome.lock();
+            let abandoned = state.1;
+            if abandoned {
+                drop(state);
+                if let Ok(handle) = outcome {
+                    // Best effort: the file is an orphan otherwise.
+                    let _ = target.delete(&handle);
+                }
+            } else {
+                state.0 = Some(outcome);
+                worker.done.notify_all();
+            }
+        })
+        .map_err(|e| format!("cannot start an upload thread: {e}"))?;
+    let deadline = Instant::now() + timeout;
+    let mut state = attempt.outcome.lock();
+    while state.0.is_none() {
+        if attempt.done.wait_until(&mut state, deadline).timed_out() {
+            break;
+        }
+    }
+    match state.0.take() {
+        Some(outcome) => outcome,
+        None => {
+            state.1 = true;
+            Err(format!("timed out after {timeout:?}"))
+        }
+    }
+}
+
+fn write_file(
+    storage: &dyn CheckpointStorageAccess,
+    file: &[u8],
+) -> std::result::Result<FileHandle, String> {
+    let mut out = storage
+        .create_output(0, StateScope::Shared, FILE_HINT)
+        .map_err(|e| e.to_string())?;
+    out.write_all(file).map_err(|e| e.to_string())?;
+    out.close().map_err(|e| e.to_string())
+}
