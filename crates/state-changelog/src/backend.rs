@@ -209,11 +209,12 @@ impl ChangelogKeyedStateBackend {
             && Instant::now() >= due
         {
             self.next_due = Some(Instant::now() + interval);
-            if self.in_flight.is_none() && self.changed_since_base() {
-                if let Err(e) = self.start_materialization(SnapshotType::Checkpoint) {
-                    self.materialization_failed(&e.to_string());
-                    self.check_failure()?;
-                }
+            if self.in_flight.is_none()
+                && self.changed_since_base()
+                && let Err(e) = self.start_materialization(SnapshotType::Checkpoint)
+            {
+                self.materialization_failed(&e.to_string());
+                self.check_failure()?;
             }
         }
         Ok(())
@@ -371,14 +372,19 @@ impl ChangelogKeyedStateBackend {
         if let Some(pending) = self.pending.remove(&checkpoint_id) {
             if completed {
                 self.log.confirm(&pending.slots);
-                self.bases.checkpoint_completed(pending.base_id, &mut events);
+                self.bases
+                    .checkpoint_completed(pending.base_id, &mut events);
             } else {
                 self.bases.checkpoint_aborted(pending.base_id, &mut events);
             }
         }
         if completed {
             // Older pending checkpoints will never complete after a newer one.
-            let older: Vec<u64> = self.pending.range(..checkpoint_id).map(|(id, _)| *id).collect();
+            let older: Vec<u64> = self
+                .pending
+                .range(..checkpoint_id)
+                .map(|(id, _)| *id)
+                .collect();
             for id in older {
                 if let Some(pending) = self.pending.remove(&id) {
                     self.bases.checkpoint_aborted(pending.base_id, &mut events);
@@ -409,11 +415,9 @@ enum BaseSource {
 /// interval per operator, so instances of a job do not all materialize at
 /// once (Flink's randomized offset).
 fn first_delay(operator: &str, interval: Duration) -> Duration {
-    let hash = operator
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        });
+    let hash = operator.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
     let nanos = interval.as_nanos().max(1);
     let offset = u128::from(hash) % nanos;
     Duration::from_nanos(u64::try_from(offset).unwrap_or(u64::MAX))

@@ -56,8 +56,14 @@ impl DstlConfig {
     /// [`StateError::Config`] naming the Flink key of a value that is zero.
     pub fn validate(&self) -> Result<()> {
         let checks: [(&str, bool); 6] = [
-            ("preemptive-persist-threshold", self.preemptive_persist_threshold > 0),
-            ("batch.persist-size-threshold", self.persist_size_threshold > 0),
+            (
+                "preemptive-persist-threshold",
+                self.preemptive_persist_threshold > 0,
+            ),
+            (
+                "batch.persist-size-threshold",
+                self.persist_size_threshold > 0,
+            ),
             ("upload.num-threads", self.upload_threads > 0),
             ("upload.max-in-flight", self.max_in_flight > 0),
             ("upload.timeout", !self.upload_timeout.is_zero()),

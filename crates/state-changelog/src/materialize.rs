@@ -202,8 +202,7 @@ impl Bases {
         // Only files this unconfirmed materialization uploaded itself: the
         // wrapped backend reuses only confirmed files.
         for file in old.files() {
-            if !self.confirmed_files.contains(&file.path) && !current.contains(file.path.as_str())
-            {
+            if !self.confirmed_files.contains(&file.path) && !current.contains(file.path.as_str()) {
                 events.delete.push(file.clone());
             }
         }

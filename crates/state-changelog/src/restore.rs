@@ -8,9 +8,9 @@ use bytes::Bytes;
 use state_api::descriptor::StateFunction;
 use state_api::key_group::assign_to_key_group;
 use state_api::{
-    BackendContext, ChangelogPart, ChangelogSegment, ChangelogStateHandle,
-    CheckpointStorageAccess, KeyGroupRange, KeyedStateBackend, KeyedStateHandle, Result,
-    StateBackendFactory, StateError, StateId, StateMeta, StateRegistration,
+    BackendContext, ChangelogPart, ChangelogSegment, ChangelogStateHandle, CheckpointStorageAccess,
+    KeyGroupRange, KeyedStateBackend, KeyedStateHandle, Result, StateBackendFactory, StateError,
+    StateId, StateMeta, StateRegistration,
 };
 
 use crate::backend::Restored;
@@ -229,9 +229,10 @@ impl Replay<'_> {
                         continue;
                     }
                     let index = target.state as usize;
-                    let meta = header.states.get(index).ok_or_else(|| {
-                        corrupt(format!("record of unknown state index {index}"))
-                    })?;
+                    let meta = header
+                        .states
+                        .get(index)
+                        .ok_or_else(|| corrupt(format!("record of unknown state index {index}")))?;
                     let id = match states[index] {
                         Some(id) => id,
                         None => {
@@ -240,8 +241,9 @@ impl Replay<'_> {
                             id
                         }
                     };
-                    self.apply(id, op, &target)
-                        .map_err(|e| corrupt(format!("record {} on '{}': {e}", sqn - 1, meta.name)))?;
+                    self.apply(id, op, &target).map_err(|e| {
+                        corrupt(format!("record {} on '{}': {e}", sqn - 1, meta.name))
+                    })?;
                 }
             }
         }

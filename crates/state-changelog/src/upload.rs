@@ -390,11 +390,7 @@ impl Inner {
     }
 
     fn send(&self, job: Job) {
-        let sent = self
-            .jobs
-            .lock()
-            .as_ref()
-            .map(|jobs| jobs.send(job).is_ok());
+        let sent = self.jobs.lock().as_ref().map(|jobs| jobs.send(job).is_ok());
         debug_assert!(sent != Some(false), "upload threads stopped early");
     }
 
@@ -453,7 +449,8 @@ impl Inner {
                         (state.released, state.keep_file)
                     };
                     if released {
-                        if keep_file && let Some(tracked) = self.files.lock().get_mut(&handle.path) {
+                        if keep_file && let Some(tracked) = self.files.lock().get_mut(&handle.path)
+                        {
                             tracked.confirmed = true;
                         }
                         self.release_file(&handle.path);
@@ -500,8 +497,13 @@ impl Inner {
             match attempt_with_timeout(storage, file.clone(), self.config.upload_timeout) {
                 Ok(handle) => return Ok(handle),
                 Err(message) => {
-                    self.counters.failed_attempts.fetch_add(1, Ordering::Relaxed);
-                    last_error = format!("attempt {attempt} of {}: {message}", self.config.max_attempts);
+                    self.counters
+                        .failed_attempts
+                        .fetch_add(1, Ordering::Relaxed);
+                    last_error = format!(
+                        "attempt {attempt} of {}: {message}",
+                        self.config.max_attempts
+                    );
                 }
             }
             if attempt < self.config.max_attempts {
