@@ -57,8 +57,9 @@ pub use descriptor::{
 pub use error::{Result, StateError};
 pub use key_group::{KeyGroup, KeyGroupRange};
 pub use snapshot::{
-    AsyncSnapshot, ChangelogPart, ChangelogSegment, ChangelogStateHandle, FileHandle, IncrementalStateHandle, KeyGroupsStateHandle, KeyedStateHandle,
-    NamedFile, SnapshotOptions, SnapshotResult, SnapshotType, StateScope,
+    AsyncSnapshot, ChangelogPart, ChangelogSegment, ChangelogStateHandle, FileHandle,
+    IncrementalStateHandle, KeyGroupsStateHandle, KeyedStateHandle, NamedFile, SnapshotOptions,
+    SnapshotResult, SnapshotType, StateScope,
 };
 pub use state::{
     AggregatingState, KeyedStateBackendExt, ListState, MapState, ReducingState, ValueState,

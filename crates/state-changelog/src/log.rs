@@ -18,6 +18,8 @@ struct Segment {
     end_sqn: u64,
     /// Kept until the upload succeeds, to submit again after a failure.
     data: Option<Bytes>,
+    /// Bytes the segment takes in its log file.
+    stored_len: u64,
     slot: Arc<SegmentSlot>,
     /// Already counted in a checkpoint's uploaded bytes.
     reported: bool,
@@ -55,7 +57,7 @@ impl LogWriter {
             storage,
             range,
             states: Vec::new(),
-            buffer: Vec::new(),
+            buffer: new_buffer(0),
             buffer_first_sqn: 0,
             next_sqn: 0,
             segments: VecDeque::new(),
@@ -101,7 +103,8 @@ impl LogWriter {
         }
     }
 
-    /// Turns the buffered records into a segment and submits it.
+    /// Turns the buffered records into a segment and submits it, without
+    /// copying them.
     fn flush(&mut self) {
         if self.next_sqn == self.buffer_first_sqn {
             return;
@@ -112,8 +115,10 @@ impl LogWriter {
             key_group_range: self.range,
             states: self.states.clone(),
         };
-        let data = Bytes::from(segment::encode(&header, &self.buffer));
-        self.buffer.clear();
+        let capacity = self.buffer.len();
+        let mut full = std::mem::replace(&mut self.buffer, new_buffer(capacity));
+        segment::finish(&mut full, &header);
+        let data = Bytes::from(full);
         let slot = self.uploader.submit(
             Arc::clone(&self.storage),
             data.clone(),
@@ -123,6 +128,8 @@ impl LogWriter {
         self.segments.push_back(Segment {
             first_sqn: self.buffer_first_sqn,
             end_sqn: self.next_sqn,
+            // The upload thread appends a 4-byte CRC.
+            stored_len: data.len() as u64 + 4,
             data: Some(data),
             slot,
             reported: false,
@@ -156,7 +163,7 @@ impl LogWriter {
                     0
                 } else {
                     segment.reported = true;
-                    segment.data.as_ref().map_or(0, |d| d.len() as u64)
+                    segment.stored_len
                 };
                 persisted.push(PersistedSegment {
                     slot: Arc::clone(&segment.slot),
@@ -191,13 +198,24 @@ impl LogWriter {
 
     /// Bytes buffered and not yet handed to the uploader.
     pub(crate) fn buffered_bytes(&self) -> usize {
-        self.buffer.len()
+        if segment::is_empty(&self.buffer) {
+            0
+        } else {
+            self.buffer.len()
+        }
     }
 
     /// Number of segments not truncated yet.
     pub(crate) fn segment_count(&self) -> usize {
         self.segments.len()
     }
+}
+
+/// A buffer with a started segment.
+fn new_buffer(capacity: usize) -> Vec<u8> {
+    let mut buffer = Vec::with_capacity(capacity);
+    segment::start(&mut buffer);
+    buffer
 }
 
 impl Drop for LogWriter {

@@ -1,22 +1,25 @@
 //! The segment format: the unit a log writer hands to the uploader.
 //!
 //! ```text
-//! "KSCS" | version u8 | varint header length | header (postcard) | records | CRC-32C u32 LE
+//! "KSCS" | version u8 | records | trailer (postcard) | trailer length u32 LE | CRC-32C u32 LE
 //! ```
 //!
-//! The header names the segment's first sequence number, its record count,
-//! the writer's key groups and the state table that record state indices
-//! refer to, so a segment can be replayed on its own. The CRC covers every
-//! byte before it. A log file is a concatenation of segments (of one or
-//! several writers); the storage adds its own checksum over the whole file.
+//! The writer appends records right after the magic and closes the segment
+//! with the trailer, so handing a segment over copies nothing; the upload
+//! thread appends the CRC (over every byte before it). The trailer names
+//! the first sequence number, the record count, the writer's key groups and
+//! the state table that record state indices refer to, so a segment can be
+//! replayed on its own. A log file is a concatenation of segments (of one
+//! or several writers); the storage adds its own checksum over the file.
 
 use serde::{Deserialize, Serialize};
-use state_api::codec::{read_varint, write_varint};
 use state_api::{ChangelogSegment, KeyGroupRange, Result, StateError, StateMeta};
 
 const MAGIC: &[u8; 4] = b"KSCS";
 const VERSION: u8 = 1;
+const PREFIX_LEN: usize = MAGIC.len() + 1;
 const CRC_LEN: usize = 4;
+const TRAILER_LEN_LEN: usize = 4;
 
 /// What a segment says about itself.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,18 +34,40 @@ pub struct SegmentHeader {
     pub states: Vec<StateMeta>,
 }
 
-/// Encodes a segment around `records`.
-pub(crate) fn encode(header: &SegmentHeader, records: &[u8]) -> Vec<u8> {
+/// Starts a segment in an empty buffer; records follow.
+pub(crate) fn start(buffer: &mut Vec<u8>) {
+    buffer.extend_from_slice(MAGIC);
+    buffer.push(VERSION);
+}
+
+/// Whether `buffer` holds no record yet.
+pub(crate) fn is_empty(buffer: &[u8]) -> bool {
+    buffer.len() <= PREFIX_LEN
+}
+
+/// Closes the segment in `buffer` with its trailer (the CRC comes from
+/// [`checksum`] on the upload thread).
+pub(crate) fn finish(buffer: &mut Vec<u8>, header: &SegmentHeader) {
     // A header of integers and strings always encodes.
-    let encoded_header = postcard::to_allocvec(header).unwrap_or_default();
-    let mut out = Vec::with_capacity(MAGIC.len() + 10 + encoded_header.len() + records.len() + 4);
-    out.extend_from_slice(MAGIC);
-    out.push(VERSION);
-    write_varint(&mut out, encoded_header.len() as u64);
-    out.extend_from_slice(&encoded_header);
+    let trailer = postcard::to_allocvec(header).unwrap_or_default();
+    buffer.extend_from_slice(&trailer);
+    buffer.extend_from_slice(&(trailer.len() as u32).to_le_bytes());
+}
+
+/// The CRC to append to a finished segment.
+pub(crate) fn checksum(segment: &[u8]) -> [u8; CRC_LEN] {
+    crc32c::crc32c(segment).to_le_bytes()
+}
+
+/// A whole segment (with CRC) from a header and records, for tests.
+#[cfg(test)]
+pub(crate) fn encode(header: &SegmentHeader, records: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    start(&mut out);
     out.extend_from_slice(records);
-    let crc = crc32c::crc32c(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
+    finish(&mut out, header);
+    let crc = checksum(&out);
+    out.extend_from_slice(&crc);
     out
 }
 
@@ -63,7 +88,7 @@ pub(crate) fn decode<'a>(
             format!("log segment at offset {}: {reason}", expected.offset),
         )
     };
-    if bytes.len() < MAGIC.len() + 1 + CRC_LEN {
+    if bytes.len() < PREFIX_LEN + TRAILER_LEN_LEN + CRC_LEN {
         return Err(corrupt(format!("{} bytes is too short", bytes.len())));
     }
     let (content, crc_bytes) = bytes.split_at(bytes.len() - CRC_LEN);
@@ -83,16 +108,16 @@ pub(crate) fn decode<'a>(
             content[MAGIC.len()]
         )));
     }
-    let rest = &content[MAGIC.len() + 1..];
-    let (header_len, rest) =
-        read_varint(rest).ok_or_else(|| corrupt("truncated header length".into()))?;
-    let header_len = usize::try_from(header_len)
-        .ok()
-        .filter(|len| *len <= rest.len())
-        .ok_or_else(|| corrupt(format!("header length {header_len} exceeds the segment")))?;
-    let (header_bytes, records) = rest.split_at(header_len);
-    let header: SegmentHeader = postcard::from_bytes(header_bytes)
-        .map_err(|e| corrupt(format!("header does not decode: {e}")))?;
+    let (rest, len_bytes) = content.split_at(content.len() - TRAILER_LEN_LEN);
+    let trailer_len = u32::from_le_bytes(len_bytes.try_into().expect("4 bytes")) as usize;
+    if trailer_len > rest.len() - PREFIX_LEN {
+        return Err(corrupt(format!(
+            "trailer length {trailer_len} exceeds the segment"
+        )));
+    }
+    let (records, trailer) = rest[PREFIX_LEN..].split_at(rest.len() - PREFIX_LEN - trailer_len);
+    let header: SegmentHeader = postcard::from_bytes(trailer)
+        .map_err(|e| corrupt(format!("trailer does not decode: {e}")))?;
     let end = header.first_sqn.checked_add(header.record_count);
     if header.first_sqn != expected.first_sqn || end != Some(expected.end_sqn) {
         return Err(corrupt(format!(

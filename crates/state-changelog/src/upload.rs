@@ -34,6 +34,7 @@ use state_api::{
 };
 
 use crate::config::DstlConfig;
+use crate::segment;
 
 /// Name hint of log files in checkpoint storage.
 const FILE_HINT: &str = "changelog";
@@ -411,20 +412,24 @@ impl Inner {
 
     fn upload(self: &Arc<Self>, requests: Vec<Request>) {
         let total: usize = requests.iter().map(|r| r.data.len()).sum();
-        let mut file = Vec::with_capacity(total);
+        let mut file = Vec::with_capacity(total + 4 * requests.len());
         let mut offsets = Vec::with_capacity(requests.len());
         for request in &requests {
             offsets.push(file.len() as u64);
             file.extend_from_slice(&request.data);
+            // The segment's CRC, computed here rather than on the writer's
+            // thread.
+            file.extend_from_slice(&segment::checksum(&request.data));
         }
         let storage = Arc::clone(&requests[0].storage);
+        let file_len = file.len() as u64;
         let outcome = self.upload_with_retries(&storage, Bytes::from(file));
         match outcome {
             Ok(handle) => {
                 self.counters.files_uploaded.fetch_add(1, Ordering::Relaxed);
                 self.counters
                     .bytes_uploaded
-                    .fetch_add(total as u64, Ordering::Relaxed);
+                    .fetch_add(file_len, Ordering::Relaxed);
                 self.files.lock().insert(
                     handle.path.clone(),
                     TrackedFile {
@@ -438,7 +443,7 @@ impl Inner {
                     let segment = ChangelogSegment {
                         file: handle.clone(),
                         offset,
-                        length: request.data.len() as u64,
+                        length: request.data.len() as u64 + 4,
                         first_sqn: request.first_sqn,
                         end_sqn: request.end_sqn,
                     };

@@ -321,7 +321,15 @@ fn writers_are_slowed_down_when_too_much_is_in_flight() {
     assert!(stats.files_uploaded > 0, "{stats:?}");
     flaky.set(Fault::None);
     change(&mut backend, &mut states, &[10, 11]);
-    let handle = snapshot(&mut backend, &storage, 1).unwrap().handle;
+    let result = snapshot(&mut backend, &storage, 1).unwrap();
+    let handle = result.handle;
+    // Pre-emptively uploaded segments count in the first checkpoint using them.
+    let logged = changelog(&handle);
+    assert!(logged.log[0].segments.len() > 1);
+    assert_eq!(
+        result.uploaded_bytes,
+        logged.materialized_size() + logged.log_size()
+    );
     let live = contents(&mut backend);
     let mut back = restored(&factory, &storage, all(), vec![handle]);
     assert!(contents(&mut back) == live);
