@@ -525,16 +525,10 @@ impl KeyedStateBackend for ChangelogKeyedStateBackend {
         let accumulator = self.delegate.get(id, namespace)?;
         function.add(accumulator, input, &mut self.scratch)?;
         self.delegate.put(id, namespace, &self.scratch)?;
-        let (key, key_group) = current_key(&*self.delegate)?;
-        let target = Target {
-            state: state.0,
-            key_group,
-            key,
-            namespace,
-        };
-        self.log.keyed(Op::Set, &target, &[&self.scratch]);
-        self.stats.records += 1;
-        Ok(())
+        let folded = std::mem::take(&mut self.scratch);
+        let logged = self.log_keyed(Op::Set, state, namespace, &[&folded]);
+        self.scratch = folded;
+        logged
     }
 
     fn merge_namespaces(&mut self, state: StateId, target: &[u8], sources: &[&[u8]]) -> Result<()> {
