@@ -4,7 +4,9 @@
 //! per-operation cost beside plain `std` and `im` hash maps with the same
 //! keys, and its synchronous snapshot phase at several state sizes;
 //! `--bench rocksdb` measures the RocksDB backend beside raw `rocksdb`
-//! calls. This library holds what both share.
+//! calls; `--bench changelog` measures the changelog wrapper's overhead on
+//! state operations over both, and checkpoint cost against state size with
+//! and without it. This library holds what they share.
 
 /// `0..n` in a fixed pseudo-random order (Fisher-Yates with xorshift64*), so
 /// every benchmark touches keys in the same random order.

@@ -53,6 +53,9 @@ pub struct ChangelogStats {
     pub live_segments: usize,
     /// Log bytes buffered and not handed to the uploader yet.
     pub buffered_bytes: usize,
+    /// Bytes of handed-over segments still held in memory (not uploaded
+    /// yet, or failed and waiting for the next checkpoint).
+    pub retained_bytes: usize,
 }
 
 /// A [`KeyedStateBackend`] that wraps another and logs every change; see the
@@ -148,6 +151,7 @@ impl ChangelogKeyedStateBackend {
         ChangelogStats {
             live_segments: self.log.segment_count(),
             buffered_bytes: self.log.buffered_bytes(),
+            retained_bytes: self.log.retained_bytes(),
             ..self.stats
         }
     }

@@ -109,6 +109,7 @@ impl LogWriter {
         if self.next_sqn == self.buffer_first_sqn {
             return;
         }
+        self.drop_uploaded_data();
         let header = SegmentHeader {
             first_sqn: self.buffer_first_sqn,
             record_count: self.next_sqn - self.buffer_first_sqn,
@@ -135,6 +136,17 @@ impl LogWriter {
             reported: false,
         });
         self.buffer_first_sqn = self.next_sqn;
+    }
+
+    /// Frees the bytes of segments already uploaded: only failed ones are
+    /// needed again, so memory follows what is in flight, not the
+    /// checkpoint interval.
+    fn drop_uploaded_data(&mut self) {
+        for segment in &mut self.segments {
+            if segment.data.is_some() && segment.slot.finished() == Some(true) {
+                segment.data = None;
+            }
+        }
     }
 
     /// Persists everything logged so far and returns the segments holding
@@ -203,6 +215,15 @@ impl LogWriter {
         } else {
             self.buffer.len()
         }
+    }
+
+    /// Bytes of segments kept in memory for a possible re-upload.
+    pub(crate) fn retained_bytes(&self) -> usize {
+        self.segments
+            .iter()
+            .filter_map(|s| s.data.as_ref())
+            .map(Bytes::len)
+            .sum()
     }
 
     /// Number of segments not truncated yet.

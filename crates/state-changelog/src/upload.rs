@@ -132,10 +132,9 @@ struct Queue {
     shutdown: bool,
 }
 
-enum Job {
-    Upload(Vec<Request>),
-    Delete(Arc<dyn CheckpointStorageAccess>, FileHandle),
-}
+/// Files to delete go to their own thread, so deletions never queue behind
+/// (or in front of) the uploads checkpoints wait for.
+type Deletion = (Arc<dyn CheckpointStorageAccess>, FileHandle);
 
 /// A log file and the segments in it that writers still hold.
 struct TrackedFile {
@@ -152,7 +151,8 @@ struct Inner {
     queue_changed: Condvar,
     in_flight: Mutex<usize>,
     space: Condvar,
-    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    jobs: Mutex<Option<mpsc::Sender<Vec<Request>>>>,
+    deletions: Mutex<Option<mpsc::Sender<Deletion>>>,
     files: Mutex<HashMap<String, TrackedFile>>,
     counters: Counters,
 }
@@ -186,8 +186,9 @@ impl ChangelogUploader {
     /// [`StateError::Config`] for invalid settings; a failure to spawn threads.
     pub fn new(config: DstlConfig) -> Result<Self> {
         config.validate()?;
-        let (sender, receiver) = mpsc::channel::<Job>();
+        let (sender, receiver) = mpsc::channel::<Vec<Request>>();
         let receiver = Arc::new(Mutex::new(receiver));
+        let (delete_sender, delete_receiver) = mpsc::channel::<Deletion>();
         let inner = Arc::new(Inner {
             config,
             queue: Mutex::new(Queue::default()),
@@ -195,6 +196,7 @@ impl ChangelogUploader {
             in_flight: Mutex::new(0),
             space: Condvar::new(),
             jobs: Mutex::new(Some(sender)),
+            deletions: Mutex::new(Some(delete_sender)),
             files: Mutex::new(HashMap::new()),
             counters: Counters::default(),
         });
@@ -208,6 +210,13 @@ impl ChangelogUploader {
             std::thread::Builder::new()
                 .name("dstl-batcher".into())
                 .spawn(move || scheduler.run_scheduler())
+                .map_err(spawn_error)?,
+        );
+        let deleter = Arc::clone(&inner);
+        threads.push(
+            std::thread::Builder::new()
+                .name("dstl-delete".into())
+                .spawn(move || deleter.run_deleter(&delete_receiver))
                 .map_err(spawn_error)?,
         );
         for index in 0..inner.config.upload_threads {
@@ -322,7 +331,7 @@ impl ChangelogUploader {
     /// Deletes `file` on an upload thread (best effort: a failure leaves an
     /// orphan, never a broken checkpoint).
     pub(crate) fn delete_later(&self, storage: Arc<dyn CheckpointStorageAccess>, file: FileHandle) {
-        self.inner.send(Job::Delete(storage, file));
+        self.inner.delete(storage, file);
     }
 
     /// Number of log files with segments that writers still hold.
@@ -350,8 +359,9 @@ impl Inner {
                 loop {
                     if queue.requests.is_empty() {
                         if queue.shutdown {
-                            // Upload threads stop once the channel closes.
+                            // The other threads stop once their channels close.
                             self.jobs.lock().take();
+                            self.deletions.lock().take();
                             return;
                         }
                         self.queue_changed.wait(&mut queue);
@@ -385,27 +395,41 @@ impl Inner {
                 }
             }
             for group in groups {
-                self.send(Job::Upload(group));
+                self.send(group);
             }
         }
     }
 
-    fn send(&self, job: Job) {
-        let sent = self.jobs.lock().as_ref().map(|jobs| jobs.send(job).is_ok());
+    fn send(&self, requests: Vec<Request>) {
+        let sent = self
+            .jobs
+            .lock()
+            .as_ref()
+            .map(|jobs| jobs.send(requests).is_ok());
         debug_assert!(sent != Some(false), "upload threads stopped early");
     }
 
-    fn run_worker(self: &Arc<Self>, jobs: &Mutex<mpsc::Receiver<Job>>) {
+    fn delete(&self, storage: Arc<dyn CheckpointStorageAccess>, file: FileHandle) {
+        // After shutdown the file stays: an orphan, never a broken checkpoint.
+        if let Some(deletions) = self.deletions.lock().as_ref() {
+            let _ = deletions.send((storage, file));
+        }
+    }
+
+    fn run_worker(self: &Arc<Self>, jobs: &Mutex<mpsc::Receiver<Vec<Request>>>) {
         loop {
             let job = jobs.lock().recv();
             match job {
-                Ok(Job::Upload(requests)) => self.upload(requests),
-                Ok(Job::Delete(storage, file)) => {
-                    if storage.delete(&file).is_ok() {
-                        self.counters.files_deleted.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+                Ok(requests) => self.upload(requests),
                 Err(_) => return,
+            }
+        }
+    }
+
+    fn run_deleter(&self, deletions: &mpsc::Receiver<Deletion>) {
+        while let Ok((storage, file)) = deletions.recv() {
+            if storage.delete(&file).is_ok() {
+                self.counters.files_deleted.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -487,7 +511,7 @@ impl Inner {
         };
         drop(files);
         if !tracked.confirmed {
-            self.send(Job::Delete(tracked.storage, tracked.file));
+            self.delete(tracked.storage, tracked.file);
         }
     }
 

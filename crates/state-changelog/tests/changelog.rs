@@ -339,6 +339,33 @@ fn writers_are_slowed_down_when_too_much_is_in_flight() {
 }
 
 #[test]
+fn uploaded_segments_are_not_kept_in_memory() {
+    let storage: Arc<dyn CheckpointStorageAccess> = memory();
+    let dstl = DstlConfig {
+        preemptive_persist_threshold: 16 << 10,
+        ..test_dstl()
+    };
+    let factory = changelog_heap(dstl, manual_materialization());
+    let (mut backend, mut states) = populated(&factory, &storage, all(), 0..10);
+    snapshot(&mut backend, &storage, 1).unwrap();
+    backend.notify_checkpoint_complete(1).unwrap();
+    for round in 0..20u64 {
+        for key in 0..500 {
+            states.populate(&mut backend, round * 1_000 + key);
+        }
+        // Let the uploads finish before the next hand-over.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while factory.uploader().in_flight_bytes() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let stats = backend.stats();
+    assert!(stats.live_segments > 20, "{stats:?}");
+    // Without a checkpoint, memory holds at most the last hand-over.
+    assert!(stats.retained_bytes <= 32 << 10, "{stats:?}");
+}
+
+#[test]
 fn backends_sharing_an_uploader_share_log_files() {
     let storage: Arc<dyn CheckpointStorageAccess> = memory();
     let dstl = DstlConfig {
