@@ -123,8 +123,9 @@ impl StateMeta {
 /// The byte-level fold of reducing and aggregating state.
 ///
 /// Backends call it on encoded bytes, so they never need the user's types:
-/// the heap and RocksDB backends fold on `add`, and the changelog backend
-/// replays `add` and namespace merges with it.
+/// the heap and RocksDB backends fold on `add` and merge namespaces with it
+/// (see [`merge_namespace_values`]); the changelog backend folds before
+/// logging, so its replay never needs it.
 pub trait StateFunction: Send + Sync {
     /// Folds one encoded input into the encoded accumulator (`None`: no value
     /// yet), writing the new accumulator to `out` (which starts empty).
@@ -139,6 +140,90 @@ pub trait StateFunction: Send + Sync {
     /// # Errors
     /// [`StateError::Codec`] when the bytes do not decode.
     fn merge(&self, a: &[u8], b: &[u8], out: &mut Vec<u8>) -> Result<()>;
+}
+
+/// The value a namespace merge leaves in `target`, as
+/// [`KeyedStateBackend::merge_namespaces`](crate::KeyedStateBackend::merge_namespaces)
+/// specifies it: the sources' values in order (a repeated source counts
+/// once), after the target's own value unless the target is itself a
+/// source; lists concatenate, reducing and aggregating states merge with
+/// `function`. `read` returns a namespace's current value. `None`: no source
+/// has a value and the target stays as it is.
+///
+/// Every value is read before anything is written, so a failing function
+/// leaves all namespaces unchanged; the caller then writes the result to the
+/// target and clears the sources other than the target.
+///
+/// ```
+/// use state_api::StateKind;
+/// use state_api::descriptor::merge_namespace_values;
+///
+/// let read = |ns: &[u8]| Ok(Some(ns.to_vec())); // each namespace holds its own name
+/// let merged = merge_namespace_values(StateKind::List, None, b"t", &[b"a", b"b", b"a"], read);
+/// assert_eq!(merged.unwrap(), Some(b"tab".to_vec()));
+/// ```
+///
+/// # Errors
+/// [`StateError::Config`] for a reducing or aggregating state without a
+/// function; the function's and `read`'s errors.
+pub fn merge_namespace_values(
+    kind: StateKind,
+    function: Option<&dyn StateFunction>,
+    target: &[u8],
+    sources: &[&[u8]],
+    mut read: impl FnMut(&[u8]) -> Result<Option<Vec<u8>>>,
+) -> Result<Option<Vec<u8>>> {
+    let mut scratch = Vec::new();
+    let mut merged: Option<Vec<u8>> = None;
+    let mut target_is_source = false;
+    for (i, source) in sources.iter().enumerate() {
+        if sources[..i].contains(source) {
+            continue; // a repeated source merges once
+        }
+        target_is_source |= *source == target;
+        let Some(value) = read(source)? else {
+            continue;
+        };
+        merged = Some(match merged {
+            None => value,
+            Some(mut acc) => {
+                combine(kind, function, &mut acc, &value, &mut scratch)?;
+                acc
+            }
+        });
+    }
+    let Some(merged) = merged else {
+        return Ok(None);
+    };
+    if !target_is_source && let Some(mut acc) = read(target)? {
+        // Flink's order: the target's value first, then the sources'.
+        combine(kind, function, &mut acc, &merged, &mut scratch)?;
+        return Ok(Some(acc));
+    }
+    Ok(Some(merged))
+}
+
+/// Appends `value` to the accumulator `acc`: concatenation for lists, the
+/// function's merge otherwise.
+fn combine(
+    kind: StateKind,
+    function: Option<&dyn StateFunction>,
+    acc: &mut Vec<u8>,
+    value: &[u8],
+    scratch: &mut Vec<u8>,
+) -> Result<()> {
+    if kind == StateKind::List {
+        acc.extend_from_slice(value);
+        return Ok(());
+    }
+    let function = function.ok_or_else(|| StateError::Config {
+        key: "state function".into(),
+        message: format!("a {kind:?} state needs a fold function to merge namespaces"),
+    })?;
+    scratch.clear();
+    function.merge(acc, value, scratch)?;
+    std::mem::swap(acc, scratch);
+    Ok(())
 }
 
 /// A state registration as the backend sees it.

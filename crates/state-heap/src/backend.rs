@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use state_api::backend::EntryVisitor;
 use state_api::codec::check_list;
-use state_api::descriptor::StateFunction;
+use state_api::descriptor::merge_namespace_values;
 use state_api::key_group::{KeyGroup, check_max_parallelism};
 use state_api::registry::StateRegistry;
 use state_api::{
@@ -339,44 +339,18 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
         let Table::Bytes(table) = &mut state.data else {
             return Err(state.meta.kind_mismatch(StateKind::List));
         };
-        let function = state.function.as_deref();
         // The current key is needed even when there are no sources.
         let (_, index) = self.current.lookup(target)?;
-
-        // Compute first, write afterwards: a failing merge function leaves
-        // every namespace as it was.
-        let mut merged: Option<Vec<u8>> = None;
-        let mut target_is_source = false;
-        for (i, source) in sources.iter().enumerate() {
-            if sources
-                .get(..i)
-                .is_some_and(|earlier| earlier.contains(source))
-            {
-                continue; // a repeated source merges once (it is cleared by then)
-            }
-            target_is_source |= *source == target;
-            let (key, _) = self.current.lookup(source)?;
-            let Some(value) = table.get(index, key) else {
-                continue;
-            };
-            merged = Some(match merged {
-                None => value.to_vec(),
-                Some(mut acc) => {
-                    combine(kind, function, &mut acc, value, &mut self.scratch)?;
-                    acc
-                }
-            });
-        }
-        let Some(mut merged) = merged else {
+        let current = &mut self.current;
+        let merged =
+            merge_namespace_values(kind, state.function.as_deref(), target, sources, |ns| {
+                let (key, _) = current.lookup(ns)?;
+                Ok(table.get(index, key).map(|v| v.as_slice().to_vec()))
+            })?;
+        let Some(merged) = merged else {
             return Ok(()); // no source has a value: the target is unchanged
         };
         let (key, _) = self.current.lookup(target)?;
-        if !target_is_source && let Some(existing) = table.get(index, key) {
-            // Flink's order: the target's value first, then the sources'.
-            let mut acc = existing.to_vec();
-            combine(kind, function, &mut acc, &merged, &mut self.scratch)?;
-            merged = acc;
-        }
         table.put(index, key, &merged);
         for source in sources {
             if *source != target {
@@ -497,26 +471,5 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
 
 /// Merges `value` into `acc` for a list (concatenation) or with the fold
 /// function's `merge`.
-fn combine(
-    kind: StateKind,
-    function: Option<&dyn StateFunction>,
-    acc: &mut Vec<u8>,
-    value: &[u8],
-    scratch: &mut Vec<u8>,
-) -> Result<()> {
-    if kind == StateKind::List {
-        acc.extend_from_slice(value);
-        return Ok(());
-    }
-    let function = function.ok_or_else(|| StateError::Config {
-        key: "state function".into(),
-        message: format!("a {kind:?} state needs a fold function to merge namespaces"),
-    })?;
-    scratch.clear();
-    function.merge(acc, value, scratch)?;
-    std::mem::swap(acc, scratch);
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests;

@@ -11,7 +11,7 @@ use rocksdb::{
 };
 use state_api::backend::EntryVisitor;
 use state_api::codec::check_list;
-use state_api::descriptor::StateFunction;
+use state_api::descriptor::merge_namespace_values;
 use state_api::key_group::KeyGroup;
 use state_api::registry::StateRegistry;
 use state_api::storage::file_name_safe;
@@ -338,27 +338,6 @@ fn prefix_read_options(prefix: &[u8]) -> ReadOptions {
 }
 
 /// Merges `value` into `acc`: lists concatenate, folds use the function.
-fn combine(
-    kind: StateKind,
-    function: Option<&dyn StateFunction>,
-    acc: &mut Vec<u8>,
-    value: &[u8],
-    scratch: &mut Vec<u8>,
-) -> Result<()> {
-    if kind == StateKind::List {
-        acc.extend_from_slice(value);
-        return Ok(());
-    }
-    let function = function.ok_or_else(|| StateError::Config {
-        key: "state function".into(),
-        message: format!("a {kind:?} state needs a fold function to merge namespaces"),
-    })?;
-    scratch.clear();
-    function.merge(acc, value, scratch)?;
-    std::mem::swap(acc, scratch);
-    Ok(())
-}
-
 impl KeyedStateBackend for RocksDbKeyedStateBackend {
     fn backend_name(&self) -> &'static str {
         BACKEND_NAME
@@ -520,56 +499,18 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         }
         let function = st.function.clone();
         let target_key = self.current.composite(target)?.to_vec();
-
-        // Compute first, write afterwards: a failing merge function leaves
-        // every namespace as it was.
-        let mut merged: Option<Vec<u8>> = None;
-        let mut target_is_source = false;
-        let mut source_keys = Vec::with_capacity(sources.len());
-        for (i, source) in sources.iter().enumerate() {
-            if sources
-                .get(..i)
-                .is_some_and(|earlier| earlier.contains(source))
-            {
-                continue; // a repeated source merges once
-            }
-            target_is_source |= *source == target;
-            let key = self.current.composite(source)?.to_vec();
-            let found = self.read_into_value(state, &key)?;
-            if *source != target {
-                source_keys.push(key);
-            }
-            if !found {
-                continue;
-            }
-            merged = Some(match merged {
-                None => self.value.clone(),
-                Some(mut acc) => {
-                    combine(
-                        kind,
-                        function.as_deref(),
-                        &mut acc,
-                        &self.value,
-                        &mut self.scratch,
-                    )?;
-                    acc
-                }
-            });
-        }
-        let Some(mut merged) = merged else {
+        let merged = merge_namespace_values(kind, function.as_deref(), target, sources, |ns| {
+            let key = self.current.composite(ns)?.to_vec();
+            Ok(self
+                .read_into_value(state, &key)?
+                .then(|| self.value.clone()))
+        })?;
+        let Some(merged) = merged else {
             return Ok(()); // no source has a value: the target is unchanged
         };
-        if !target_is_source && self.read_into_value(state, &target_key)? {
-            // Flink's order: the target's value first, then the sources'.
-            let mut acc = std::mem::take(&mut self.value);
-            combine(
-                kind,
-                function.as_deref(),
-                &mut acc,
-                &merged,
-                &mut self.scratch,
-            )?;
-            merged = acc;
+        let mut source_keys = Vec::with_capacity(sources.len());
+        for source in sources.iter().filter(|s| **s != target) {
+            source_keys.push(self.current.composite(source)?.to_vec());
         }
         let st = self.states.get(state)?;
         let cf = column_family(&self.db, &st.data)?;
