@@ -2,6 +2,7 @@
 //! the log; checkpoints are the last materialization plus the log after it.
 
 use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -203,7 +204,9 @@ impl ChangelogKeyedStateBackend {
         }
     }
 
-    /// The periodic part: install finished materializations, start due ones.
+    /// The periodic part, run every few thousand operations and after each
+    /// completed checkpoint: install finished materializations, start due
+    /// ones.
     #[cold]
     fn timer_check(&mut self) -> Result<()> {
         self.ops_until_check = OPS_PER_TIMER_CHECK;
@@ -344,11 +347,10 @@ impl ChangelogKeyedStateBackend {
         Ok(())
     }
 
-    fn checkpoint_handle_parts(
-        &mut self,
-        checkpoint_id: u64,
-        full: bool,
-    ) -> Result<(BaseSource, u64)> {
+    /// The materialization a checkpoint builds on: the current base, or a
+    /// running (or new) materialization when there is none or the
+    /// checkpoint must be full.
+    fn checkpoint_base(&mut self, checkpoint_id: u64, full: bool) -> Result<BaseSource> {
         if full {
             if let Some(in_flight) = self.in_flight.clone() {
                 // One materialization at a time: let the running one finish.
@@ -356,19 +358,17 @@ impl ChangelogKeyedStateBackend {
                 self.poll_materialization();
             }
             let in_flight = self.start_materialization(SnapshotType::FullCheckpoint)?;
-            return Ok((BaseSource::InFlight(Arc::clone(&in_flight)), in_flight.sqn));
+            return Ok(BaseSource::InFlight(in_flight));
         }
         if let Some(base) = self.bases.current() {
-            return Ok((BaseSource::Ready(base.clone()), base.sqn));
+            return Ok(BaseSource::Ready(base.clone()));
         }
         // No base yet (new backend, or restored from another format or at
         // another parallelism): this checkpoint materializes.
-        let in_flight = match self.in_flight.clone() {
+        Ok(BaseSource::InFlight(match self.in_flight.clone() {
             Some(in_flight) => in_flight,
             None => self.start_materialization(SnapshotType::Checkpoint)?,
-        };
-        let sqn = in_flight.sqn;
-        Ok((BaseSource::InFlight(in_flight), sqn))
+        }))
     }
 
     fn finish_checkpoint(&mut self, checkpoint_id: u64, completed: bool) {
@@ -415,15 +415,24 @@ enum BaseSource {
     InFlight(Arc<InFlight>),
 }
 
+impl BaseSource {
+    /// Materialization id, and the log position its changes end at.
+    fn id_and_sqn(&self) -> (u64, u64) {
+        match self {
+            BaseSource::Ready(base) => (base.id, base.sqn),
+            BaseSource::InFlight(in_flight) => (in_flight.id, in_flight.sqn),
+        }
+    }
+}
+
 /// Delay of the first periodic materialization: a stable fraction of the
 /// interval per operator, so instances of a job do not all materialize at
 /// once (Flink's randomized offset).
 fn first_delay(operator: &str, interval: Duration) -> Duration {
-    let hash = operator.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
+    let mut hasher = std::hash::DefaultHasher::new();
+    operator.hash(&mut hasher);
     let nanos = interval.as_nanos().max(1);
-    let offset = u128::from(hash) % nanos;
+    let offset = u128::from(hasher.finish()) % nanos;
     Duration::from_nanos(u64::try_from(offset).unwrap_or(u64::MAX))
 }
 
@@ -623,11 +632,8 @@ impl KeyedStateBackend for ChangelogKeyedStateBackend {
             SnapshotType::FullCheckpoint => true,
             _ => false,
         };
-        let (base, from_sqn) = self.checkpoint_handle_parts(checkpoint_id, full)?;
-        let base_id = match &base {
-            BaseSource::Ready(b) => b.id,
-            BaseSource::InFlight(f) => f.id,
-        };
+        let base = self.checkpoint_base(checkpoint_id, full)?;
+        let (base_id, from_sqn) = base.id_and_sqn();
         let to_sqn = self.log.next_sqn();
         let persisted = self.log.persist(from_sqn);
         self.bases.add_user(base_id);
@@ -656,7 +662,9 @@ impl KeyedStateBackend for ChangelogKeyedStateBackend {
     fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<()> {
         self.poll_materialization();
         self.finish_checkpoint(checkpoint_id, true);
-        Ok(())
+        // After a checkpoint is a good moment for a due materialization:
+        // it never lengthens a synchronous phase.
+        self.timer_check()
     }
 
     fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) -> Result<()> {

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use state_api::descriptor::StateFunction;
-use state_api::key_group::assign_to_key_group;
 use state_api::{
     BackendContext, ChangelogPart, ChangelogSegment, ChangelogStateHandle, CheckpointStorageAccess,
     KeyGroupRange, KeyedStateBackend, KeyedStateHandle, Result, StateBackendFactory, StateError,
@@ -60,7 +59,6 @@ pub(crate) fn restore(
         delegate: &mut *delegate,
         storage: &*context.storage,
         range,
-        max_parallelism: context.max_parallelism,
         ids: Vec::new(),
         cached_file: None,
     };
@@ -146,7 +144,6 @@ struct Replay<'a> {
     delegate: &'a mut dyn KeyedStateBackend,
     storage: &'a dyn CheckpointStorageAccess,
     range: KeyGroupRange,
-    max_parallelism: u32,
     /// States registered in the wrapped backend by the replay.
     ids: Vec<(String, StateId)>,
     /// The last log file read (consecutive segments often share one).
@@ -283,15 +280,16 @@ impl Replay<'_> {
     }
 
     fn apply(&mut self, id: StateId, op: KeyedOp<'_>, target: &Target<'_>) -> Result<()> {
-        let actual = assign_to_key_group(target.key, self.max_parallelism)?;
-        if actual != target.key_group {
+        let backend = &mut *self.delegate;
+        // Setting the key computes its key group once; check it against the log.
+        backend.set_current_key(target.key)?;
+        let actual = backend.current_key_group();
+        if actual != Some(target.key_group) {
             return Err(StateError::Restore(format!(
-                "the key is logged under key group {} but belongs to {actual}",
+                "the key is logged under key group {} but belongs to {actual:?}",
                 target.key_group
             )));
         }
-        let backend = &mut *self.delegate;
-        backend.set_current_key(target.key)?;
         let namespace = target.namespace;
         match op {
             KeyedOp::Set(value) => backend.put(id, namespace, value),

@@ -149,6 +149,46 @@ fn checkpoints_carry_only_the_changes_and_restore_replays_them() {
     assert_eq!(backend.trigger_materialization().unwrap(), None);
 }
 
+#[test]
+fn periodic_materialization_runs_in_the_background_and_becomes_the_base() {
+    let storage: Arc<dyn CheckpointStorageAccess> = memory();
+    let factory = changelog_heap(
+        test_dstl(),
+        MaterializationConfig {
+            interval: Some(Duration::from_millis(1)),
+            ..MaterializationConfig::default()
+        },
+    );
+    let (mut backend, mut states) = populated(&factory, &storage, all(), 0..200);
+    snapshot(&mut backend, &storage, 1).unwrap();
+    backend.notify_checkpoint_complete(1).unwrap();
+    let first = backend.materialization_id();
+    let mut id = 1;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Writes and completed checkpoints drive the timer; no explicit trigger.
+    while backend.materialization_id() == first && Instant::now() < deadline {
+        change(&mut backend, &mut states, &[id, id + 1]);
+        std::thread::sleep(Duration::from_millis(2));
+        id += 1;
+        snapshot(&mut backend, &storage, id).unwrap();
+        backend.notify_checkpoint_complete(id).unwrap();
+    }
+    assert_ne!(
+        backend.materialization_id(),
+        first,
+        "no periodic materialization ran"
+    );
+    assert!(backend.stats().materializations >= 1);
+    let handle = snapshot(&mut backend, &storage, id + 1).unwrap().handle;
+    assert_eq!(
+        Some(changelog(&handle).materialization_id),
+        backend.materialization_id()
+    );
+    let live = contents(&mut backend);
+    let mut back = restored(&factory, &storage, all(), vec![handle]);
+    assert!(contents(&mut back) == live);
+}
+
 /// A restored backend continues the chain: its checkpoints reference the
 /// restored materialization and log and add its own changes.
 #[test]
