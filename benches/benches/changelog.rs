@@ -106,6 +106,7 @@ fn context(storage: &Arc<dyn CheckpointStorageAccess>, operator: &str) -> Backen
         key_group_range: all(),
         restore: Vec::new(),
         storage: Arc::clone(storage),
+        restore_storage: None,
     }
 }
 

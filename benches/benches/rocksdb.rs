@@ -74,6 +74,7 @@ fn context(
         key_group_range: range,
         restore,
         storage: storage.clone(),
+        restore_storage: None,
     }
 }
 

@@ -226,8 +226,16 @@ pub struct BackendContext {
     /// Snapshots to restore from (taken at any parallelism); empty to start
     /// fresh.
     pub restore: Vec<KeyedStateHandle>,
-    /// Where restore handles are read from.
+    /// The job's checkpoint storage: where the backend writes what it
+    /// uploads outside [`snapshot`](KeyedStateBackend::snapshot) (the
+    /// changelog wrapper's log and materializations), and where `restore`
+    /// is read from unless `restore_storage` is set.
     pub storage: Arc<dyn CheckpointStorageAccess>,
+    /// Where `restore` is read from when it is not `storage`: a savepoint's
+    /// own directory. Files restored from another storage are never reused
+    /// by later checkpoints (a savepoint never becomes part of the job's
+    /// incremental checkpoints).
+    pub restore_storage: Option<Arc<dyn CheckpointStorageAccess>>,
 }
 
 impl fmt::Debug for BackendContext {
@@ -237,11 +245,29 @@ impl fmt::Debug for BackendContext {
             .field("max_parallelism", &self.max_parallelism)
             .field("key_group_range", &self.key_group_range)
             .field("restore", &self.restore.len())
+            .field("storage", &self.storage.location())
+            .field(
+                "restore_storage",
+                &self.restore_storage.as_ref().map(|s| s.location()),
+            )
             .finish()
     }
 }
 
 impl BackendContext {
+    /// Where the restore handles are read from: `restore_storage` when set,
+    /// else `storage`.
+    pub fn restore_source(&self) -> &Arc<dyn CheckpointStorageAccess> {
+        self.restore_storage.as_ref().unwrap_or(&self.storage)
+    }
+
+    /// Whether the restore handles live in the job's own checkpoint
+    /// storage, so their shared files may be referenced by later
+    /// checkpoints.
+    pub fn restores_from_own_storage(&self) -> bool {
+        self.restore_storage.is_none()
+    }
+
     /// Checks the context before a backend is built: valid key groups, and
     /// restore handles with the same max parallelism that intersect the range,
     /// do not overlap each other and together cover the whole range. A gap

@@ -34,6 +34,7 @@ use crate::upload::ChangelogUploader;
 ///         key_group_range: KeyGroupRange::all(128).unwrap(),
 ///         restore: Vec::new(),
 ///         storage: Arc::new(ObjectStoreCheckpointStorage::in_memory("job").unwrap()),
+///         restore_storage: None,
 ///     })
 ///     .unwrap();
 /// let count = backend.value_state(ValueStateDescriptor::<u64>::new("count")).unwrap();

@@ -57,7 +57,7 @@ pub(crate) fn restore(
     })?;
     let mut replay = Replay {
         delegate: &mut *delegate,
-        storage: &*context.storage,
+        storage: &**context.restore_source(),
         range,
         ids: Vec::new(),
         cached_file: None,

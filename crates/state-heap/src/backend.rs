@@ -116,11 +116,11 @@ impl HeapKeyedStateBackend {
     pub fn from_context(context: BackendContext) -> Result<Self> {
         context.validate()?;
         let mut backend = Self::new(
-            context.operator,
+            context.operator.clone(),
             context.max_parallelism,
             context.key_group_range,
         )?;
-        restore::restore(&mut backend, &context.restore, &*context.storage)?;
+        restore::restore(&mut backend, &context.restore, &**context.restore_source())?;
         Ok(backend)
     }
 

@@ -19,6 +19,7 @@ use crate::backend::{BACKEND_NAME, HeapKeyedStateBackend};
 ///     key_group_range: KeyGroupRange::new(0, 64)?,
 ///     restore: Vec::new(),
 ///     storage,
+///     restore_storage: None,
 /// })?;
 /// assert_eq!(backend.backend_name(), "heap");
 /// # Ok(()) }

@@ -150,6 +150,7 @@ fn common_restore_with_max_p(
         key_group_range: KeyGroupRange::new(0, 128).unwrap(),
         restore: vec![handle],
         storage: storage.clone(),
+        restore_storage: None,
     })
 }
 

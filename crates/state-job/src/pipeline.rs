@@ -133,6 +133,7 @@ impl Pipeline {
                 key_group_range: range,
                 restore: overlapping(restore, range),
                 storage: Arc::clone(&storage),
+                restore_storage: None,
             })?;
             let operator = KeyedAggregator::register(&mut *backend)?;
             subtasks.push(Subtask { backend, operator });

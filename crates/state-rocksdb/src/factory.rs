@@ -145,6 +145,7 @@ fn default_memory() -> RocksDbMemory {
 ///     key_group_range: KeyGroupRange::new(0, 64)?,
 ///     restore: Vec::new(),
 ///     storage,
+///     restore_storage: None,
 /// })?;
 /// assert_eq!(backend.backend_name(), "rocksdb");
 /// # Ok(()) }

@@ -43,6 +43,7 @@
 //!     key_group_range: KeyGroupRange::all(128)?,
 //!     restore: Vec::new(),
 //!     storage,
+//!     restore_storage: None,
 //! })?;
 //! let count = backend.value_state(ValueStateDescriptor::<u64>::new("count"))?;
 //! backend.set_key(&42u64)?;

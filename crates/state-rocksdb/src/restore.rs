@@ -4,8 +4,10 @@
 //! * One incremental handle covering the whole range (same or lower
 //!   parallelism): download it into the working directory, open it as the
 //!   DB and clip the foreign key groups with `delete_range` on every column
-//!   family (Flink's `clipDBWithKeyGroupRange`). Its shared files seed the
-//!   "confirmed uploads", so the next checkpoint does not upload them again.
+//!   family (Flink's `clipDBWithKeyGroupRange`). When the handle is in the
+//!   job's own checkpoint storage, its shared files seed the "confirmed
+//!   uploads", so the next checkpoint does not upload them again; files of a
+//!   savepoint (another storage) are never referenced by later checkpoints.
 //! * Anything else (several handles after a scale-in, key-group handles):
 //!   start an empty DB; open each incremental handle in a temporary
 //!   directory (read-only) and copy only the key groups of this backend with
@@ -58,7 +60,7 @@ pub(crate) fn restore(
     threads: usize,
 ) -> Result<Restored> {
     let db_path = instance_dir.join("db");
-    let storage = &*context.storage;
+    let storage = &**context.restore_source();
     let range = context.key_group_range;
     let metas = collect_metas(&context.restore, storage)?;
 
@@ -69,16 +71,23 @@ pub(crate) fn restore(
         let mut db = db;
         ensure_column_families(&mut db, &metas, options)?;
         clip(&db, range, KeyLayout::new(context.max_parallelism))?;
-        let shared = handle
-            .shared_files
-            .iter()
-            .filter(|f| f.file.scope == StateScope::Shared)
-            .map(|f| (f.name.clone(), f.file.clone()))
-            .collect();
+        // Only the job's own shared files may be referenced again: files of
+        // another storage (a savepoint) are not the job's to keep, so the
+        // first checkpoint uploads everything anew (Flink's NO_CLAIM for
+        // savepoints, FLINK-23949).
+        let confirmed = context.restores_from_own_storage().then(|| {
+            let shared = handle
+                .shared_files
+                .iter()
+                .filter(|f| f.file.scope == StateScope::Shared)
+                .map(|f| (f.name.clone(), f.file.clone()))
+                .collect();
+            (handle.checkpoint_id, shared)
+        });
         return Ok(Restored {
             db,
             metas,
-            confirmed: Some((handle.checkpoint_id, shared)),
+            confirmed,
         });
     }
 

@@ -114,6 +114,7 @@ impl Side {
                     key_group_range: range,
                     restore: mine,
                     storage: storage.clone(),
+                    restore_storage: None,
                 })
                 .unwrap();
             let states = States::register(&mut *backend);

@@ -179,6 +179,7 @@ fn store_run(num_retained: usize) {
             key_group_range: all(),
             restore: Vec::new(),
             storage: storage.clone(),
+            restore_storage: None,
         })
         .unwrap();
     let mut states = StandardStates::register(&mut backend);
@@ -272,6 +273,7 @@ fn rescaling_restores_from_incremental_handles() {
                     key_group_range: range,
                     restore: mine,
                     storage: storage.clone(),
+                    restore_storage: None,
                 })
                 .unwrap();
             // Opened from one handle: its files count as uploaded already.
@@ -359,6 +361,7 @@ fn each_instance_gets_its_own_directory_removed_on_drop() {
         key_group_range: all(),
         restore: Vec::new(),
         storage: storage.clone(),
+        restore_storage: None,
     };
     let a = factory.create_backend(ctx()).unwrap();
     let b = factory.create_backend(ctx()).unwrap();

@@ -54,6 +54,7 @@ pub struct ObjectStoreCheckpointStorage {
     store: Arc<dyn ObjectStore>,
     root: Path,
     location: String,
+    layout: layout::DirectoryLayout,
     runtime: Arc<BlockingRuntime>,
 }
 
@@ -142,8 +143,21 @@ impl ObjectStoreCheckpointStorage {
             store,
             root,
             location,
+            layout: layout::DirectoryLayout::Job,
             runtime: Arc::new(BlockingRuntime::new()?),
         })
+    }
+
+    /// The same storage with another file layout (builder style): a
+    /// savepoint directory puts every file at its top.
+    pub fn with_layout(mut self, layout: layout::DirectoryLayout) -> Self {
+        self.layout = layout;
+        self
+    }
+
+    /// How new files are laid out.
+    pub fn layout(&self) -> layout::DirectoryLayout {
+        self.layout
     }
 
     /// The underlying object store.
@@ -376,7 +390,7 @@ impl CheckpointStorageAccess for ObjectStoreCheckpointStorage {
         scope: StateScope,
         name_hint: &str,
     ) -> Result<Box<dyn CheckpointOutputStream>> {
-        let path = layout::new_file_path(checkpoint_id, scope, name_hint);
+        let (path, scope) = self.layout.new_file(checkpoint_id, scope, name_hint);
         let location = layout::resolve(&self.root, &path)?;
         Ok(Box::new(ObjectOutputStream {
             storage: self.clone(),

@@ -9,6 +9,15 @@
 //!
 //! Paths in [`FileHandle`](state_api::FileHandle)s are relative to the job
 //! directory, so a job directory can be copied or addressed from another root.
+//!
+//! A savepoint is one self-contained directory ([`DirectoryLayout::Savepoint`]):
+//!
+//! ```text
+//! <savepoint-dir>/savepoint-<short job id>-<random>/_metadata
+//!                                                  /<hint>-<uuid>   every file, exclusive
+//! ```
+//! Its handles' paths are relative to the savepoint directory itself, so the
+//! directory can be moved or copied anywhere and still restores.
 
 use object_store::path::{Path, PathPart};
 use state_api::{Result, StateError, StateScope};
@@ -24,6 +33,48 @@ pub const TASK_OWNED_DIR: &str = "taskowned";
 
 /// Prefix of checkpoint directories (`chk-<n>`).
 pub const CHECKPOINT_DIR_PREFIX: &str = "chk-";
+
+/// Prefix of savepoint directories (`savepoint-<short job id>-<random>`).
+pub const SAVEPOINT_DIR_PREFIX: &str = "savepoint-";
+
+/// How a storage root lays out its files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DirectoryLayout {
+    /// A job's checkpoint directory: `chk-<n>/`, `shared/`, `taskowned/`.
+    #[default]
+    Job,
+    /// One savepoint's directory: every file at the top, all exclusive to
+    /// the savepoint, `_metadata` beside them.
+    Savepoint,
+}
+
+impl DirectoryLayout {
+    /// A new unique file path for a file of `scope` requested for checkpoint
+    /// `checkpoint_id`, and the scope the file really gets: in a savepoint
+    /// every file is exclusive, whatever the backend asked for.
+    pub fn new_file(
+        self,
+        checkpoint_id: u64,
+        scope: StateScope,
+        name_hint: &str,
+    ) -> (String, StateScope) {
+        match self {
+            DirectoryLayout::Job => (new_file_path(checkpoint_id, scope, name_hint), scope),
+            DirectoryLayout::Savepoint => (
+                format!("{}-{}", sanitize_hint(name_hint), uuid::Uuid::new_v4()),
+                StateScope::Exclusive,
+            ),
+        }
+    }
+}
+
+/// A new savepoint directory name: `savepoint-<first 6 characters of the
+/// job id>-<12 random hex digits>`, as Flink names them.
+pub fn new_savepoint_dir_name(job_id: &str) -> String {
+    let short: String = sanitize_hint(job_id).chars().take(6).collect();
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{SAVEPOINT_DIR_PREFIX}{short}-{}", &random[..12])
+}
 
 /// Longest name hint kept in a file name; the rest is cut.
 const MAX_HINT_LEN: usize = 64;
@@ -242,6 +293,20 @@ mod tests {
             relative_to(&Path::from("job"), &Path::from("job/chk-1/_metadata")).as_deref(),
             Some("chk-1/_metadata")
         );
+    }
+
+    #[test]
+    fn savepoint_files_are_flat_and_exclusive() {
+        let (path, scope) = DirectoryLayout::Savepoint.new_file(7, StateScope::Shared, "sst");
+        assert!(path.starts_with("sst-") && !path.contains('/'), "{path}");
+        assert_eq!(scope, StateScope::Exclusive);
+        let (path, scope) = DirectoryLayout::Job.new_file(7, StateScope::Shared, "sst");
+        assert!(path.starts_with("shared/sst-"), "{path}");
+        assert_eq!(scope, StateScope::Shared);
+        let name = new_savepoint_dir_name("a1b2c3d4e5/job");
+        assert!(name.starts_with("savepoint-a1b2c3-"), "{name}");
+        assert_eq!(name.len(), "savepoint-a1b2c3-".len() + 12);
+        assert!(validate_job_id(&name).is_ok());
     }
 
     #[test]

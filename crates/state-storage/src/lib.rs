@@ -20,6 +20,8 @@
 //!   the newest `num_retained` (savepoints on top, until disposed) and
 //!   deletes what subsumed checkpoints leave unused, tracking shared files in
 //!   a [`SharedStateRegistry`].
+//! * [`SavepointWriter`] and [`Savepoint`]: self-contained, relocatable
+//!   savepoints, each in a directory of its own ([`savepoint`]).
 //!
 //! ## Layout
 //!
@@ -144,12 +146,14 @@ pub mod layout;
 pub mod metadata;
 pub mod registry;
 mod runtime;
+pub mod savepoint;
 pub mod store;
 pub mod url;
 
 pub use access::{MULTIPART_PART_SIZE, ObjectStoreCheckpointStorage};
 pub use metadata::{CheckpointKind, CompletedCheckpoint};
 pub use registry::SharedStateRegistry;
+pub use savepoint::{DisposeReport, Savepoint, SavepointWriter};
 pub use store::{
     CompletedCheckpointStore, DEFAULT_NUM_RETAINED, find_latest_completed, load_checkpoint,
 };

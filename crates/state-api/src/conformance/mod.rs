@@ -131,6 +131,7 @@ impl<'a> Harness<'a> {
             key_group_range: range,
             restore: handles,
             storage: Arc::clone(&self.storage),
+            restore_storage: None,
         })
     }
 

@@ -181,6 +181,7 @@ pub(crate) fn context(
         key_group_range: range,
         restore,
         storage,
+        restore_storage: None,
     }
 }
 

@@ -702,6 +702,7 @@ fn a_write_after_a_snapshot_copies_one_page_of_one_key_group() {
         key_group_range: KeyGroupRange::all(MAX_P).unwrap(),
         restore: vec![handle],
         storage,
+        restore_storage: None,
     })
     .unwrap();
     assert_eq!(restored.num_entries(), 2_000 + hot_namespaces as usize);

@@ -39,6 +39,7 @@ pub(crate) fn restore(
         key_group_range: range,
         restore: handles,
         storage: storage.clone(),
+        restore_storage: None,
     })
 }
 

@@ -44,6 +44,7 @@ pub(crate) fn create(
         key_group_range: range,
         restore: handles,
         storage: storage.clone(),
+        restore_storage: None,
     })
 }
 
