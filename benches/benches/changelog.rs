@@ -107,6 +107,7 @@ fn context(storage: &Arc<dyn CheckpointStorageAccess>, operator: &str) -> Backen
         restore: Vec::new(),
         storage: Arc::clone(storage),
         restore_storage: None,
+        skip_restored_states: Vec::new(),
     }
 }
 

@@ -75,6 +75,7 @@ fn context(
         restore,
         storage: storage.clone(),
         restore_storage: None,
+        skip_restored_states: Vec::new(),
     }
 }
 

@@ -236,6 +236,11 @@ pub struct BackendContext {
     /// by later checkpoints (a savepoint never becomes part of the job's
     /// incremental checkpoints).
     pub restore_storage: Option<Arc<dyn CheckpointStorageAccess>>,
+    /// Names of states in `restore` that are not restored: the program no
+    /// longer registers them and the runtime was told to skip them (Flink's
+    /// `allowNonRestoredState`). They are neither readable nor part of later
+    /// snapshots.
+    pub skip_restored_states: Vec<String>,
 }
 
 impl fmt::Debug for BackendContext {
@@ -250,6 +255,7 @@ impl fmt::Debug for BackendContext {
                 "restore_storage",
                 &self.restore_storage.as_ref().map(|s| s.location()),
             )
+            .field("skip_restored_states", &self.skip_restored_states)
             .finish()
     }
 }
@@ -259,6 +265,12 @@ impl BackendContext {
     /// else `storage`.
     pub fn restore_source(&self) -> &Arc<dyn CheckpointStorageAccess> {
         self.restore_storage.as_ref().unwrap_or(&self.storage)
+    }
+
+    /// Whether the restored state `name` is to be skipped (see
+    /// [`skip_restored_states`](Self::skip_restored_states)).
+    pub fn skips_state(&self, name: &str) -> bool {
+        self.skip_restored_states.iter().any(|s| s == name)
     }
 
     /// Whether the restore handles live in the job's own checkpoint

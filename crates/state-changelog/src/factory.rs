@@ -35,6 +35,7 @@ use crate::upload::ChangelogUploader;
 ///         restore: Vec::new(),
 ///         storage: Arc::new(ObjectStoreCheckpointStorage::in_memory("job").unwrap()),
 ///         restore_storage: None,
+///         skip_restored_states: Vec::new(),
 ///     })
 ///     .unwrap();
 /// let count = backend.value_state(ValueStateDescriptor::<u64>::new("count")).unwrap();

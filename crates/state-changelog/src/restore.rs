@@ -59,6 +59,7 @@ pub(crate) fn restore(
         delegate: &mut *delegate,
         storage: &**context.restore_source(),
         range,
+        skip: &context.skip_restored_states,
         ids: Vec::new(),
         cached_file: None,
     };
@@ -66,14 +67,20 @@ pub(crate) fn restore(
         replay.handle(changelog)?;
     }
     let replay_ids = replay.ids;
+    // Skipped states live on in the materialized part: continuing from it
+    // would bring them back at the next restore, so materialize anew.
     let base = match context.restore.as_slice() {
-        [KeyedStateHandle::Changelog(h)] if h.key_group_range == range => Some(Base {
-            id: h.materialization_id,
-            sqn: 0,
-            handles: h.materialized.clone(),
-            restored_log: h.log.clone(),
-            confirmed: true,
-        }),
+        [KeyedStateHandle::Changelog(h)]
+            if h.key_group_range == range && context.skip_restored_states.is_empty() =>
+        {
+            Some(Base {
+                id: h.materialization_id,
+                sqn: 0,
+                handles: h.materialized.clone(),
+                restored_log: h.log.clone(),
+                confirmed: true,
+            })
+        }
         _ => None,
     };
     Ok(Restored {
@@ -144,6 +151,8 @@ struct Replay<'a> {
     delegate: &'a mut dyn KeyedStateBackend,
     storage: &'a dyn CheckpointStorageAccess,
     range: KeyGroupRange,
+    /// States not to restore.
+    skip: &'a [String],
     /// States registered in the wrapped backend by the replay.
     ids: Vec<(String, StateId)>,
     /// The last log file read (consecutive segments often share one).
@@ -219,7 +228,9 @@ impl Replay<'_> {
             }
             match record {
                 Record::Metadata { meta, .. } => {
-                    self.state(&meta)?;
+                    if !self.skip.contains(&meta.name) {
+                        self.state(&meta)?;
+                    }
                 }
                 Record::Keyed { op, target } => {
                     if !range.contains(target.key_group) {
@@ -230,6 +241,9 @@ impl Replay<'_> {
                         .states
                         .get(index)
                         .ok_or_else(|| corrupt(format!("record of unknown state index {index}")))?;
+                    if self.skip.contains(&meta.name) {
+                        continue;
+                    }
                     let id = match states[index] {
                         Some(id) => id,
                         None => {

@@ -120,7 +120,12 @@ impl HeapKeyedStateBackend {
             context.max_parallelism,
             context.key_group_range,
         )?;
-        restore::restore(&mut backend, &context.restore, &**context.restore_source())?;
+        restore::restore(
+            &mut backend,
+            &context.restore,
+            &**context.restore_source(),
+            &context.skip_restored_states,
+        )?;
         Ok(backend)
     }
 

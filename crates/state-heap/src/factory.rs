@@ -20,6 +20,7 @@ use crate::backend::{BACKEND_NAME, HeapKeyedStateBackend};
 ///     restore: Vec::new(),
 ///     storage,
 ///     restore_storage: None,
+///     skip_restored_states: Vec::new(),
 /// })?;
 /// assert_eq!(backend.backend_name(), "heap");
 /// # Ok(()) }

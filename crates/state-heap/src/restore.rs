@@ -19,7 +19,8 @@ use crate::key::write_composite_key;
 use crate::table::Table;
 use crate::user_map::UserMap;
 
-/// Restores `handles` into `backend` (which must be empty).
+/// Restores `handles` into `backend` (which must be empty), leaving out the
+/// states named in `skip`.
 ///
 /// # Errors
 /// [`StateError::Restore`] for handles this backend cannot read or states
@@ -29,10 +30,13 @@ pub(crate) fn restore(
     backend: &mut HeapKeyedStateBackend,
     handles: &[KeyedStateHandle],
     storage: &dyn CheckpointStorageAccess,
+    skip: &[String],
 ) -> Result<()> {
     for handle in handles {
         match handle {
-            KeyedStateHandle::KeyGroups(handle) => restore_key_groups(backend, handle, storage)?,
+            KeyedStateHandle::KeyGroups(handle) => {
+                restore_key_groups(backend, handle, storage, skip)?;
+            }
             other => {
                 return Err(StateError::Restore(format!(
                     "heap backend cannot restore a {} handle (checkpoint {})",
@@ -49,11 +53,12 @@ fn restore_key_groups(
     backend: &mut HeapKeyedStateBackend,
     handle: &KeyGroupsStateHandle,
     storage: &dyn CheckpointStorageAccess,
+    skip: &[String],
 ) -> Result<()> {
     let path = handle.file.path.as_str();
     let reader = KeyGroupsReader::open(storage, handle)?;
 
-    // File state index → backend state index.
+    // File state index → backend state index; `None` for skipped states.
     let mut slots = Vec::with_capacity(reader.meta().states.len());
     for (i, meta) in reader.meta().states.iter().enumerate() {
         if reader
@@ -71,13 +76,17 @@ fn restore_key_groups(
                 ),
             ));
         }
+        if skip.contains(&meta.name) {
+            slots.push(None);
+            continue;
+        }
         let slot = backend.restored_state(meta).map_err(|e| {
             StateError::Restore(format!(
                 "state '{}' in '{path}' (checkpoint {}) conflicts with the same state in another handle: {e}",
                 meta.name, handle.checkpoint_id
             ))
         })?;
-        slots.push((slot, meta.kind));
+        slots.push(Some((slot, meta.kind)));
     }
 
     let range = backend.key_group_range();
@@ -95,9 +104,12 @@ fn restore_key_groups(
         let index = range
             .index_of(key_group)
             .ok_or_else(|| corrupt(format!("key group {key_group} is outside {range}")))?;
-        let &(slot, kind) = slots
+        let &Some((slot, kind)) = slots
             .get(entry.state as usize)
-            .ok_or_else(|| corrupt(format!("record of unknown state index {}", entry.state)))?;
+            .ok_or_else(|| corrupt(format!("record of unknown state index {}", entry.state)))?
+        else {
+            return Ok(()); // a skipped state
+        };
         let table = backend
             .table_mut(slot)
             .ok_or_else(|| corrupt(format!("state index {} has no table", entry.state)))?;

@@ -151,6 +151,7 @@ fn common_restore_with_max_p(
         restore: vec![handle],
         storage: storage.clone(),
         restore_storage: None,
+        skip_restored_states: Vec::new(),
     })
 }
 

@@ -134,6 +134,7 @@ impl Pipeline {
                 restore: overlapping(restore, range),
                 storage: Arc::clone(&storage),
                 restore_storage: None,
+                skip_restored_states: Vec::new(),
             })?;
             let operator = KeyedAggregator::register(&mut *backend)?;
             subtasks.push(Subtask { backend, operator });

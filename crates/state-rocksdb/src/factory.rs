@@ -146,6 +146,7 @@ fn default_memory() -> RocksDbMemory {
 ///     restore: Vec::new(),
 ///     storage,
 ///     restore_storage: None,
+///     skip_restored_states: Vec::new(),
 /// })?;
 /// assert_eq!(backend.backend_name(), "rocksdb");
 /// # Ok(()) }

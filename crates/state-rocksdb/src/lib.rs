@@ -44,6 +44,7 @@
 //!     restore: Vec::new(),
 //!     storage,
 //!     restore_storage: None,
+//!     skip_restored_states: Vec::new(),
 //! })?;
 //! let count = backend.value_state(ValueStateDescriptor::<u64>::new("count"))?;
 //! backend.set_key(&42u64)?;

@@ -62,13 +62,21 @@ pub(crate) fn restore(
     let db_path = instance_dir.join("db");
     let storage = &**context.restore_source();
     let range = context.key_group_range;
-    let metas = collect_metas(&context.restore, storage)?;
+    let mut metas = collect_metas(&context.restore, storage)?;
+    metas.retain(|meta| !context.skips_state(&meta.name));
+    let skip = context.skip_restored_states.as_slice();
 
     if let [KeyedStateHandle::Incremental(handle)] = context.restore.as_slice()
         && handle.key_group_range.contains_range(&range)
     {
         let db = open_downloaded(storage, handle, &db_path, options, threads, false)?;
         let mut db = db;
+        for name in skip {
+            let name = column_family_name(name);
+            if db.cf_handle(&name).is_some() {
+                db.drop_cf(&name).map_err(db_error)?;
+            }
+        }
         ensure_column_families(&mut db, &metas, options)?;
         clip(&db, range, KeyLayout::new(context.max_parallelism))?;
         // Only the job's own shared files may be referenced again: files of
@@ -99,13 +107,13 @@ pub(crate) fn restore(
             KeyedStateHandle::Incremental(handle) => {
                 let temp = LocalDir::adopt(instance_dir.join(format!("restore-{index}")));
                 let source = open_downloaded(storage, handle, temp.path(), options, threads, true)?;
-                copy_key_groups(&source, &db, handle, range, layout)?;
+                copy_key_groups(&source, &db, handle, range, layout, skip)?;
                 // The temporary DB closes before its directory is removed.
                 drop(source);
                 drop(temp);
             }
             KeyedStateHandle::KeyGroups(handle) => {
-                stream_key_groups(storage, handle, &db, range, layout)?;
+                stream_key_groups(storage, handle, &db, range, layout, skip)?;
             }
             #[allow(unreachable_patterns)] // the enum is non_exhaustive
             other => return Err(unsupported(other)),
@@ -242,6 +250,7 @@ fn copy_key_groups(
     handle: &IncrementalStateHandle,
     range: KeyGroupRange,
     layout: KeyLayout,
+    skip: &[String],
 ) -> Result<()> {
     let part = handle.key_group_range.intersection(&range);
     if part.is_empty() {
@@ -249,7 +258,7 @@ fn copy_key_groups(
     }
     let (lower, upper) = layout.range_bounds(part);
     let write = options::write_options();
-    for meta in &handle.states {
+    for meta in handle.states.iter().filter(|m| !skip.contains(&m.name)) {
         let name = column_family_name(&meta.name);
         let Some(from) = source.cf_handle(&name) else {
             continue; // a state without entries
@@ -284,14 +293,16 @@ fn stream_key_groups(
     db: &Db,
     range: KeyGroupRange,
     layout: KeyLayout,
+    skip: &[String],
 ) -> Result<()> {
     let path = handle.file.path.as_str();
     let reader = KeyGroupsReader::open(storage, handle)?;
-    let targets: Vec<(String, StateKind)> = reader
+    // Per file state index: its column family, `None` for skipped states.
+    let targets: Vec<Option<(String, StateKind)>> = reader
         .meta()
         .states
         .iter()
-        .map(|m| (column_family_name(&m.name), m.kind))
+        .map(|m| (!skip.contains(&m.name)).then(|| (column_family_name(&m.name), m.kind)))
         .collect();
     let write = options::write_options();
     let mut batch = WriteBatch::default();
@@ -305,9 +316,12 @@ fn stream_key_groups(
                 "a key stored under key group {key_group} belongs to key group {actual}"
             )));
         }
-        let (name, kind) = targets
+        let Some((name, kind)) = targets
             .get(entry.state as usize)
-            .ok_or_else(|| corrupt(format!("record of unknown state index {}", entry.state)))?;
+            .ok_or_else(|| corrupt(format!("record of unknown state index {}", entry.state)))?
+        else {
+            return Ok(()); // a skipped state
+        };
         if *kind == StateKind::List {
             if entry.value.is_empty() {
                 return Ok(()); // an empty list is an absent list

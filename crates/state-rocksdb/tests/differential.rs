@@ -115,6 +115,7 @@ impl Side {
                     restore: mine,
                     storage: storage.clone(),
                     restore_storage: None,
+                    skip_restored_states: Vec::new(),
                 })
                 .unwrap();
             let states = States::register(&mut *backend);

@@ -180,6 +180,7 @@ fn store_run(num_retained: usize) {
             restore: Vec::new(),
             storage: storage.clone(),
             restore_storage: None,
+            skip_restored_states: Vec::new(),
         })
         .unwrap();
     let mut states = StandardStates::register(&mut backend);
@@ -274,6 +275,7 @@ fn rescaling_restores_from_incremental_handles() {
                     restore: mine,
                     storage: storage.clone(),
                     restore_storage: None,
+                    skip_restored_states: Vec::new(),
                 })
                 .unwrap();
             // Opened from one handle: its files count as uploaded already.
@@ -362,6 +364,7 @@ fn each_instance_gets_its_own_directory_removed_on_drop() {
         restore: Vec::new(),
         storage: storage.clone(),
         restore_storage: None,
+        skip_restored_states: Vec::new(),
     };
     let a = factory.create_backend(ctx()).unwrap();
     let b = factory.create_backend(ctx()).unwrap();

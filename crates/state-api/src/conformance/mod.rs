@@ -38,7 +38,7 @@ pub use differential::differential_against_model;
 pub use fixtures::{Average, Dump, StandardStates, dump, keys_in_range};
 pub use restore::{
     rescaling_round_trip, restore_failures_are_errors, restore_round_trip,
-    snapshot_isolation_under_concurrent_writes,
+    skipped_states_are_not_restored, snapshot_isolation_under_concurrent_writes,
 };
 pub use semantics::{
     aggregating_state_semantics, iteration_and_apply_to_all_keys, key_and_namespace_isolation,
@@ -125,6 +125,21 @@ impl<'a> Harness<'a> {
         range: KeyGroupRange,
         handles: Vec<KeyedStateHandle>,
     ) -> Result<Box<dyn KeyedStateBackend>> {
+        self.restore_skipping(max_parallelism, range, handles, Vec::new())
+    }
+
+    /// A backend restored from `handles`, leaving out the states named in
+    /// `skip` (see [`BackendContext::skip_restored_states`]).
+    ///
+    /// # Errors
+    /// Whatever the factory returns.
+    pub fn restore_skipping(
+        &self,
+        max_parallelism: u32,
+        range: KeyGroupRange,
+        handles: Vec<KeyedStateHandle>,
+        skip: Vec<String>,
+    ) -> Result<Box<dyn KeyedStateBackend>> {
         self.factory.create(BackendContext {
             operator: format!("conformance-{}", range.start()),
             max_parallelism,
@@ -132,6 +147,7 @@ impl<'a> Harness<'a> {
             restore: handles,
             storage: Arc::clone(&self.storage),
             restore_storage: None,
+            skip_restored_states: skip,
         })
     }
 
@@ -191,6 +207,7 @@ pub fn run_all(harness: &Harness<'_>) {
     snapshot_isolation_under_concurrent_writes(harness);
     restore_round_trip(harness);
     rescaling_round_trip(harness);
+    skipped_states_are_not_restored(harness);
     restore_failures_are_errors(harness);
     differential_against_model(harness);
 }

@@ -182,6 +182,7 @@ pub(crate) fn context(
         restore,
         storage,
         restore_storage: None,
+        skip_restored_states: Vec::new(),
     }
 }
 

@@ -703,6 +703,7 @@ fn a_write_after_a_snapshot_copies_one_page_of_one_key_group() {
         restore: vec![handle],
         storage,
         restore_storage: None,
+        skip_restored_states: Vec::new(),
     })
     .unwrap();
     assert_eq!(restored.num_entries(), 2_000 + hot_namespaces as usize);

@@ -40,6 +40,7 @@ pub(crate) fn restore(
         restore: handles,
         storage: storage.clone(),
         restore_storage: None,
+        skip_restored_states: Vec::new(),
     })
 }
 

@@ -45,6 +45,7 @@ pub(crate) fn create(
         restore: handles,
         storage: storage.clone(),
         restore_storage: None,
+        skip_restored_states: Vec::new(),
     })
 }
 
