@@ -22,6 +22,9 @@
 //!   a [`SharedStateRegistry`].
 //! * [`SavepointWriter`] and [`Savepoint`]: self-contained, relocatable
 //!   savepoints, each in a directory of its own ([`savepoint`]).
+//! * [`RestorePlan`](restore::RestorePlan): which handles each operator of a
+//!   program restores, and the unclaimed state it skips when allowed
+//!   ([`restore`]).
 //!
 //! ## Layout
 //!
@@ -145,6 +148,7 @@ pub mod framing;
 pub mod layout;
 pub mod metadata;
 pub mod registry;
+pub mod restore;
 mod runtime;
 pub mod savepoint;
 pub mod store;
