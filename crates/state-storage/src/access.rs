@@ -180,11 +180,13 @@ impl ObjectStoreCheckpointStorage {
         self.runtime.run(operation, path, fut)
     }
 
-    /// Reads the whole stored object at `relative`, framing included.
+    /// Reads the whole stored object at `relative` (a path relative to the
+    /// root), framing included; for files without a handle such as
+    /// `_metadata`.
     ///
     /// # Errors
     /// [`StateError::FileNotFound`], [`StateError::Storage`].
-    pub(crate) fn get_object(&self, relative: &str) -> Result<Bytes> {
+    pub fn get_object(&self, relative: &str) -> Result<Bytes> {
         let location = layout::resolve(&self.root, relative)?;
         let store = Arc::clone(&self.store);
         let path = relative.to_string();
@@ -330,12 +332,12 @@ impl ObjectStoreCheckpointStorage {
         })
     }
 
-    /// Names of the directories directly in the job directory (`chk-3`,
+    /// Names of the directories directly in the root directory (`chk-3`,
     /// `shared`, ...), sorted.
     ///
     /// # Errors
     /// [`StateError::Storage`].
-    pub(crate) fn list_dirs(&self) -> Result<Vec<String>> {
+    pub fn list_dirs(&self) -> Result<Vec<String>> {
         let store = Arc::clone(&self.store);
         let root = self.root.clone();
         let shown = self.location.clone();

@@ -158,6 +158,40 @@ pub fn validate_job_id(job_id: &str) -> Result<()> {
     }
 }
 
+/// Splits the location of a directory (a path or a URL) into the parent
+/// location and the directory's name.
+///
+/// # Errors
+/// [`StateError::Config`] when there is no parent to split off or the name
+/// is not one plain path segment.
+pub fn split_dir_location(location: &str) -> Result<(String, String)> {
+    let trimmed = location.trim_end_matches('/');
+    let invalid = || StateError::Config {
+        key: "location".into(),
+        message: format!("'{location}' is not a directory below a parent directory or bucket"),
+    };
+    let (parent, name) = match trimmed.rsplit_once('/') {
+        Some((parent, name)) if !name.is_empty() => {
+            // "s3://bucket" alone has no parent directory to split off.
+            if parent.ends_with(':') || parent.ends_with(":/") {
+                return Err(invalid());
+            }
+            let parent = if parent.is_empty() { "/" } else { parent };
+            (parent.to_string(), name.to_string())
+        }
+        Some(_) => return Err(invalid()),
+        None if !trimmed.is_empty() && !trimmed.contains(':') => {
+            (".".to_string(), trimmed.to_string())
+        }
+        None => return Err(invalid()),
+    };
+    validate_job_id(&name).map_err(|_| StateError::Config {
+        key: "location".into(),
+        message: format!("directory name '{name}' must use letters, digits, '.', '_' and '-' only"),
+    })?;
+    Ok((parent, name))
+}
+
 /// The object path of `relative` (a handle's path) under `root`.
 ///
 /// The relative path comes from handles that may have been read from
@@ -307,6 +341,27 @@ mod tests {
         assert!(name.starts_with("savepoint-a1b2c3-"), "{name}");
         assert_eq!(name.len(), "savepoint-a1b2c3-".len() + 12);
         assert!(validate_job_id(&name).is_ok());
+    }
+
+    #[test]
+    fn locations_split_into_parent_and_directory() {
+        let split = |l: &str| split_dir_location(l).unwrap();
+        let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+        assert_eq!(split("/a/b/savepoint-x-1"), pair("/a/b", "savepoint-x-1"));
+        assert_eq!(split("/a/b/savepoint-x-1/"), pair("/a/b", "savepoint-x-1"));
+        assert_eq!(split("sp"), pair(".", "sp"));
+        assert_eq!(split("/sp"), pair("/", "sp"));
+        assert_eq!(split("s3://bucket/sps/job"), pair("s3://bucket/sps", "job"));
+        assert_eq!(
+            split("file:///tmp/savepoint-x-1"),
+            pair("file:///tmp", "savepoint-x-1")
+        );
+        for bad in ["", "/", "s3://bucket", "/a/b c"] {
+            assert!(
+                matches!(split_dir_location(bad), Err(StateError::Config { .. })),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -207,18 +207,13 @@ impl Savepoint {
     /// is not a savepoint's; [`StateError::Config`] for an unusable
     /// location; [`StateError::Storage`].
     pub fn open(location: &str) -> Result<Self> {
-        let (parent, name) = split_location(location)?;
-        if !parent.contains("://") && !std::path::Path::new(&parent).is_dir() {
-            // Opening must not create directories as a side effect.
-            return Err(StateError::FileNotFound {
-                path: format!(
-                    "{}/{name}/{METADATA_FILE_NAME}",
-                    parent.trim_end_matches('/')
-                ),
-            });
-        }
-        let no_options: [(&str, &str); 0] = [];
-        let storage = ObjectStoreCheckpointStorage::from_url(&parent, &name, no_options)?;
+        let dir = strip_metadata(location);
+        let storage = ObjectStoreCheckpointStorage::open_dir(dir).map_err(|e| match e {
+            StateError::FileNotFound { path } => StateError::FileNotFound {
+                path: format!("{path}/{METADATA_FILE_NAME}"),
+            },
+            other => other,
+        })?;
         Self::open_in(storage)
     }
 
@@ -298,13 +293,27 @@ impl Savepoint {
     /// [`StateError::Storage`] for the first failed deletion, after trying
     /// every file.
     pub fn dispose(self) -> Result<DisposeReport> {
+        self.dispose_with_progress(&mut |_, _| {})
+    }
+
+    /// [`dispose`](Self::dispose), calling `progress(done, total)` after
+    /// each referenced file.
+    ///
+    /// # Errors
+    /// As [`dispose`](Self::dispose).
+    pub fn dispose_with_progress(
+        self,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<DisposeReport> {
         self.storage.delete_object(METADATA_FILE_NAME)?;
         let mut report = DisposeReport {
             deleted_files: 1,
             ..DisposeReport::default()
         };
         let mut first_error = None;
-        for file in self.metadata.files() {
+        let files = self.metadata.files();
+        for (done, file) in files.iter().enumerate() {
+            progress(done + 1, files.len());
             match self.storage.delete(file) {
                 Ok(()) => {
                     report.deleted_files += 1;
@@ -323,42 +332,13 @@ impl Savepoint {
     }
 }
 
-/// Splits a savepoint location (its directory or `_metadata`, a path or a
-/// URL) into the parent location and the directory name.
-fn split_location(location: &str) -> Result<(String, String)> {
+/// `location` without a trailing `/_metadata` (and trailing slashes).
+pub fn strip_metadata(location: &str) -> &str {
     let trimmed = location.trim_end_matches('/');
-    let trimmed = trimmed
+    trimmed
         .strip_suffix(METADATA_FILE_NAME)
-        .map_or(trimmed, |dir| dir.trim_end_matches('/'));
-    let invalid = || StateError::Config {
-        key: "savepoint".into(),
-        message: format!(
-            "'{location}' is not a savepoint directory or _metadata file \
-             (expected <dir>/savepoint-<id> or <dir>/savepoint-<id>/_metadata)"
-        ),
-    };
-    let (parent, name) = match trimmed.rsplit_once('/') {
-        Some((parent, name)) if !name.is_empty() => {
-            // "s3://bucket" alone has no parent directory to split off.
-            if parent.ends_with(':') || parent.ends_with(":/") {
-                return Err(invalid());
-            }
-            let parent = if parent.is_empty() { "/" } else { parent };
-            (parent.to_string(), name.to_string())
-        }
-        Some(_) => return Err(invalid()),
-        None if !trimmed.is_empty() && !trimmed.contains(':') => {
-            (".".to_string(), trimmed.to_string())
-        }
-        None => return Err(invalid()),
-    };
-    layout::validate_job_id(&name).map_err(|_| StateError::Config {
-        key: "savepoint".into(),
-        message: format!(
-            "savepoint directory name '{name}' must use letters, digits, '.', '_' and '-' only"
-        ),
-    })?;
-    Ok((parent, name))
+        .filter(|dir| dir.is_empty() || dir.ends_with('/'))
+        .map_or(trimmed, |dir| dir.trim_end_matches('/'))
 }
 
 /// The same error with `key` named instead of the checkpoint directory key.
@@ -377,35 +357,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn locations_split_into_parent_and_directory() {
-        let split = |l: &str| split_location(l).unwrap();
-        assert_eq!(
-            split("/a/b/savepoint-x-1"),
-            ("/a/b".into(), "savepoint-x-1".into())
-        );
-        assert_eq!(
-            split("/a/b/savepoint-x-1/"),
-            ("/a/b".into(), "savepoint-x-1".into())
-        );
-        assert_eq!(
-            split("/a/b/savepoint-x-1/_metadata"),
-            ("/a/b".into(), "savepoint-x-1".into())
-        );
-        assert_eq!(split("sp"), (".".into(), "sp".into()));
-        assert_eq!(split("/sp"), ("/".into(), "sp".into()));
-        assert_eq!(
-            split("s3://bucket/sps/savepoint-x-1/_metadata"),
-            ("s3://bucket/sps".into(), "savepoint-x-1".into())
-        );
-        assert_eq!(
-            split("file:///tmp/savepoint-x-1"),
-            ("file:///tmp".into(), "savepoint-x-1".into())
-        );
-        for bad in ["", "/", "s3://bucket", "/a/b c", "_metadata"] {
-            assert!(
-                matches!(split_location(bad), Err(StateError::Config { .. })),
-                "{bad:?}"
-            );
-        }
+    fn metadata_suffixes_are_stripped() {
+        assert_eq!(strip_metadata("/a/sp/_metadata"), "/a/sp");
+        assert_eq!(strip_metadata("/a/sp/_metadata/"), "/a/sp");
+        assert_eq!(strip_metadata("/a/sp/"), "/a/sp");
+        assert_eq!(strip_metadata("/a/x_metadata"), "/a/x_metadata");
+        assert_eq!(strip_metadata("s3://b/sp/_metadata"), "s3://b/sp");
     }
 }

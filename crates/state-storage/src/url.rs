@@ -92,6 +92,33 @@ impl ObjectStoreCheckpointStorage {
 }
 
 /// A [`StateError::Config`] on the checkpoint directory.
+impl ObjectStoreCheckpointStorage {
+    /// Storage rooted at the existing directory `url_or_path` itself (no
+    /// job directory below it): for tools that read a job directory, a
+    /// checkpoint's job or a savepoint.
+    ///
+    /// # Errors
+    /// [`StateError::FileNotFound`] for a local directory that does not
+    /// exist (nothing is created); as [`from_url`](Self::from_url).
+    pub fn open_dir(url_or_path: &str) -> Result<Self> {
+        let (parent, name) = crate::layout::split_dir_location(url_or_path)?;
+        let local = match url_or_path.split_once("://") {
+            None => Some(std::path::PathBuf::from(url_or_path)),
+            Some(("file", rest)) => Some(std::path::PathBuf::from(rest)),
+            Some(_) => None,
+        };
+        if let Some(dir) = local
+            && !dir.is_dir()
+        {
+            return Err(StateError::FileNotFound {
+                path: url_or_path.trim_end_matches('/').to_string(),
+            });
+        }
+        let no_options: [(&str, &str); 0] = [];
+        Self::from_url(&parent, &name, no_options)
+    }
+}
+
 fn config(message: String) -> StateError {
     StateError::Config {
         key: CONFIG_KEY.into(),
