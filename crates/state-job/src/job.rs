@@ -7,7 +7,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, ValueEnum};
 use state_api::backend::check_restore_handles;
-use state_api::{CheckpointStorageAccess, KeyGroupRange, Result, StateBackendFactory, StateError};
+use state_api::{CheckpointStorageAccess, KeyGroupRange, Result, StateError};
+use state_config::StateConfig;
 use state_storage::{
     CheckpointKind, CompletedCheckpoint, CompletedCheckpointStore, ObjectStoreCheckpointStorage,
 };
@@ -20,6 +21,18 @@ use crate::pipeline::{FinishedCheckpoint, PendingCheckpoint, Pipeline};
 const OPERATOR_ID: &str = "keyed-aggregator";
 /// Master-state key of the source offset in checkpoint metadata.
 const SOURCE_OFFSET: &str = "source-offset";
+
+/// The flags whose settings a `--config` file gives instead.
+const CONFIG_FILE_REPLACES: [&str; 8] = [
+    "backend",
+    "checkpoint_dir",
+    "num_retained",
+    "local_dir",
+    "managed_memory_mb",
+    "full_checkpoints",
+    "changelog",
+    "materialization_interval_ms",
+];
 
 /// Which keyed state backend the job runs on.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -37,6 +50,17 @@ pub enum BackendKind {
     about = "Keyed stateful job with checkpoints, an injected failure and a rescaling restore"
 )]
 pub struct Options {
+    /// Read the backend and checkpoint settings from this file (.yaml, .yml,
+    /// .toml or .json, with Flink's keys; examples in config/). It replaces
+    /// --backend, --checkpoint-dir, --num-retained, --local-dir,
+    /// --managed-memory-mb, --full-checkpoints, --changelog and
+    /// --materialization-interval-ms, which cannot be given with it.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = CONFIG_FILE_REPLACES
+    )]
+    pub config: Option<std::path::PathBuf>,
     /// Keyed state backend.
     #[arg(long, value_enum, default_value = "heap")]
     pub backend: BackendKind,
@@ -91,34 +115,59 @@ pub struct Options {
     pub materialization_interval_ms: u64,
 }
 
-fn factory(o: &Options) -> Result<Box<dyn StateBackendFactory>> {
-    let plain = plain_factory(o)?;
-    if !o.changelog {
-        return Ok(plain);
+/// The state configuration of a run: the `--config` file, or the flags.
+///
+/// # Errors
+/// [`StateError::Config`] for an unreadable or invalid file or invalid flag
+/// values.
+pub fn state_config(o: &Options) -> Result<StateConfig> {
+    match &o.config {
+        Some(path) => StateConfig::from_file(path),
+        None => flags_config(o),
     }
-    let materialization = state_changelog::MaterializationConfig {
-        interval: Some(Duration::from_millis(o.materialization_interval_ms.max(1))),
-        ..state_changelog::MaterializationConfig::default()
-    };
-    Ok(Box::new(state_changelog::ChangelogBackendFactory::new(
-        Arc::from(plain),
-        state_changelog::DstlConfig::default(),
-        materialization,
-    )?))
 }
 
-fn plain_factory(o: &Options) -> Result<Box<dyn StateBackendFactory>> {
-    Ok(match o.backend {
-        BackendKind::Heap => Box::new(state_heap::HeapBackendFactory::new()),
+/// The flags as configuration keys. RocksDB and changelog settings are set
+/// only when they apply, as the flags were ignored otherwise.
+fn flags_config(o: &Options) -> Result<StateConfig> {
+    let mut pairs: Vec<(&str, String)> = vec![
+        ("execution.checkpointing.dir", o.checkpoint_dir.clone()),
+        (
+            "execution.checkpointing.num-retained",
+            o.num_retained.to_string(),
+        ),
+    ];
+    match o.backend {
+        BackendKind::Heap => pairs.push(("state.backend.type", "hashmap".into())),
         BackendKind::Rocksdb => {
-            let memory =
-                state_rocksdb::RocksDbMemory::new(o.managed_memory_mb.saturating_mul(1 << 20))?;
-            let config = state_rocksdb::RocksDbConfig::new(&o.local_dir)
-                .with_memory(memory)
-                .with_incremental(!o.full_checkpoints);
-            Box::new(state_rocksdb::RocksDbBackendFactory::new(config))
+            let local_dir = o.local_dir.to_str().ok_or_else(|| StateError::Config {
+                key: "--local-dir".into(),
+                message: format!("{} is not valid UTF-8", o.local_dir.display()),
+            })?;
+            pairs.extend([
+                ("state.backend.type", "rocksdb".into()),
+                (
+                    "execution.checkpointing.incremental",
+                    (!o.full_checkpoints).to_string(),
+                ),
+                ("state.backend.rocksdb.localdir", local_dir.into()),
+                (
+                    "state.backend.rocksdb.memory.fixed-per-tm",
+                    format!("{}mb", o.managed_memory_mb),
+                ),
+            ]);
         }
-    })
+    }
+    if o.changelog {
+        pairs.extend([
+            ("state.changelog.enabled", "true".into()),
+            (
+                "state.changelog.periodic-materialize.interval",
+                format!("{}ms", o.materialization_interval_ms.max(1)),
+            ),
+        ]);
+    }
+    StateConfig::from_pairs(pairs)
 }
 
 /// What a run of the job showed.
@@ -140,10 +189,26 @@ pub struct JobReport {
 /// Storage, restore and state errors; a differing final state is not an
 /// error but `JobReport::equal == false`.
 pub fn run(o: &Options) -> Result<JobReport> {
+    let config = state_config(o)?;
+    if let Some(path) = &o.config {
+        println!("configuration from {}", path.display());
+    }
+    run_with_config(o, &config)
+}
+
+/// Runs the job as [`run`] does, with the backend and checkpoint settings
+/// of `config` instead of those of `o` (whose workload options apply).
+///
+/// # Errors
+/// As [`run`].
+pub fn run_with_config(o: &Options, config: &StateConfig) -> Result<JobReport> {
+    for (old, new) in config.deprecated_keys() {
+        println!("warning: configuration key '{old}' is deprecated, use '{new}'");
+    }
     let stream = EventStream::new(o.seed, o.keys, o.events);
     let fail_at = o.fail_at.unwrap_or(o.events * 65 / 100).min(o.events);
     let job_id = format!("job-{}", uuid::Uuid::new_v4().simple());
-    let factory = factory(o)?;
+    let factory = config.backend_factory()?;
     println!(
         "state-job: backend {}, {} keys, {} events, parallelism {} -> {}, max parallelism {}, checkpoint every {} events, failure at offset {}",
         factory.name(),
@@ -180,14 +245,10 @@ pub fn run(o: &Options) -> Result<JobReport> {
     );
 
     // 2. The job with checkpoints, failing on purpose at `fail_at`.
-    let storage = Arc::new(ObjectStoreCheckpointStorage::from_url(
-        &o.checkpoint_dir,
-        &job_id,
-        std::iter::empty::<(String, String)>(),
-    )?);
+    let storage: Arc<ObjectStoreCheckpointStorage> = Arc::new(config.checkpoint_storage(&job_id)?);
     println!("checkpoints go to {}", storage.location());
     let access: Arc<dyn CheckpointStorageAccess> = storage.clone();
-    let mut store = CompletedCheckpointStore::open(Arc::clone(&storage), o.num_retained)?;
+    let mut store = config.checkpoint_store(Arc::clone(&storage))?;
     let mut coordinator = Coordinator {
         job_id: job_id.clone(),
         next_id: 1,
@@ -215,7 +276,7 @@ pub fn run(o: &Options) -> Result<JobReport> {
 
     // 3. Recovery: a new process finds the latest completed checkpoint and
     //    restores it at another parallelism.
-    let mut store = CompletedCheckpointStore::open(Arc::clone(&storage), o.num_retained)?;
+    let mut store = config.checkpoint_store(Arc::clone(&storage))?;
     let (handles, resume_at, restored_id) = match store.latest() {
         Some(latest) => {
             // Resuming the source without all of the operator's state would

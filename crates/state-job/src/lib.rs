@@ -7,6 +7,7 @@
 //! ```text
 //! cargo run --release -p state-job -- --backend heap --keys 10000 --parallelism 2 --restore-parallelism 3
 //! cargo run --release -p state-job -- --backend rocksdb --local-dir /tmp/state-job-rocksdb
+//! cargo run --release -p state-job -- --config config/changelog-rocksdb.yaml
 //! ```
 
 pub mod events;
