@@ -1,0 +1,362 @@
+//! `statectl list`, `inspect`, `verify` and `dispose`.
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::time::{Duration, UNIX_EPOCH};
+
+use state_api::{CheckpointStorageAccess, KeyedStateHandle, Result, StateError, StateScope};
+use state_storage::restore::handle_states;
+
+use crate::location::{self, Snapshot, kind_name};
+
+/// Exit code of `verify` when files are missing.
+pub const EXIT_MISSING: u8 = 3;
+/// Exit code of `verify` when files are damaged (checksum, size, format).
+pub const EXIT_CORRUPT: u8 = 4;
+/// Exit code of `verify` when files are both missing and damaged.
+pub const EXIT_MISSING_AND_CORRUPT: u8 = 5;
+
+/// `bytes` in binary units: `1.5 MiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// A timestamp in ms since the epoch as RFC 3339 UTC.
+pub fn human_time(timestamp_ms: u64) -> String {
+    let time = UNIX_EPOCH + Duration::from_millis(timestamp_ms);
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+/// Own (exclusive and task-owned) and shared bytes of a snapshot's files.
+fn own_and_shared(snapshot: &state_storage::CompletedCheckpoint) -> (u64, u64) {
+    snapshot.files().iter().fold((0, 0), |(own, shared), f| {
+        if f.scope == StateScope::Shared {
+            (own, shared + f.size)
+        } else {
+            (own + f.size, shared)
+        }
+    })
+}
+
+/// `statectl list DIR`: one line per checkpoint and savepoint.
+///
+/// # Errors
+/// As [`location::list`]; output errors.
+pub fn list(dir: &str, out: &mut dyn Write, progress: &mut dyn FnMut(usize, usize)) -> Result<()> {
+    let listing = location::list(dir, progress)?;
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "{:<10} {:>8} {:<16} {:<24} {:>10} {:>10} {:>6}  PATH",
+        "KIND", "ID", "JOB", "TIME", "OWN", "SHARED", "FILES"
+    );
+    for listed in &listing.snapshots {
+        let m = &listed.metadata;
+        let (own, shared) = own_and_shared(m);
+        let _ = writeln!(
+            text,
+            "{:<10} {:>8} {:<16} {:<24} {:>10} {:>10} {:>6}  {}",
+            kind_name(m.kind),
+            m.checkpoint_id,
+            m.job_id,
+            human_time(m.timestamp_ms),
+            human_bytes(own),
+            human_bytes(shared),
+            m.files().len(),
+            listed.path
+        );
+    }
+    for path in &listing.incomplete {
+        let _ = writeln!(
+            text,
+            "{:<10} {:>8} {:<16} {:<24} {:>10} {:>10} {:>6}  {path}",
+            "incomplete", "-", "-", "-", "-", "-", "-"
+        );
+    }
+    if listing.snapshots.is_empty() && listing.incomplete.is_empty() {
+        let _ = writeln!(text, "no checkpoints or savepoints in {dir}");
+    }
+    out.write_all(text.as_bytes()).map_err(output_error)
+}
+
+/// `statectl inspect LOCATION`: states, kinds, key-group ranges and files.
+///
+/// # Errors
+/// Reading the states of key-group files; output errors.
+pub fn inspect(snapshot: &Snapshot, json: bool, out: &mut dyn Write) -> Result<()> {
+    if json {
+        let value = serde_json::to_value(&snapshot.metadata)
+            .map_err(|e| output_error(std::io::Error::other(e)))?;
+        let text = serde_json::to_string_pretty(&value)
+            .map_err(|e| output_error(std::io::Error::other(e)))?;
+        return writeln!(out, "{text}").map_err(output_error);
+    }
+    let m = &snapshot.metadata;
+    let storage: &dyn CheckpointStorageAccess = &*snapshot.storage;
+    let (own, shared) = own_and_shared(m);
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "{} {} of job '{}', taken {}",
+        snapshot.kind_name(),
+        m.checkpoint_id,
+        m.job_id,
+        human_time(m.timestamp_ms)
+    );
+    let _ = writeln!(text, "location: {}", snapshot.location);
+    let _ = writeln!(
+        text,
+        "files: {} ({} own, {} shared); state size {}",
+        m.files().len(),
+        human_bytes(own),
+        human_bytes(shared),
+        human_bytes(m.state_size())
+    );
+    for (name, bytes) in &m.master_states {
+        let _ = writeln!(
+            text,
+            "master state '{name}': {}",
+            human_bytes(bytes.len() as u64)
+        );
+    }
+    for (operator, handles) in &m.operators {
+        let _ = writeln!(text, "operator '{operator}': {} handle(s)", handles.len());
+        for (index, handle) in handles.iter().enumerate() {
+            describe_handle(
+                &mut text,
+                storage,
+                handle,
+                &format!("  [{index}] "),
+                "      ",
+            )?;
+        }
+    }
+    out.write_all(text.as_bytes()).map_err(output_error)
+}
+
+fn describe_handle(
+    text: &mut String,
+    storage: &dyn CheckpointStorageAccess,
+    handle: &KeyedStateHandle,
+    first: &str,
+    indent: &str,
+) -> Result<()> {
+    let backend = match handle {
+        KeyedStateHandle::KeyGroups(h) => h.backend.as_str(),
+        KeyedStateHandle::Incremental(h) => h.backend.as_str(),
+        KeyedStateHandle::Changelog(h) => h.backend.as_str(),
+        #[allow(unreachable_patterns)] // the enum is non_exhaustive
+        _ => "?",
+    };
+    let _ = writeln!(
+        text,
+        "{first}{} handle by {backend}: key groups {} of {}, {}",
+        handle.format_name(),
+        range_text(handle.key_group_range()),
+        handle.max_parallelism(),
+        human_bytes(handle.state_size())
+    );
+    let states = handle_states(handle, storage)?;
+    for state in &states {
+        let user_key = state
+            .user_key_type
+            .as_deref()
+            .map(|t| format!(", user key {t}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            text,
+            "{indent}state '{}': {:?}, value {}, namespace {}{user_key}",
+            state.name, state.kind, state.value_type, state.namespace_type
+        );
+    }
+    if let KeyedStateHandle::Changelog(h) = handle {
+        let _ = writeln!(
+            text,
+            "{indent}materialization {} ({}), log {} in {} part(s)",
+            h.materialization_id,
+            human_bytes(h.materialized_size()),
+            human_bytes(h.log_size()),
+            h.log.len()
+        );
+        for materialized in &h.materialized {
+            describe_handle(
+                text,
+                storage,
+                materialized,
+                &format!("{indent}materialized: "),
+                &format!("{indent}  "),
+            )?;
+        }
+        for part in &h.log {
+            let _ = writeln!(
+                text,
+                "{indent}log: key groups {}, records {}..{}, {} segment(s)",
+                part.key_group_range,
+                part.from_sqn,
+                part.to_sqn,
+                part.segments.len()
+            );
+        }
+        return Ok(());
+    }
+    for file in handle.files() {
+        let scope = match file.scope {
+            StateScope::Exclusive => "own",
+            StateScope::Shared => "shared",
+            StateScope::TaskOwned => "task-owned",
+        };
+        let _ = writeln!(
+            text,
+            "{indent}file {} ({scope}, {}, crc32c {:08x})",
+            file.path,
+            human_bytes(file.size),
+            file.crc32c
+        );
+    }
+    Ok(())
+}
+
+/// A key-group range as `start..end` (end exclusive).
+fn range_text(range: state_api::KeyGroupRange) -> String {
+    format!("{}..{}", range.start(), range.end_exclusive())
+}
+
+/// What `verify` found.
+#[derive(Debug, Default)]
+pub struct Verification {
+    /// Files checked.
+    pub files: usize,
+    /// Bytes read.
+    pub bytes: u64,
+    /// Paths of missing files.
+    pub missing: Vec<String>,
+    /// Damaged files and why.
+    pub corrupt: Vec<(String, String)>,
+}
+
+impl Verification {
+    /// The exit code: 0, [`EXIT_MISSING`], [`EXIT_CORRUPT`] or
+    /// [`EXIT_MISSING_AND_CORRUPT`].
+    pub fn exit_code(&self) -> u8 {
+        match (self.missing.is_empty(), self.corrupt.is_empty()) {
+            (true, true) => 0,
+            (false, true) => EXIT_MISSING,
+            (true, false) => EXIT_CORRUPT,
+            (false, false) => EXIT_MISSING_AND_CORRUPT,
+        }
+    }
+}
+
+/// `statectl verify LOCATION`: every referenced file exists and matches its
+/// size and checksum. `progress(done_bytes, total_bytes)` per file.
+///
+/// # Errors
+/// Storage failures other than missing or damaged files.
+pub fn verify(snapshot: &Snapshot, progress: &mut dyn FnMut(u64, u64)) -> Result<Verification> {
+    let files = snapshot.metadata.files();
+    let total: u64 = files.iter().map(|f| f.size).sum();
+    let mut result = Verification::default();
+    for file in files {
+        match snapshot.storage.read(file) {
+            Ok(_) => {}
+            Err(StateError::FileNotFound { path }) => result.missing.push(path),
+            Err(StateError::Corrupt { path, reason }) => result.corrupt.push((path, reason)),
+            Err(e) => return Err(e),
+        }
+        result.files += 1;
+        result.bytes += file.size;
+        progress(result.bytes, total);
+    }
+    Ok(result)
+}
+
+/// Prints a verification's findings and summary.
+///
+/// # Errors
+/// Output errors.
+pub fn report_verification(
+    snapshot: &Snapshot,
+    verification: &Verification,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let mut text = String::new();
+    for path in &verification.missing {
+        let _ = writeln!(text, "MISSING {path}");
+    }
+    for (path, reason) in &verification.corrupt {
+        let _ = writeln!(text, "CORRUPT {path}: {reason}");
+    }
+    let verdict = if verification.exit_code() == 0 {
+        "OK"
+    } else {
+        "FAILED"
+    };
+    let _ = writeln!(
+        text,
+        "{verdict}: {} {} — {} files ({}) checked, {} missing, {} damaged",
+        snapshot.kind_name(),
+        snapshot.metadata.checkpoint_id,
+        verification.files,
+        human_bytes(verification.bytes),
+        verification.missing.len(),
+        verification.corrupt.len()
+    );
+    out.write_all(text.as_bytes()).map_err(output_error)
+}
+
+/// `statectl dispose LOCATION`: deletes a savepoint (never a checkpoint).
+///
+/// # Errors
+/// [`StateError::Config`] for a checkpoint; deletion failures.
+pub fn dispose(
+    snapshot: Snapshot,
+    out: &mut dyn Write,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<()> {
+    let Some(savepoint) = snapshot.savepoint else {
+        return Err(StateError::Config {
+            key: "location".into(),
+            message: format!(
+                "{} is checkpoint {}: checkpoints are removed by their job's retention \
+                 (execution.checkpointing.num-retained), statectl disposes savepoints only",
+                snapshot.location, snapshot.metadata.checkpoint_id
+            ),
+        });
+    };
+    let id = savepoint.metadata().checkpoint_id;
+    let report = savepoint.dispose_with_progress(progress)?;
+    let mut text = format!(
+        "disposed savepoint {id} at {}: {} files ({}) deleted\n",
+        snapshot.location,
+        report.deleted_files,
+        human_bytes(report.deleted_bytes)
+    );
+    if !report.foreign_files.is_empty() {
+        let _ = writeln!(
+            text,
+            "left {} file(s) the savepoint does not reference: {}",
+            report.foreign_files.len(),
+            report.foreign_files.join(", ")
+        );
+    }
+    out.write_all(text.as_bytes()).map_err(output_error)
+}
+
+/// An error writing the output.
+pub fn output_error(e: std::io::Error) -> StateError {
+    StateError::Backend {
+        backend: "statectl",
+        source: Box::new(e),
+    }
+}

@@ -1,0 +1,116 @@
+//! Turning encoded keys, namespaces and values into JSON.
+//!
+//! State stores bytes in the one binary encoding (postcard). The type names
+//! a snapshot records for namespaces and values are Rust's
+//! `std::any::type_name`; for the primitive types and strings the bytes are
+//! decoded, anything else is shown as hex. Keys carry no type name in
+//! snapshots: `--key-type` says how to read them.
+
+use serde_json::Value;
+use state_api::codec::{self, ListElements};
+
+/// How to show a key, namespace or value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Decoding {
+    /// Hex digits of the encoded bytes.
+    Hex,
+    /// An unsigned integer.
+    U64,
+    /// A signed integer.
+    I64,
+    /// A 32-bit unsigned integer.
+    U32,
+    /// A 32-bit signed integer.
+    I32,
+    /// A string.
+    String,
+    /// A boolean.
+    Bool,
+    /// A 64-bit float.
+    F64,
+    /// A 32-bit float.
+    F32,
+    /// The empty namespace of non-windowed state.
+    Void,
+}
+
+impl Decoding {
+    /// The decoding of a type name recorded in a snapshot; hex for types
+    /// this tool does not know.
+    pub fn of_type_name(type_name: &str) -> Self {
+        match type_name {
+            "u64" | "u16" | "u8" | "usize" => Decoding::U64,
+            "i64" | "i16" | "i8" | "isize" => Decoding::I64,
+            "u32" => Decoding::U32,
+            "i32" => Decoding::I32,
+            "alloc::string::String" | "&str" | "str" => Decoding::String,
+            "bool" => Decoding::Bool,
+            "f64" => Decoding::F64,
+            "f32" => Decoding::F32,
+            name if name.ends_with("VoidNamespace") || name == "()" => Decoding::Void,
+            _ => Decoding::Hex,
+        }
+    }
+
+    /// `bytes` as JSON; hex when they do not decode as this type.
+    pub fn to_json(self, bytes: &[u8]) -> Value {
+        let decoded = match self {
+            Decoding::Hex => None,
+            // Narrower integers share the varint encoding of the wider ones.
+            Decoding::U64 | Decoding::U32 => codec::decode::<u64>(bytes).ok().map(Value::from),
+            Decoding::I64 | Decoding::I32 => codec::decode::<i64>(bytes).ok().map(Value::from),
+            Decoding::String => codec::decode::<String>(bytes).ok().map(Value::from),
+            Decoding::Bool => codec::decode::<bool>(bytes).ok().map(Value::from),
+            Decoding::F64 => codec::decode::<f64>(bytes).ok().map(Value::from),
+            Decoding::F32 => codec::decode::<f32>(bytes).ok().map(Value::from),
+            Decoding::Void => bytes.is_empty().then_some(Value::Null),
+        };
+        decoded.unwrap_or_else(|| Value::String(hex(bytes)))
+    }
+
+    /// The elements of an encoded list as a JSON array (hex of the whole
+    /// value when it is not a valid list).
+    pub fn list_to_json(self, bytes: &[u8]) -> Value {
+        let elements: Result<Vec<Value>, _> = ListElements::new(bytes)
+            .map(|element| element.map(|e| self.to_json(e)))
+            .collect();
+        elements.map_or_else(|_| Value::String(hex(bytes)), Value::Array)
+    }
+}
+
+/// Lower-case hex digits of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn primitive_types_decode_and_others_are_hex() {
+        let n = codec::encode(&300u64).unwrap();
+        assert_eq!(Decoding::of_type_name("u64").to_json(&n), Value::from(300));
+        let s = codec::encode(&"hi".to_string()).unwrap();
+        assert_eq!(
+            Decoding::of_type_name("alloc::string::String").to_json(&s),
+            Value::from("hi")
+        );
+        assert_eq!(
+            Decoding::of_type_name("my::Type").to_json(&[1, 0xab]),
+            Value::from("01ab")
+        );
+        assert_eq!(
+            Decoding::of_type_name("state_api::descriptor::VoidNamespace").to_json(&[]),
+            Value::Null
+        );
+        // Bytes that do not decode as the type are shown as hex.
+        assert_eq!(Decoding::U64.to_json(&[0xff]), Value::from("ff"));
+    }
+}
