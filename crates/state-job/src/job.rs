@@ -7,15 +7,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, ValueEnum};
 use state_api::backend::check_restore_handles;
-use state_api::{CheckpointStorageAccess, KeyGroupRange, Result, StateError};
+use state_api::snapshot::SavepointFormat;
+use state_api::{CheckpointStorageAccess, KeyGroupRange, Result, SnapshotType, StateError};
 use state_config::StateConfig;
+use state_storage::restore::{ProgramStates, RestorePlan, RestoreSource};
 use state_storage::{
     CheckpointKind, CompletedCheckpoint, CompletedCheckpointStore, ObjectStoreCheckpointStorage,
+    SavepointWriter,
 };
 
 use crate::events::EventStream;
-use crate::operator::{KeySummary, WINDOW_MS};
-use crate::pipeline::{FinishedCheckpoint, PendingCheckpoint, Pipeline};
+use crate::operator::{KeySummary, KeyedAggregator, WINDOW_MS};
+use crate::pipeline::{FinishedCheckpoint, PendingCheckpoint, Pipeline, Restore};
 
 /// The operator id under which the job's keyed state is stored.
 const OPERATOR_ID: &str = "keyed-aggregator";
@@ -113,6 +116,47 @@ pub struct Options {
     /// milliseconds (Flink's default: 10 minutes).
     #[arg(long, default_value_t = 600_000)]
     pub materialization_interval_ms: u64,
+    /// Start from this savepoint or retained checkpoint (a savepoint
+    /// directory, `<job dir>/chk-<n>`, or its `_metadata`) at its source
+    /// offset, instead of from the start of the stream; the backend may
+    /// differ from the one that took it. Overrides
+    /// execution.state-recovery.path.
+    #[arg(long, value_name = "PATH")]
+    pub from_savepoint: Option<String>,
+    /// Skip state of the savepoint that the job does not register instead
+    /// of failing (execution.state-recovery.ignore-unclaimed-state).
+    #[arg(long)]
+    pub allow_non_restored_state: bool,
+    /// Take a savepoint of the final state when the stream ends, into the
+    /// savepoint directory.
+    #[arg(long)]
+    pub stop_with_savepoint: bool,
+    /// Savepoint directory: a local path or a URL. Overrides
+    /// execution.checkpointing.savepoint-dir.
+    #[arg(long, value_name = "DIR")]
+    pub savepoint_dir: Option<String>,
+    /// Format of the final savepoint: canonical (any backend restores it) or
+    /// native (the backend's own files; RocksDB restores only).
+    #[arg(long, value_enum, default_value = "canonical")]
+    pub savepoint_format: SavepointFormatArg,
+}
+
+/// Savepoint formats on the command line.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum SavepointFormatArg {
+    /// The key-group format every backend reads.
+    Canonical,
+    /// The backend's own files (RocksDB's SST files).
+    Native,
+}
+
+impl From<SavepointFormatArg> for SavepointFormat {
+    fn from(format: SavepointFormatArg) -> Self {
+        match format {
+            SavepointFormatArg::Canonical => SavepointFormat::Canonical,
+            SavepointFormatArg::Native => SavepointFormat::Native,
+        }
+    }
 }
 
 /// The state configuration of a run: the `--config` file, or the flags.
@@ -121,9 +165,25 @@ pub struct Options {
 /// [`StateError::Config`] for an unreadable or invalid file or invalid flag
 /// values.
 pub fn state_config(o: &Options) -> Result<StateConfig> {
-    match &o.config {
-        Some(path) => StateConfig::from_file(path),
-        None => flags_config(o),
+    let config = match &o.config {
+        Some(path) => StateConfig::from_file(path)?,
+        None => flags_config(o)?,
+    };
+    // The savepoint flags go on top of the file or the other flags.
+    let mut overrides: Vec<(&str, &str)> = Vec::new();
+    if let Some(path) = &o.from_savepoint {
+        overrides.push(("execution.state-recovery.path", path));
+    }
+    if o.allow_non_restored_state {
+        overrides.push(("execution.state-recovery.ignore-unclaimed-state", "true"));
+    }
+    if let Some(dir) = &o.savepoint_dir {
+        overrides.push(("execution.checkpointing.savepoint-dir", dir));
+    }
+    if overrides.is_empty() {
+        Ok(config)
+    } else {
+        config.with_overrides(overrides)
     }
 }
 
@@ -181,6 +241,8 @@ pub struct JobReport {
     pub restored_checkpoint: Option<u64>,
     /// Checkpoints completed before and after the failure.
     pub completed_checkpoints: usize,
+    /// Where the final savepoint went (`--stop-with-savepoint`).
+    pub savepoint: Option<String>,
 }
 
 /// Runs the reference and the failing job and compares their final states.
@@ -206,9 +268,20 @@ pub fn run_with_config(o: &Options, config: &StateConfig) -> Result<JobReport> {
         println!("warning: configuration key '{old}' is deprecated, use '{new}'");
     }
     let stream = EventStream::new(o.seed, o.keys, o.events);
-    let fail_at = o.fail_at.unwrap_or(o.events * 65 / 100).min(o.events);
     let job_id = format!("job-{}", uuid::Uuid::new_v4().simple());
     let factory = config.backend_factory()?;
+
+    // 0. Where the job starts: a savepoint (or retained checkpoint), or the
+    //    start of the stream.
+    let initial = match config.recovery_path() {
+        Some(path) => Some(initial_state(path, config, o)?),
+        None => None,
+    };
+    let start_at = initial.as_ref().map_or(0, |i| i.offset);
+    let fail_at = o
+        .fail_at
+        .unwrap_or(start_at + (o.events - start_at) * 65 / 100)
+        .clamp(start_at, o.events);
     println!(
         "state-job: backend {}, {} keys, {} events, parallelism {} -> {}, max parallelism {}, checkpoint every {} events, failure at offset {}",
         factory.name(),
@@ -230,7 +303,7 @@ pub fn run_with_config(o: &Options, config: &StateConfig) -> Result<JobReport> {
         reference_storage,
         o.max_parallelism,
         o.parallelism,
-        &[],
+        &Restore::default(),
         None,
     )?;
     for event in stream.from_offset(0) {
@@ -251,21 +324,31 @@ pub fn run_with_config(o: &Options, config: &StateConfig) -> Result<JobReport> {
     let mut store = config.checkpoint_store(Arc::clone(&storage))?;
     let mut coordinator = Coordinator {
         job_id: job_id.clone(),
-        next_id: 1,
+        next_id: initial.as_ref().map_or(1, |i| i.checkpoint_id + 1),
         pending: None,
         completed: Vec::new(),
         aborted: Vec::new(),
     };
+    let no_restore = Restore::default();
+    let initial_restore = initial.as_ref().map_or(&no_restore, |i| &i.restore);
     let mut pipeline = Pipeline::start(
         &*factory,
         Arc::clone(&access),
         o.max_parallelism,
         o.parallelism,
-        &[],
-        None,
+        initial_restore,
+        resume_window(&stream, start_at),
     )?;
     let started = Instant::now();
-    coordinator.run(&mut pipeline, &mut store, &access, &stream, 0, fail_at, o)?;
+    coordinator.run(
+        &mut pipeline,
+        &mut store,
+        &access,
+        &stream,
+        start_at,
+        fail_at,
+        o,
+    )?;
     println!(
         "FAILURE injected at offset {fail_at} after {:.2?}: the job's tasks are gone",
         started.elapsed()
@@ -275,9 +358,10 @@ pub fn run_with_config(o: &Options, config: &StateConfig) -> Result<JobReport> {
     drop(store);
 
     // 3. Recovery: a new process finds the latest completed checkpoint and
-    //    restores it at another parallelism.
+    //    restores it at another parallelism (or the initial savepoint again
+    //    when no checkpoint completed).
     let mut store = config.checkpoint_store(Arc::clone(&storage))?;
-    let (handles, resume_at, restored_id) = match store.latest() {
+    let (restore, resume_at, restored_id) = match store.latest() {
         Some(latest) => {
             // Resuming the source without all of the operator's state would
             // silently lose it: the checkpoint must cover every key group.
@@ -292,30 +376,42 @@ pub fn run_with_config(o: &Options, config: &StateConfig) -> Result<JobReport> {
                 KeyGroupRange::all(o.max_parallelism)?,
                 o.max_parallelism,
             )?;
-            (handles, source_offset(latest)?, Some(latest.checkpoint_id))
+            let restore = Restore {
+                handles,
+                ..Restore::default()
+            };
+            (restore, source_offset(latest)?, Some(latest.checkpoint_id))
         }
-        None => (Vec::new(), 0, None),
+        None => match &initial {
+            Some(initial) => (
+                Restore {
+                    handles: initial.restore.handles.clone(),
+                    storage: initial.restore.storage.clone(),
+                    skip: initial.restore.skip.clone(),
+                },
+                initial.offset,
+                None,
+            ),
+            None => (Restore::default(), 0, None),
+        },
     };
     let restore_started = Instant::now();
-    let resume_window = resume_at
-        .checked_sub(1)
-        .map(|o| stream.event(o).timestamp_ms / WINDOW_MS);
     let mut pipeline = Pipeline::start(
         &*factory,
         Arc::clone(&access),
         o.max_parallelism,
         o.restore_parallelism,
-        &handles,
-        resume_window,
+        &restore,
+        resume_window(&stream, resume_at),
     )?;
     let restore_time = restore_started.elapsed();
     match restored_id {
         Some(id) => println!(
             "restored checkpoint {id} ({} handles) at parallelism {} in {restore_time:.2?}; replaying from offset {resume_at}",
-            handles.len(),
+            restore.handles.len(),
             o.restore_parallelism
         ),
-        None => println!("no completed checkpoint: starting over from offset 0"),
+        None => println!("no completed checkpoint: starting over from offset {resume_at}"),
     }
     coordinator.next_id = coordinator.next_id.max(restored_id.unwrap_or(0) + 1);
     let started = Instant::now();
@@ -338,12 +434,138 @@ pub fn run_with_config(o: &Options, config: &StateConfig) -> Result<JobReport> {
     let actual = pipeline.summarize()?;
     let equal = compare(&expected, &actual);
     coordinator.print_summary(restore_time, equal);
+
+    // 5. Stop with a savepoint: the final state, for another run (on any
+    //    backend, with a canonical savepoint) to start from.
+    let savepoint = if o.stop_with_savepoint {
+        let id = coordinator.next_id;
+        Some(take_savepoint(
+            &mut pipeline,
+            config,
+            &job_id,
+            id,
+            o.events,
+            o.savepoint_format.into(),
+        )?)
+    } else {
+        None
+    };
     Ok(JobReport {
         job_id,
         equal,
         restored_checkpoint: restored_id,
         completed_checkpoints: coordinator.completed.len(),
+        savepoint,
     })
+}
+
+/// The state a run starts from: a savepoint's or retained checkpoint's
+/// handles for the job's operator, and the source offset they cover.
+struct InitialState {
+    restore: Restore,
+    offset: u64,
+    checkpoint_id: u64,
+}
+
+/// Opens `path` (execution.state-recovery.path) and plans the restore of
+/// the job's operator from it.
+fn initial_state(path: &str, config: &StateConfig, o: &Options) -> Result<InitialState> {
+    let source = RestoreSource::open(path)?;
+    let program = ProgramStates::new().with_operator(OPERATOR_ID, KeyedAggregator::STATE_NAMES);
+    let plan = RestorePlan::new(
+        &source.metadata,
+        &*source.storage,
+        &program,
+        config.ignore_unclaimed_state(),
+    )?;
+    for skipped in plan.skipped() {
+        println!("warning: not restored (allowed): {skipped}");
+    }
+    let handles = plan.handles(OPERATOR_ID).to_vec();
+    check_restore_handles(
+        &handles,
+        KeyGroupRange::all(o.max_parallelism)?,
+        o.max_parallelism,
+    )?;
+    let offset = source_offset(&source.metadata)?;
+    if offset > o.events {
+        return Err(StateError::Config {
+            key: "--events".into(),
+            message: format!(
+                "the {} at {} covers the stream up to offset {offset}, beyond the {} events of this run",
+                source.kind_name(),
+                source.location,
+                o.events
+            ),
+        });
+    }
+    println!(
+        "starting from {} {} at {} ({} handles, source offset {offset})",
+        source.kind_name(),
+        source.metadata.checkpoint_id,
+        source.location,
+        handles.len()
+    );
+    Ok(InitialState {
+        restore: Restore {
+            handles,
+            storage: Some(source.restore_storage()),
+            skip: plan.skip_states(OPERATOR_ID),
+        },
+        offset,
+        checkpoint_id: source.metadata.checkpoint_id,
+    })
+}
+
+/// The event-time window open before the event at `offset`.
+fn resume_window(stream: &EventStream, offset: u64) -> Option<u64> {
+    offset
+        .checked_sub(1)
+        .map(|o| stream.event(o).timestamp_ms / WINDOW_MS)
+}
+
+/// Takes savepoint `id` of the pipeline (all events before `offset`
+/// processed) into the configured savepoint directory; returns its location.
+fn take_savepoint(
+    pipeline: &mut Pipeline,
+    config: &StateConfig,
+    job_id: &str,
+    id: u64,
+    offset: u64,
+    format: SavepointFormat,
+) -> Result<String> {
+    let dir = config.savepoint_dir().ok_or_else(|| StateError::Config {
+        key: "execution.checkpointing.savepoint-dir".into(),
+        message: "a savepoint needs a savepoint directory (or --savepoint-dir)".into(),
+    })?;
+    let started = Instant::now();
+    let writer = SavepointWriter::create(dir, job_id)?;
+    let pending = pipeline.trigger_snapshot(
+        id,
+        offset,
+        now_ms(),
+        SnapshotType::Savepoint(format),
+        &writer.storage(),
+    )?;
+    let finished = match pending.finish() {
+        Ok(finished) => finished,
+        Err(e) => {
+            // Nothing half-written stays behind.
+            let _ = writer.abort();
+            return Err(e);
+        }
+    };
+    let metadata = CompletedCheckpoint::new(job_id, id, now_ms(), CheckpointKind::Savepoint)
+        .with_operator(OPERATOR_ID, finished.handles)
+        .with_master_state(SOURCE_OFFSET, state_api::codec::encode(&offset)?);
+    let savepoint = writer.commit(metadata)?;
+    let location = savepoint.location();
+    println!(
+        "savepoint {id} ({format:?}, {}) written in {:.2?} to {location}",
+        human_bytes(finished.state_size),
+        started.elapsed()
+    );
+    Ok(location)
 }
 
 fn source_offset(checkpoint: &CompletedCheckpoint) -> Result<u64> {
@@ -572,6 +794,63 @@ mod tests {
         let mut argv = vec!["state-job", "--checkpoint-dir", &dir_arg];
         argv.extend_from_slice(args);
         run(&Options::parse_from(argv)).expect("job runs")
+    }
+
+    #[test]
+    fn a_savepoint_moves_the_job_from_heap_to_rocksdb_and_changelog() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let savepoints = dir.path().join("savepoints");
+        let savepoints = savepoints.to_str().expect("utf-8");
+        let local = dir.path().join("rocksdb");
+        let local = local.to_str().expect("utf-8");
+        let args = format!(
+            "--keys 300 --events 12000 --checkpoint-interval 3000 --stop-with-savepoint \
+             --savepoint-dir {savepoints}"
+        );
+        let first = run_with(dir.path(), &args.split_whitespace().collect::<Vec<_>>());
+        assert!(first.equal);
+        let savepoint = first.savepoint.expect("a savepoint was taken");
+        assert!(
+            savepoint.contains("/savepoints/savepoint-job-"),
+            "{savepoint}"
+        );
+
+        // A longer run of the same stream on RocksDB starts at the
+        // savepoint's offset and ends equal to a run over the whole stream.
+        let args = format!(
+            "--backend rocksdb --local-dir {local} --keys 300 --events 20000 \
+             --checkpoint-interval 3000 --parallelism 3 --restore-parallelism 2 \
+             --from-savepoint {savepoint} --stop-with-savepoint --savepoint-dir {savepoints} \
+             --savepoint-format native"
+        );
+        let second = run_with(dir.path(), &args.split_whitespace().collect::<Vec<_>>());
+        assert!(second.equal, "heap savepoint restored into RocksDB");
+        assert!(
+            second.restored_checkpoint.is_some(),
+            "a checkpoint completed after the start from the savepoint"
+        );
+        let native = second.savepoint.expect("a native savepoint");
+
+        // RocksDB's native savepoint goes to changelog over RocksDB, not to heap.
+        let args = format!(
+            "--backend rocksdb --changelog --local-dir {local} --keys 300 --events 26000 \
+             --checkpoint-interval 3000 --from-savepoint {native}/_metadata"
+        );
+        assert!(run_with(dir.path(), &args.split_whitespace().collect::<Vec<_>>()).equal);
+        let dir_arg = dir.path().to_str().expect("utf-8").to_string();
+        let argv = [
+            "state-job",
+            "--checkpoint-dir",
+            &dir_arg,
+            "--keys",
+            "300",
+            "--events",
+            "26000",
+            "--from-savepoint",
+            &native,
+        ];
+        let err = run(&Options::parse_from(argv)).expect_err("heap cannot read RocksDB files");
+        assert!(err.to_string().contains("incremental"), "{err}");
     }
 
     #[test]

@@ -79,6 +79,18 @@ pub struct KeyedAggregator {
 }
 
 impl KeyedAggregator {
+    /// The names of the states the operator registers: what a restore
+    /// checks a savepoint's states against.
+    pub const STATE_NAMES: [&'static str; 7] = [
+        "count",
+        "sum",
+        "max",
+        "recent",
+        "buckets",
+        "window-count",
+        "closed-windows",
+    ];
+
     /// Registers (or, after a restore, re-opens) the operator's states.
     ///
     /// # Errors

@@ -12,7 +12,7 @@ use state_api::key_group::{
 };
 use state_api::{
     BackendContext, CheckpointStorageAccess, KeyGroupRange, KeyedStateBackend, KeyedStateHandle,
-    Result, SnapshotOptions, SnapshotResult, StateBackendFactory, StateError,
+    Result, SnapshotOptions, SnapshotResult, SnapshotType, StateBackendFactory, StateError,
 };
 
 use crate::events::Event;
@@ -22,6 +22,18 @@ use crate::operator::{KeySummary, KeyedAggregator, WINDOW_MS};
 struct Subtask {
     backend: Box<dyn KeyedStateBackend>,
     operator: KeyedAggregator,
+}
+
+/// What a pipeline restores its state from.
+#[derive(Default)]
+pub struct Restore {
+    /// The handles of the job's operator (taken at any parallelism).
+    pub handles: Vec<KeyedStateHandle>,
+    /// Where the handles are when not in the job's own checkpoint storage
+    /// (a savepoint, another job's checkpoint).
+    pub storage: Option<Arc<dyn CheckpointStorageAccess>>,
+    /// Restored states the operator no longer registers, to leave out.
+    pub skip: Vec<String>,
 }
 
 /// All subtasks of the job at one parallelism.
@@ -112,7 +124,8 @@ impl PendingCheckpoint {
 
 impl Pipeline {
     /// Builds `parallelism` subtasks, each restoring the key groups it owns
-    /// from the `restore` handles that overlap its range.
+    /// from the `restore` handles that overlap its range; new snapshots go
+    /// to `storage`.
     ///
     /// # Errors
     /// Invalid parallelism, restore failures.
@@ -121,7 +134,7 @@ impl Pipeline {
         storage: Arc<dyn CheckpointStorageAccess>,
         max_parallelism: u32,
         parallelism: u32,
-        restore: &[KeyedStateHandle],
+        restore: &Restore,
         resume_offset_window: Option<u64>,
     ) -> Result<Self> {
         let mut subtasks = Vec::with_capacity(parallelism as usize);
@@ -131,10 +144,10 @@ impl Pipeline {
                 operator: format!("keyed-aggregator-{index}"),
                 max_parallelism,
                 key_group_range: range,
-                restore: overlapping(restore, range),
+                restore: overlapping(&restore.handles, range),
                 storage: Arc::clone(&storage),
-                restore_storage: None,
-                skip_restored_states: Vec::new(),
+                restore_storage: restore.storage.clone(),
+                skip_restored_states: restore.skip.clone(),
             })?;
             let operator = KeyedAggregator::register(&mut *backend)?;
             subtasks.push(Subtask { backend, operator });
@@ -172,8 +185,9 @@ impl Pipeline {
         subtask.operator.process(&mut *subtask.backend, event)
     }
 
-    /// Runs the synchronous snapshot phase on every subtask and starts their
-    /// uploads on background threads; processing may continue meanwhile.
+    /// Runs the synchronous phase of a checkpoint on every subtask and
+    /// starts their uploads on background threads; processing may continue
+    /// meanwhile.
     ///
     /// # Errors
     /// A failed synchronous phase.
@@ -184,8 +198,33 @@ impl Pipeline {
         timestamp_ms: u64,
         storage: &Arc<dyn CheckpointStorageAccess>,
     ) -> Result<PendingCheckpoint> {
+        self.trigger_snapshot(
+            checkpoint_id,
+            source_offset,
+            timestamp_ms,
+            SnapshotType::Checkpoint,
+            storage,
+        )
+    }
+
+    /// [`trigger_checkpoint`](Self::trigger_checkpoint) for any snapshot
+    /// type (a savepoint goes to the savepoint's own storage).
+    ///
+    /// # Errors
+    /// A failed synchronous phase.
+    pub fn trigger_snapshot(
+        &mut self,
+        checkpoint_id: u64,
+        source_offset: u64,
+        timestamp_ms: u64,
+        snapshot_type: SnapshotType,
+        storage: &Arc<dyn CheckpointStorageAccess>,
+    ) -> Result<PendingCheckpoint> {
         let started = Instant::now();
-        let options = SnapshotOptions::checkpoint(timestamp_ms);
+        let options = SnapshotOptions {
+            snapshot_type,
+            timestamp_ms,
+        };
         let mut tasks = Vec::with_capacity(self.subtasks.len());
         let mut failure = None;
         for subtask in &mut self.subtasks {

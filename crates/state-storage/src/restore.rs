@@ -27,13 +27,80 @@
 //! [`BackendContext::skip_restored_states`]: state_api::BackendContext::skip_restored_states
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use state_api::format::key_groups::KeyGroupsReader;
 use state_api::{
     CheckpointStorageAccess, KeyGroupRange, KeyedStateHandle, Result, StateError, StateMeta,
 };
 
-use crate::metadata::CompletedCheckpoint;
+use crate::access::ObjectStoreCheckpointStorage;
+use crate::layout;
+use crate::metadata::{CheckpointKind, CompletedCheckpoint};
+use crate::savepoint::{Savepoint, strip_metadata};
+use crate::store::load_checkpoint;
+
+/// A checkpoint or savepoint to restore from (or to look into), opened:
+/// its metadata and the storage its handle paths are relative to.
+#[derive(Debug)]
+pub struct RestoreSource {
+    /// The `_metadata` content.
+    pub metadata: CompletedCheckpoint,
+    /// Where the handles' files are: the job directory of a checkpoint, the
+    /// directory of a savepoint. A restoring job passes it as
+    /// [`BackendContext::restore_storage`](state_api::BackendContext::restore_storage).
+    pub storage: Arc<ObjectStoreCheckpointStorage>,
+    /// The checkpoint's or savepoint's own directory, for messages.
+    pub location: String,
+    /// Set for savepoints.
+    pub savepoint: Option<Savepoint>,
+}
+
+impl RestoreSource {
+    /// Opens the checkpoint or savepoint at `location` (Flink's
+    /// `execution.state-recovery.path`): `<job dir>/chk-<n>`, a savepoint
+    /// directory, or the `_metadata` file of either; a local path or a URL.
+    ///
+    /// # Errors
+    /// [`StateError::FileNotFound`] or [`StateError::CheckpointNotFound`]
+    /// when nothing is there; [`StateError::Corrupt`] for metadata that does
+    /// not decode; [`StateError::Config`] for an unusable location; storage
+    /// errors.
+    pub fn open(location: &str) -> Result<Self> {
+        let dir = strip_metadata(location);
+        let (parent, name) = layout::split_dir_location(dir)?;
+        if let Some(checkpoint_id) = layout::parse_checkpoint_dir(&name) {
+            let storage = Arc::new(ObjectStoreCheckpointStorage::open_dir(&parent)?);
+            let metadata = load_checkpoint(&storage, checkpoint_id)?;
+            return Ok(Self {
+                location: format!("{}/{name}", storage.location()),
+                metadata,
+                storage,
+                savepoint: None,
+            });
+        }
+        let savepoint = Savepoint::open(dir)?;
+        Ok(Self {
+            metadata: savepoint.metadata().clone(),
+            storage: Arc::clone(savepoint.object_storage()),
+            location: savepoint.location(),
+            savepoint: Some(savepoint),
+        })
+    }
+
+    /// `"checkpoint"` or `"savepoint"`.
+    pub fn kind_name(&self) -> &'static str {
+        match self.metadata.kind {
+            CheckpointKind::Checkpoint => "checkpoint",
+            CheckpointKind::Savepoint => "savepoint",
+        }
+    }
+
+    /// The storage as the backends' restore storage.
+    pub fn restore_storage(&self) -> Arc<dyn CheckpointStorageAccess> {
+        Arc::clone(&self.storage) as Arc<dyn CheckpointStorageAccess>
+    }
+}
 
 /// The configuration key that allows skipping unclaimed state.
 pub const ALLOW_NON_RESTORED_STATE_KEY: &str = "execution.state-recovery.ignore-unclaimed-state";

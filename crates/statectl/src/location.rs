@@ -2,34 +2,13 @@
 //! dir>/chk-<n>`), a savepoint directory, either's `_metadata`, or a
 //! directory to list.
 
-use std::sync::Arc;
-
 use state_api::{Result, StateError};
 use state_storage::layout::{self, METADATA_FILE_NAME};
-use state_storage::savepoint::strip_metadata;
-use state_storage::store::load_checkpoint;
-use state_storage::{CheckpointKind, CompletedCheckpoint, ObjectStoreCheckpointStorage, Savepoint};
+use state_storage::restore::RestoreSource;
+use state_storage::{CheckpointKind, CompletedCheckpoint, ObjectStoreCheckpointStorage};
 
-/// A checkpoint or savepoint, opened: its metadata and the storage its
-/// handle paths are relative to.
-pub struct Snapshot {
-    /// The `_metadata` content.
-    pub metadata: CompletedCheckpoint,
-    /// Where the handles' files are: the job directory of a checkpoint, the
-    /// directory of a savepoint.
-    pub storage: Arc<ObjectStoreCheckpointStorage>,
-    /// The checkpoint's or savepoint's own directory, for messages.
-    pub location: String,
-    /// Set for savepoints.
-    pub savepoint: Option<Savepoint>,
-}
-
-impl Snapshot {
-    /// `"checkpoint"` or `"savepoint"`.
-    pub fn kind_name(&self) -> &'static str {
-        kind_name(self.metadata.kind)
-    }
-}
+/// A checkpoint or savepoint, opened.
+pub type Snapshot = RestoreSource;
 
 /// `"checkpoint"` or `"savepoint"`.
 pub fn kind_name(kind: CheckpointKind) -> &'static str {
@@ -39,39 +18,13 @@ pub fn kind_name(kind: CheckpointKind) -> &'static str {
     }
 }
 
-/// Opens the checkpoint or savepoint at `location`: `<job dir>/chk-<n>`, a
-/// savepoint directory, or the `_metadata` file of either; a local path or
-/// a URL.
+/// Opens the checkpoint or savepoint at `location` (see
+/// [`RestoreSource::open`]).
 ///
 /// # Errors
-/// [`StateError::FileNotFound`] or [`StateError::CheckpointNotFound`] when
-/// nothing is there; [`StateError::Corrupt`] for metadata that does not
-/// decode; [`StateError::Config`] for an unusable location; storage errors.
+/// As [`RestoreSource::open`].
 pub fn open(location: &str) -> Result<Snapshot> {
-    let dir = strip_metadata(location);
-    let (parent, name) = layout::split_dir_location(dir)?;
-    if let Some(checkpoint_id) = layout::parse_checkpoint_dir(&name) {
-        let storage = Arc::new(ObjectStoreCheckpointStorage::open_dir(&parent)?);
-        let metadata = load_checkpoint(&storage, checkpoint_id)?;
-        return Ok(Snapshot {
-            location: format!("{}/{name}", storage_location(&storage)),
-            metadata,
-            storage,
-            savepoint: None,
-        });
-    }
-    let savepoint = Savepoint::open(dir)?;
-    Ok(Snapshot {
-        metadata: savepoint.metadata().clone(),
-        storage: Arc::clone(savepoint.object_storage()),
-        location: savepoint.location(),
-        savepoint: Some(savepoint),
-    })
-}
-
-fn storage_location(storage: &ObjectStoreCheckpointStorage) -> String {
-    use state_api::CheckpointStorageAccess;
-    storage.location()
+    RestoreSource::open(location)
 }
 
 /// One completed checkpoint or savepoint found by [`list`].
