@@ -467,7 +467,7 @@ impl StateConfig {
     }
 
     /// `execution.state-recovery.ignore-unclaimed-state`: whether a restore
-    /// may skip state of operators the job no longer has.
+    /// may skip state the job no longer registers (operators or states).
     pub fn ignore_unclaimed_state(&self) -> bool {
         self.settings.ignore_unclaimed_state
     }

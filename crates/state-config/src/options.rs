@@ -236,7 +236,7 @@ pub static OPTIONS: &[OptionDef] = &[
         &["execution.savepoint.ignore-unclaimed-state"],
         OptionType::Bool,
         Some("false"),
-        "Restore even when the snapshot holds state of operators the job no longer has (Flink's allowNonRestoredState).",
+        "Restore even when the snapshot holds state the job no longer registers (operators it no longer has, or states they no longer register): that state is skipped and listed instead of failing the restore (Flink's allowNonRestoredState).",
     ),
     opt(
         CHANGELOG_ENABLED,

@@ -55,37 +55,52 @@ fn own_and_shared(snapshot: &state_storage::CompletedCheckpoint) -> (u64, u64) {
 /// As [`location::list`]; output errors.
 pub fn list(dir: &str, out: &mut dyn Write, progress: &mut dyn FnMut(usize, usize)) -> Result<()> {
     let listing = location::list(dir, progress)?;
-    let mut text = String::new();
-    let _ = writeln!(
-        text,
-        "{:<10} {:>8} {:<16} {:<24} {:>10} {:>10} {:>6}  PATH",
-        "KIND", "ID", "JOB", "TIME", "OWN", "SHARED", "FILES"
-    );
+    let mut rows: Vec<[String; 8]> = vec![
+        [
+            "KIND", "ID", "JOB", "TIME", "OWN", "SHARED", "FILES", "PATH",
+        ]
+        .map(String::from),
+    ];
     for listed in &listing.snapshots {
         let m = &listed.metadata;
         let (own, shared) = own_and_shared(m);
-        let _ = writeln!(
-            text,
-            "{:<10} {:>8} {:<16} {:<24} {:>10} {:>10} {:>6}  {}",
-            kind_name(m.kind),
-            m.checkpoint_id,
-            m.job_id,
+        rows.push([
+            kind_name(m.kind).to_string(),
+            m.checkpoint_id.to_string(),
+            m.job_id.clone(),
             human_time(m.timestamp_ms),
             human_bytes(own),
             human_bytes(shared),
-            m.files().len(),
-            listed.path
-        );
+            m.files().len().to_string(),
+            listed.path.clone(),
+        ]);
     }
     for path in &listing.incomplete {
-        let _ = writeln!(
-            text,
-            "{:<10} {:>8} {:<16} {:<24} {:>10} {:>10} {:>6}  {path}",
-            "incomplete", "-", "-", "-", "-", "-", "-"
-        );
+        let mut row = ["incomplete", "-", "-", "-", "-", "-", "-", ""].map(String::from);
+        row[7].clone_from(path);
+        rows.push(row);
     }
-    if listing.snapshots.is_empty() && listing.incomplete.is_empty() {
+    let mut text = String::new();
+    if rows.len() == 1 {
         let _ = writeln!(text, "no checkpoints or savepoints in {dir}");
+    } else {
+        let widths: Vec<usize> = (0..8)
+            .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+            .collect();
+        for row in &rows {
+            let mut line = String::new();
+            for (c, cell) in row.iter().enumerate() {
+                // Numbers and sizes align right, words left.
+                let right = matches!(c, 1 | 4 | 5 | 6);
+                let width = widths[c];
+                let _ = match (c, right) {
+                    (7, _) => write!(line, "{cell}"),
+                    (_, true) => write!(line, "{cell:>width$}  "),
+                    (_, false) => write!(line, "{cell:<width$}  "),
+                };
+            }
+            let _ = writeln!(text, "{}", line.trim_end());
+        }
     }
     out.write_all(text.as_bytes()).map_err(output_error)
 }
