@@ -67,11 +67,15 @@ pub(crate) fn restore(
         replay.handle(changelog)?;
     }
     let replay_ids = replay.ids;
-    // Skipped states live on in the materialized part: continuing from it
-    // would bring them back at the next restore, so materialize anew.
+    // Continue from the restored materialization only when its files are
+    // the job's own (not a savepoint's or another job's, which later
+    // checkpoints must not reference) and nothing is skipped (skipped states
+    // live on in the materialized part and would come back).
     let base = match context.restore.as_slice() {
         [KeyedStateHandle::Changelog(h)]
-            if h.key_group_range == range && context.skip_restored_states.is_empty() =>
+            if h.key_group_range == range
+                && context.skip_restored_states.is_empty()
+                && context.restores_from_own_storage() =>
         {
             Some(Base {
                 id: h.materialization_id,
