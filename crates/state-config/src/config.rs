@@ -827,9 +827,18 @@ fn internal(key: &str) -> StateError {
 }
 
 fn syntax(format: &str, error: &dyn fmt::Display) -> StateError {
+    // Parsers draw the offending line and a caret over several lines; an
+    // error message is one line.
+    let text = error.to_string();
+    let one_line = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.chars().all(|c| matches!(c, '|' | '^' | ' ')))
+        .collect::<Vec<_>>()
+        .join(" ");
     StateError::Config {
         key: format.into(),
-        message: format!("not valid {format}: {error}"),
+        message: format!("not valid {format}: {one_line}"),
     }
 }
 

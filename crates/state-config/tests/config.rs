@@ -604,6 +604,12 @@ fn syntax_errors_and_bad_documents_are_config_errors() {
     let (key, message) = config_error(StateConfig::from_toml_str("state = "));
     assert_eq!(key, "TOML");
     assert!(message.starts_with("not valid TOML"), "{message}");
+    // Parsers draw the line and a caret; the message stays one line.
+    let (_, message) = config_error(StateConfig::from_toml_str("[state]\nbackend.type = = 1\n"));
+    assert_eq!(message.lines().count(), 1, "{message}");
+    assert!(message.contains("line 2"), "{message}");
+    let (_, message) = yaml_error("a: 1\n  b: [");
+    assert_eq!(message.lines().count(), 1, "{message}");
     let (key, message) = config_error(StateConfig::from_json_str("{"));
     assert_eq!(key, "JSON");
     assert!(message.starts_with("not valid JSON"), "{message}");

@@ -37,6 +37,15 @@ pub(crate) fn restore(
             KeyedStateHandle::KeyGroups(handle) => {
                 restore_key_groups(backend, handle, storage, skip)?;
             }
+            KeyedStateHandle::Incremental(h) => {
+                return Err(StateError::Restore(format!(
+                    "heap backend cannot restore an incremental handle of checkpoint {}: it holds \
+                     the '{}' backend's own files (an incremental checkpoint or a native \
+                     savepoint), which only that backend restores; take a canonical savepoint to \
+                     switch backends",
+                    h.checkpoint_id, h.backend
+                )));
+            }
             other => {
                 return Err(StateError::Restore(format!(
                     "heap backend cannot restore a {} handle (checkpoint {})",

@@ -277,6 +277,10 @@ pub fn run_with_config(o: &Options, config: &StateConfig) -> Result<JobReport> {
         Some(path) => Some(initial_state(path, config, o)?),
         None => None,
     };
+    if o.stop_with_savepoint && config.savepoint_dir().is_none() {
+        // Found out now, not after the whole run.
+        return Err(no_savepoint_dir());
+    }
     let start_at = initial.as_ref().map_or(0, |i| i.offset);
     let fail_at = o
         .fail_at
@@ -324,7 +328,15 @@ pub fn run_with_config(o: &Options, config: &StateConfig) -> Result<JobReport> {
     let mut store = config.checkpoint_store(Arc::clone(&storage))?;
     let mut coordinator = Coordinator {
         job_id: job_id.clone(),
-        next_id: initial.as_ref().map_or(1, |i| i.checkpoint_id + 1),
+        next_id: match &initial {
+            Some(i) => i.checkpoint_id.checked_add(1).ok_or_else(|| {
+                StateError::Restore(format!(
+                    "checkpoint id {} cannot be followed",
+                    i.checkpoint_id
+                ))
+            })?,
+            None => 1,
+        },
         pending: None,
         completed: Vec::new(),
         aborted: Vec::new(),
@@ -517,6 +529,13 @@ fn initial_state(path: &str, config: &StateConfig, o: &Options) -> Result<Initia
     })
 }
 
+fn no_savepoint_dir() -> StateError {
+    StateError::Config {
+        key: "execution.checkpointing.savepoint-dir".into(),
+        message: "a savepoint needs a savepoint directory (or --savepoint-dir)".into(),
+    }
+}
+
 /// The event-time window open before the event at `offset`.
 fn resume_window(stream: &EventStream, offset: u64) -> Option<u64> {
     offset
@@ -534,35 +553,39 @@ fn take_savepoint(
     offset: u64,
     format: SavepointFormat,
 ) -> Result<String> {
-    let dir = config.savepoint_dir().ok_or_else(|| StateError::Config {
-        key: "execution.checkpointing.savepoint-dir".into(),
-        message: "a savepoint needs a savepoint directory (or --savepoint-dir)".into(),
-    })?;
+    let dir = config.savepoint_dir().ok_or_else(no_savepoint_dir)?;
     let started = Instant::now();
     let writer = SavepointWriter::create(dir, job_id)?;
-    let pending = pipeline.trigger_snapshot(
-        id,
-        offset,
-        now_ms(),
-        SnapshotType::Savepoint(format),
-        &writer.storage(),
-    )?;
-    let finished = match pending.finish() {
-        Ok(finished) => finished,
+    let storage = writer.storage();
+    let written = pipeline
+        .trigger_snapshot(
+            id,
+            offset,
+            now_ms(),
+            SnapshotType::Savepoint(format),
+            &storage,
+        )
+        .and_then(PendingCheckpoint::finish)
+        .and_then(|finished| {
+            let metadata =
+                CompletedCheckpoint::new(job_id, id, now_ms(), CheckpointKind::Savepoint)
+                    .with_operator(OPERATOR_ID, finished.handles)
+                    .with_master_state(SOURCE_OFFSET, state_api::codec::encode(&offset)?);
+            Ok((metadata, finished.state_size))
+        });
+    let (metadata, state_size) = match written {
+        Ok(written) => written,
         Err(e) => {
             // Nothing half-written stays behind.
             let _ = writer.abort();
             return Err(e);
         }
     };
-    let metadata = CompletedCheckpoint::new(job_id, id, now_ms(), CheckpointKind::Savepoint)
-        .with_operator(OPERATOR_ID, finished.handles)
-        .with_master_state(SOURCE_OFFSET, state_api::codec::encode(&offset)?);
     let savepoint = writer.commit(metadata)?;
     let location = savepoint.location();
     println!(
         "savepoint {id} ({format:?}, {}) written in {:.2?} to {location}",
-        human_bytes(finished.state_size),
+        human_bytes(state_size),
         started.elapsed()
     );
     Ok(location)

@@ -164,6 +164,8 @@ fn without_a_file_the_flags_make_the_configuration() {
         "256",
         "--num-retained",
         "2",
+        "--savepoint-dir",
+        "target/state-job/savepoints",
     ]))
     .unwrap();
     // The same settings as config/rocksdb.yaml.

@@ -111,6 +111,32 @@ impl ObjectStoreCheckpointStorage {
         let dir = dir.as_ref();
         let shown = dir.display().to_string();
         std::fs::create_dir_all(dir).map_err(|e| StateError::storage("create dir", &shown, e))?;
+        let (store, location) = Self::local_store(dir)?;
+        Self::with_location(store, Path::default(), job_id, location)
+    }
+
+    /// Storage rooted at the existing local directory `dir` itself, whatever
+    /// its name (tools reading a moved savepoint, a job directory).
+    ///
+    /// # Errors
+    /// [`StateError::FileNotFound`] when `dir` is not a directory (nothing
+    /// is created); [`StateError::Storage`] when it cannot be opened.
+    pub fn local_dir(dir: impl AsRef<std::path::Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        let missing = || StateError::FileNotFound {
+            path: dir.display().to_string(),
+        };
+        let dir = std::fs::canonicalize(dir).map_err(|_| missing())?;
+        if !dir.is_dir() {
+            return Err(missing());
+        }
+        let (store, location) = Self::local_store(&dir)?;
+        Self::rooted(store, Path::default(), location)
+    }
+
+    /// The local file system store at `dir` and its `file://` location.
+    fn local_store(dir: &std::path::Path) -> Result<(Arc<dyn ObjectStore>, String)> {
+        let shown = dir.display().to_string();
         let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
             .map_err(|e| StateError::storage("open dir", &shown, e))?
             // Deleting a checkpoint's files also removes its empty directory.
@@ -121,8 +147,7 @@ impl ObjectStoreCheckpointStorage {
             .with_fsync(true);
         // Messages show the absolute directory, however `dir` was given.
         let absolute = std::fs::canonicalize(dir).map_or(shown, |p| p.display().to_string());
-        let location = format!("file://{absolute}");
-        Self::with_location(Arc::new(store), Path::default(), job_id, location)
+        Ok((Arc::new(store), format!("file://{absolute}")))
     }
 
     /// Shared constructor; `location` describes the base for messages.
@@ -133,12 +158,16 @@ impl ObjectStoreCheckpointStorage {
         location: String,
     ) -> Result<Self> {
         layout::validate_job_id(job_id)?;
-        let root = base_prefix.join(job_id);
         let location = if location.ends_with('/') {
             format!("{location}{job_id}")
         } else {
             format!("{location}/{job_id}")
         };
+        Self::rooted(store, base_prefix.join(job_id), location)
+    }
+
+    /// The storage of the directory `root` of `store`, shown as `location`.
+    fn rooted(store: Arc<dyn ObjectStore>, root: Path, location: String) -> Result<Self> {
         Ok(Self {
             store,
             root,
@@ -338,12 +367,26 @@ impl ObjectStoreCheckpointStorage {
     /// # Errors
     /// [`StateError::Storage`].
     pub fn list_dirs(&self) -> Result<Vec<String>> {
+        self.list_dirs_in(None)
+    }
+
+    /// The directories directly in `relative_prefix` (or the root for
+    /// `None`), as paths relative to the root (`job-1/chk-3`), sorted.
+    ///
+    /// # Errors
+    /// [`StateError::Corrupt`] for a prefix that is not a relative path;
+    /// [`StateError::Storage`].
+    pub fn list_dirs_in(&self, relative_prefix: Option<&str>) -> Result<Vec<String>> {
         let store = Arc::clone(&self.store);
         let root = self.root.clone();
-        let shown = self.location.clone();
-        self.run("list", &self.location, async move {
+        let prefix = match relative_prefix {
+            Some(p) => layout::resolve(&self.root, p)?,
+            None => self.root.clone(),
+        };
+        let shown = relative_prefix.map_or_else(|| self.location.clone(), str::to_string);
+        self.run("list", &shown.clone(), async move {
             let listing = store
-                .list_with_delimiter(Some(&root))
+                .list_with_delimiter(Some(&prefix))
                 .await
                 .map_err(|e| StateError::storage("list", shown, e))?;
             let mut dirs: Vec<String> = listing

@@ -68,8 +68,25 @@ impl RestoreSource {
     /// errors.
     pub fn open(location: &str) -> Result<Self> {
         let dir = strip_metadata(location);
-        let (parent, name) = layout::split_dir_location(dir)?;
-        if let Some(checkpoint_id) = layout::parse_checkpoint_dir(&name) {
+        // A checkpoint is read through its job directory, the parent.
+        let (parent, name) = match crate::url::local_path(dir)? {
+            Some(path) => {
+                let path = std::fs::canonicalize(&path).map_err(|_| StateError::FileNotFound {
+                    path: format!("{dir}/{}", layout::METADATA_FILE_NAME),
+                })?;
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let parent = path.parent().map(|p| p.display().to_string());
+                (parent, name)
+            }
+            None => {
+                let (parent, name) = layout::split_dir_location(dir)?;
+                (Some(parent), name)
+            }
+        };
+        if let (Some(parent), Some(checkpoint_id)) = (parent, layout::parse_checkpoint_dir(&name)) {
             let storage = Arc::new(ObjectStoreCheckpointStorage::open_dir(&parent)?);
             let metadata = load_checkpoint(&storage, checkpoint_id)?;
             return Ok(Self {

@@ -285,13 +285,14 @@ impl Savepoint {
             .map_or(&[], Vec::as_slice)
     }
 
-    /// Deletes the savepoint: `_metadata` first (so an interrupted dispose
-    /// never leaves a savepoint with missing files), then exactly the files
-    /// it references. Other files in the directory are left and reported.
+    /// Deletes the savepoint: exactly the files it references, then
+    /// `_metadata` last, so a dispose that a storage failure interrupts can
+    /// simply run again (missing files are not an error). Other files in
+    /// the directory are left and reported.
     ///
     /// # Errors
     /// [`StateError::Storage`] for the first failed deletion, after trying
-    /// every file.
+    /// every file; `_metadata` is kept then.
     pub fn dispose(self) -> Result<DisposeReport> {
         self.dispose_with_progress(&mut |_, _| {})
     }
@@ -305,11 +306,7 @@ impl Savepoint {
         self,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<DisposeReport> {
-        self.storage.delete_object(METADATA_FILE_NAME)?;
-        let mut report = DisposeReport {
-            deleted_files: 1,
-            ..DisposeReport::default()
-        };
+        let mut report = DisposeReport::default();
         let mut first_error = None;
         let files = self.metadata.files();
         for (done, file) in files.iter().enumerate() {
@@ -327,6 +324,8 @@ impl Savepoint {
         if let Some(e) = first_error {
             return Err(e);
         }
+        self.storage.delete_object(METADATA_FILE_NAME)?;
+        report.deleted_files += 1;
         report.foreign_files = self.storage.list_files(None)?;
         Ok(report)
     }

@@ -91,34 +91,46 @@ impl ObjectStoreCheckpointStorage {
     }
 }
 
-/// A [`StateError::Config`] on the checkpoint directory.
 impl ObjectStoreCheckpointStorage {
     /// Storage rooted at the existing directory `url_or_path` itself (no
     /// job directory below it): for tools that read a job directory, a
-    /// checkpoint's job or a savepoint.
+    /// checkpoint's job or a savepoint. A local directory may have any name
+    /// and may be given relative (`.`, `chk-3`); in an object store the last
+    /// segment must be a plain name (`[A-Za-z0-9._-]`).
     ///
     /// # Errors
     /// [`StateError::FileNotFound`] for a local directory that does not
     /// exist (nothing is created); as [`from_url`](Self::from_url).
     pub fn open_dir(url_or_path: &str) -> Result<Self> {
-        let (parent, name) = crate::layout::split_dir_location(url_or_path)?;
-        let local = match url_or_path.split_once("://") {
-            None => Some(std::path::PathBuf::from(url_or_path)),
-            Some(("file", rest)) => Some(std::path::PathBuf::from(rest)),
-            Some(_) => None,
-        };
-        if let Some(dir) = local
-            && !dir.is_dir()
-        {
-            return Err(StateError::FileNotFound {
-                path: url_or_path.trim_end_matches('/').to_string(),
-            });
+        if let Some(dir) = local_path(url_or_path)? {
+            return Self::local_dir(dir);
         }
+        let (parent, name) = crate::layout::split_dir_location(url_or_path)?;
         let no_options: [(&str, &str); 0] = [];
         Self::from_url(&parent, &name, no_options)
     }
 }
 
+/// The local directory `url_or_path` names (a path or a `file://` URL),
+/// `None` for other schemes.
+///
+/// # Errors
+/// [`StateError::Config`] for a `file://` URL that is not a local path.
+pub fn local_path(url_or_path: &str) -> Result<Option<std::path::PathBuf>> {
+    match url_or_path.split_once("://") {
+        None => Ok(Some(std::path::PathBuf::from(url_or_path))),
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("file") => {
+            let url =
+                Url::parse(url_or_path).map_err(|e| config(format!("'{url_or_path}': {e}")))?;
+            url.to_file_path()
+                .map(Some)
+                .map_err(|()| config(format!("'{url_or_path}' is not a local file path")))
+        }
+        Some(_) => Ok(None),
+    }
+}
+
+/// A [`StateError::Config`] on the checkpoint directory.
 fn config(message: String) -> StateError {
     StateError::Config {
         key: CONFIG_KEY.into(),

@@ -34,8 +34,25 @@ pub fn human_bytes(bytes: u64) -> String {
 
 /// A timestamp in ms since the epoch as RFC 3339 UTC.
 pub fn human_time(timestamp_ms: u64) -> String {
+    // RFC 3339 stops at year 9999; metadata may hold anything.
+    const YEAR_10000_MS: u64 = 253_402_300_800_000;
+    if timestamp_ms >= YEAR_10000_MS {
+        return format!("{timestamp_ms} ms");
+    }
     let time = UNIX_EPOCH + Duration::from_millis(timestamp_ms);
     humantime::format_rfc3339_millis(time).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_beyond_year_9999_are_shown_as_numbers() {
+        assert_eq!(human_time(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(human_time(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
+        assert_eq!(human_time(u64::MAX), format!("{} ms", u64::MAX));
+    }
 }
 
 /// Own (exclusive and task-owned) and shared bytes of a snapshot's files.
@@ -78,6 +95,11 @@ pub fn list(dir: &str, out: &mut dyn Write, progress: &mut dyn FnMut(usize, usiz
     for path in &listing.incomplete {
         let mut row = ["incomplete", "-", "-", "-", "-", "-", "-", ""].map(String::from);
         row[7].clone_from(path);
+        rows.push(row);
+    }
+    for (path, reason) in &listing.unreadable {
+        let mut row = ["unreadable", "-", "-", "-", "-", "-", "-", ""].map(String::from);
+        row[7] = format!("{path}: {}", reason.replace('\n', " "));
         rows.push(row);
     }
     let mut text = String::new();

@@ -16,6 +16,10 @@ pub enum Decoding {
     Hex,
     /// An unsigned integer.
     U64,
+    /// A byte (postcard writes it raw, not as a varint).
+    U8,
+    /// A signed byte.
+    I8,
     /// A signed integer.
     I64,
     /// A 32-bit unsigned integer.
@@ -39,8 +43,10 @@ impl Decoding {
     /// this tool does not know.
     pub fn of_type_name(type_name: &str) -> Self {
         match type_name {
-            "u64" | "u16" | "u8" | "usize" => Decoding::U64,
-            "i64" | "i16" | "i8" | "isize" => Decoding::I64,
+            "u64" | "u16" | "usize" => Decoding::U64,
+            "i64" | "i16" | "isize" => Decoding::I64,
+            "u8" => Decoding::U8,
+            "i8" => Decoding::I8,
             "u32" => Decoding::U32,
             "i32" => Decoding::I32,
             "alloc::string::String" | "&str" | "str" => Decoding::String,
@@ -59,6 +65,8 @@ impl Decoding {
             // Narrower integers share the varint encoding of the wider ones.
             Decoding::U64 | Decoding::U32 => codec::decode::<u64>(bytes).ok().map(Value::from),
             Decoding::I64 | Decoding::I32 => codec::decode::<i64>(bytes).ok().map(Value::from),
+            Decoding::U8 => codec::decode::<u8>(bytes).ok().map(Value::from),
+            Decoding::I8 => codec::decode::<i8>(bytes).ok().map(Value::from),
             Decoding::String => codec::decode::<String>(bytes).ok().map(Value::from),
             Decoding::Bool => codec::decode::<bool>(bytes).ok().map(Value::from),
             Decoding::F64 => codec::decode::<f64>(bytes).ok().map(Value::from),
@@ -109,6 +117,17 @@ mod tests {
         assert_eq!(
             Decoding::of_type_name("state_api::descriptor::VoidNamespace").to_json(&[]),
             Value::Null
+        );
+        // Bytes are raw in postcard, not varints.
+        let byte = codec::encode(&200u8).unwrap();
+        assert_eq!(
+            Decoding::of_type_name("u8").to_json(&byte),
+            Value::from(200)
+        );
+        let signed = codec::encode(&-100i8).unwrap();
+        assert_eq!(
+            Decoding::of_type_name("i8").to_json(&signed),
+            Value::from(-100)
         );
         // Bytes that do not decode as the type are shown as hex.
         assert_eq!(Decoding::U64.to_json(&[0xff]), Value::from("ff"));

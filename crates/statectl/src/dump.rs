@@ -260,8 +260,9 @@ fn write_entries(
 }
 
 fn write_line(out: &mut dyn Write, line: Map<String, Value>) -> Result<()> {
+    // The conversion keeps the kind of I/O errors (a closed pipe).
     serde_json::to_writer(&mut *out, &Value::Object(line))
-        .map_err(|e| io_error(std::io::Error::other(e)))?;
+        .map_err(|e| io_error(std::io::Error::from(e)))?;
     out.write_all(b"\n").map_err(io_error)
 }
 

@@ -41,81 +41,95 @@ pub struct Listed {
 pub struct Listing {
     /// Completed checkpoints and savepoints, in path order.
     pub snapshots: Vec<Listed>,
-    /// `chk-<n>` directories without `_metadata` (in progress or failed).
+    /// `chk-<n>` and `savepoint-…` directories without `_metadata` (in
+    /// progress, failed or aborted).
     pub incomplete: Vec<String>,
+    /// Directories whose `_metadata` does not decode, or that cannot be
+    /// read, and why.
+    pub unreadable: Vec<(String, String)>,
 }
 
-/// Lists the checkpoints and savepoints in `dir`: a job directory
-/// (`chk-<n>/`), a savepoint directory (`savepoint-…/`), a directory of
-/// savepoints, or a checkpoint base directory holding job directories (one
-/// level down). `progress(done, total)` is called per directory read.
+/// How deep [`list`] looks below the given directory: a checkpoint base
+/// directory holds job directories holding `chk-<n>`; a directory above
+/// `checkpoints/` and `savepoints/` holds those.
+const MAX_DEPTH: usize = 3;
+
+/// Lists the checkpoints and savepoints in `dir` and below it (up to three
+/// levels: a checkpoint base directory, a job directory, a directory of
+/// savepoints, a savepoint directory, or a directory holding those).
+/// `progress(done, total)` is called per top-level directory. Damaged or
+/// unreadable entries are reported, not fatal.
 ///
 /// # Errors
-/// As [`ObjectStoreCheckpointStorage::open_dir`]; [`StateError::Corrupt`]
-/// for a `_metadata` that does not decode; storage errors.
+/// As [`ObjectStoreCheckpointStorage::open_dir`]; listing failures of
+/// `dir` itself.
 pub fn list(dir: &str, progress: &mut dyn FnMut(usize, usize)) -> Result<Listing> {
     let storage = ObjectStoreCheckpointStorage::open_dir(dir)?;
     let mut listing = Listing::default();
-    if let Some(metadata) = read_metadata(&storage, METADATA_FILE_NAME)? {
-        // The directory is itself a savepoint.
-        listing.snapshots.push(Listed {
-            metadata,
-            path: ".".into(),
-        });
-        return Ok(listing);
+    if visit(&storage, None, ".", &mut listing) {
+        return Ok(listing); // the directory is itself a savepoint
     }
     let dirs = storage.list_dirs()?;
-    for (done, name) in dirs.iter().enumerate() {
+    for (done, path) in dirs.iter().enumerate() {
         progress(done + 1, dirs.len());
-        if name == layout::SHARED_DIR || name == layout::TASK_OWNED_DIR {
-            continue;
-        }
-        if layout::parse_checkpoint_dir(name).is_some() {
-            collect(&storage, name, name, &mut listing)?;
-            continue;
-        }
-        let metadata_path = format!("{name}/{METADATA_FILE_NAME}");
-        if let Some(metadata) = read_metadata(&storage, &metadata_path)? {
-            listing.snapshots.push(Listed {
-                metadata,
-                path: name.clone(),
-            });
-            continue;
-        }
-        // A job directory below a checkpoint base directory.
-        let inner = ObjectStoreCheckpointStorage::open_dir(&format!(
-            "{}/{name}",
-            dir.trim_end_matches('/')
-        ))?;
-        for checkpoint_dir in inner.list_dirs()? {
-            if layout::parse_checkpoint_dir(&checkpoint_dir).is_some() {
-                collect(
-                    &inner,
-                    &checkpoint_dir,
-                    &format!("{name}/{checkpoint_dir}"),
-                    &mut listing,
-                )?;
-            }
-        }
+        scan(&storage, path, 1, &mut listing);
     }
     Ok(listing)
 }
 
-fn collect(
+/// Records the snapshot in directory `path` (`None`: the root); whether
+/// there was one (or a damaged one).
+fn visit(
     storage: &ObjectStoreCheckpointStorage,
-    checkpoint_dir: &str,
+    path: Option<&str>,
     shown: &str,
     listing: &mut Listing,
-) -> Result<()> {
-    let path = format!("{checkpoint_dir}/{METADATA_FILE_NAME}");
-    match read_metadata(storage, &path)? {
-        Some(metadata) => listing.snapshots.push(Listed {
-            metadata,
-            path: shown.to_string(),
-        }),
-        None => listing.incomplete.push(shown.to_string()),
+) -> bool {
+    let metadata = path.map_or_else(
+        || METADATA_FILE_NAME.to_string(),
+        |p| format!("{p}/{METADATA_FILE_NAME}"),
+    );
+    match read_metadata(storage, &metadata) {
+        Ok(Some(metadata)) => {
+            listing.snapshots.push(Listed {
+                metadata,
+                path: shown.to_string(),
+            });
+            true
+        }
+        Ok(None) => false,
+        Err(e) => {
+            listing.unreadable.push((shown.to_string(), e.to_string()));
+            true
+        }
     }
-    Ok(())
+}
+
+fn scan(storage: &ObjectStoreCheckpointStorage, path: &str, depth: usize, listing: &mut Listing) {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    if name == layout::SHARED_DIR || name == layout::TASK_OWNED_DIR {
+        return;
+    }
+    if visit(storage, Some(path), path, listing) {
+        return;
+    }
+    if layout::parse_checkpoint_dir(name).is_some()
+        || name.starts_with(layout::SAVEPOINT_DIR_PREFIX)
+    {
+        listing.incomplete.push(path.to_string());
+        return;
+    }
+    if depth >= MAX_DEPTH {
+        return;
+    }
+    match storage.list_dirs_in(Some(path)) {
+        Ok(children) => {
+            for child in children {
+                scan(storage, &child, depth + 1, listing);
+            }
+        }
+        Err(e) => listing.unreadable.push((path.to_string(), e.to_string())),
+    }
 }
 
 fn read_metadata(

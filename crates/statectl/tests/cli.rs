@@ -384,3 +384,131 @@ fn errors_are_one_line_without_backtraces() {
         assert!(!message.contains("panicked"), "{args:?}: {message}");
     }
 }
+
+#[test]
+fn list_descends_and_reports_unfinished_and_damaged_entries() {
+    let f = Fixture::new();
+    // Unrelated, unfinished and damaged directories beside the real ones.
+    std::fs::create_dir_all(f.root.path().join("checkpoints/lost+found")).unwrap();
+    let unfinished = f.root.path().join("savepoints/savepoint-job-1-unfinished");
+    std::fs::create_dir_all(&unfinished).unwrap();
+    std::fs::write(unfinished.join("state-file"), b"partial").unwrap();
+    let damaged = f.root.path().join("savepoints/savepoint-job-1-damaged");
+    std::fs::create_dir_all(&damaged).unwrap();
+    std::fs::write(damaged.join("_metadata"), b"not metadata").unwrap();
+
+    // From the directory above checkpoints/ and savepoints/.
+    let out = statectl(&["list", f.root.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let row = |kind: &str, path: &str| {
+        text.lines()
+            .any(|l| l.starts_with(kind) && l.contains(path))
+    };
+    assert!(row("checkpoint", "checkpoints/job-1/chk-1"), "{text}");
+    assert!(row("savepoint", "savepoints/savepoint-job-1-"), "{text}");
+    assert!(row("incomplete", "savepoint-job-1-unfinished"), "{text}");
+    assert!(row("unreadable", "savepoint-job-1-damaged"), "{text}");
+    assert!(!text.contains("lost+found"), "{text}");
+}
+
+#[test]
+fn relative_locations_work_from_inside_a_job_directory() {
+    let f = Fixture::new();
+    let job_dir = f.root.path().join("checkpoints/job-1");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_statectl"))
+            .args(args)
+            .current_dir(&job_dir)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["inspect", "chk-1"]);
+    assert!(
+        stdout(&out).starts_with("checkpoint 1 of job 'job-1'"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&["list", "."]);
+    assert!(
+        stdout(&out).lines().any(|l| l.starts_with("checkpoint")),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&["verify", "chk-1/_metadata"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+}
+
+#[test]
+fn dump_reads_changelog_checkpoints() {
+    let root = tempfile::tempdir().unwrap();
+    let storage = Arc::new(
+        ObjectStoreCheckpointStorage::local(root.path().join("checkpoints"), "job-2").unwrap(),
+    );
+    let no_timer = state_changelog::MaterializationConfig {
+        interval: None,
+        ..state_changelog::MaterializationConfig::default()
+    };
+    let changelog = state_changelog::ChangelogBackendFactory::new(
+        Arc::new(state_heap::HeapBackendFactory::new()),
+        state_changelog::DstlConfig::default(),
+        no_timer,
+    )
+    .unwrap();
+    let mut backend = populated(&changelog, &storage);
+    let dyn_storage = Arc::clone(&storage) as Arc<dyn CheckpointStorageAccess>;
+    // The first checkpoint materializes; the second is materialization + log.
+    let first = snapshot(
+        &mut *backend,
+        1,
+        SnapshotType::Checkpoint,
+        Arc::clone(&dyn_storage),
+    );
+    backend.notify_checkpoint_complete(1).unwrap();
+    let count = backend
+        .value_state(ValueStateDescriptor::<u64>::new("count"))
+        .unwrap();
+    for key in 0..KEYS {
+        backend.set_key(&key).unwrap();
+        count.update(&mut *backend, &(key * 10 + 1)).unwrap();
+    }
+    let second = snapshot(&mut *backend, 2, SnapshotType::Checkpoint, dyn_storage);
+    assert_eq!(first.format_name(), "changelog");
+    let mut store = CompletedCheckpointStore::open(Arc::clone(&storage), 2).unwrap();
+    store
+        .add(
+            CompletedCheckpoint::new("job-2", 2, 0, CheckpointKind::Checkpoint)
+                .with_operator("op", vec![second]),
+        )
+        .unwrap();
+    let location = root.path().join("checkpoints/job-2/chk-2");
+    let out = statectl(&[
+        "dump",
+        location.to_str().unwrap(),
+        "--state",
+        "count",
+        "--key-type",
+        "u64",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let entries = lines(&out);
+    assert_eq!(entries.len() as u64, KEYS);
+    for entry in entries {
+        assert_eq!(
+            entry["value"].as_u64().unwrap(),
+            entry["key"].as_u64().unwrap() * 10 + 1
+        );
+    }
+    let out = statectl(&["inspect", location.to_str().unwrap()]);
+    assert!(
+        stdout(&out).contains("changelog handle by changelog-heap"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        statectl(&["verify", location.to_str().unwrap()])
+            .status
+            .code(),
+        Some(0)
+    );
+}
