@@ -6,7 +6,7 @@
 //!
 //! | command | what it does |
 //! |---|---|
-//! | `list DIR` | checkpoints and savepoints in a job directory, a checkpoint base directory or a savepoint directory, with ids, times, own and shared bytes |
+//! | `list DIR` | checkpoints and savepoints in `DIR` and up to three levels below (checkpoint base, job and savepoint directories), with ids, times, own and shared bytes; unfinished and damaged entries are listed as such |
 //! | `inspect LOCATION` | one checkpoint or savepoint: operators, handles, states with kinds and types, key-group ranges, files (`--json` for the raw metadata) |
 //! | `verify LOCATION` | every referenced file exists and matches its size and checksum; exit code 0 OK, 3 missing files, 4 damaged files, 5 both |
 //! | `dump LOCATION --state NAME` | the entries of one state as JSON lines |
@@ -48,8 +48,9 @@ pub enum Command {
     /// List checkpoints and savepoints with ids, times and sizes.
     List {
         /// A job directory, a checkpoint base directory (job directories
-        /// below it), a savepoint directory or a directory of savepoints;
-        /// a path or a URL.
+        /// below it), a savepoint directory, a directory of savepoints, or
+        /// one above those (up to three levels are searched); a path or a
+        /// URL.
         dir: String,
     },
     /// Show one checkpoint or savepoint: states, kinds, key-group ranges,
