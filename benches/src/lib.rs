@@ -6,7 +6,9 @@
 //! `--bench rocksdb` measures the RocksDB backend beside raw `rocksdb`
 //! calls; `--bench changelog` measures the changelog wrapper's overhead on
 //! state operations over both, and checkpoint cost against state size with
-//! and without it. This library holds what they share.
+//! and without it; `--bench savepoint` prints the cost of native and
+//! canonical savepoints and their restores (also across backends) beside
+//! raw baselines. This library holds what they share.
 
 /// `0..n` in a fixed pseudo-random order (Fisher-Yates with xorshift64*), so
 /// every benchmark touches keys in the same random order.
