@@ -414,6 +414,51 @@ impl ObjectStoreCheckpointStorage {
         first_error.map_or(Ok(()), Err)
     }
 
+    /// Checks a stored file as [`read`](CheckpointStorageAccess::read)
+    /// does (it exists, and its size and CRC-32C match the handle and the
+    /// footer), streaming it: memory stays bounded whatever the file's
+    /// size. For tools that verify whole checkpoints.
+    ///
+    /// # Errors
+    /// [`StateError::FileNotFound`], [`StateError::Corrupt`] naming the
+    /// mismatch, [`StateError::Storage`].
+    pub fn verify_file(&self, file: &FileHandle) -> Result<()> {
+        let location = self.resolve(file)?;
+        let store = Arc::clone(&self.store);
+        let file = file.clone();
+        let path = file.path.clone();
+        self.run("verify", &path.clone(), async move {
+            let result = store
+                .get(&location)
+                .await
+                .map_err(|e| from_store("get", &path, e))?;
+            framing::check_stored_len(&file, result.meta.size)?;
+            let mut stream = result.into_stream();
+            let mut crc = 0u32;
+            let mut seen = 0u64;
+            // The bytes after the payload: the footer, or more when the
+            // object is longer than the handle says.
+            let mut tail = Vec::with_capacity(FOOTER_LEN);
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| from_store("get", &path, e))?;
+                let payload_part = usize::try_from(file.size.saturating_sub(seen))
+                    .map_or(chunk.len(), |left| left.min(chunk.len()));
+                let (payload, rest) = chunk.split_at(payload_part);
+                crc = crc32c::crc32c_append(crc, payload);
+                if tail.len() < 64 * 1024 {
+                    tail.extend_from_slice(rest);
+                }
+                seen += chunk.len() as u64;
+            }
+            let footer = Footer::decode(&tail)
+                .map_err(|reason| StateError::corrupt(path.clone(), reason))?;
+            let payload_len = seen.saturating_sub(FOOTER_LEN as u64);
+            // An object longer than handle + footer has bytes the CRC above
+            // did not cover; the length check reports it.
+            framing::check(&file, &footer, payload_len, crc)
+        })
+    }
+
     fn resolve(&self, file: &FileHandle) -> Result<Path> {
         layout::resolve(&self.root, &file.path)
     }

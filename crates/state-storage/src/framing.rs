@@ -80,22 +80,46 @@ pub fn frame(mut payload: Vec<u8>) -> Vec<u8> {
 /// [`StateError::Corrupt`] naming `file.path` and the first mismatch found.
 pub fn verify(file: &FileHandle, stored: &[u8]) -> Result<std::ops::Range<usize>> {
     let corrupt = |reason: String| StateError::corrupt(file.path.clone(), reason);
+    check_stored_len(file, stored.len() as u64)?;
+    let footer = Footer::decode(stored).map_err(corrupt)?;
+    let payload_end = stored.len() - FOOTER_LEN;
+    let payload = stored.get(..payload_end).unwrap_or_default();
+    check(file, &footer, payload_end as u64, crc32c::crc32c(payload))?;
+    Ok(0..payload_end)
+}
+
+/// Checks that an object of `stored_len` bytes can hold `file`'s payload
+/// and a footer.
+///
+/// # Errors
+/// [`StateError::Corrupt`] naming the file when it is too short.
+pub fn check_stored_len(file: &FileHandle, stored_len: u64) -> Result<()> {
+    let corrupt = |reason: String| StateError::corrupt(file.path.clone(), reason);
     let expected_len = file
         .size
         .checked_add(FOOTER_LEN as u64)
         .ok_or_else(|| corrupt(format!("handle size {} is too large", file.size)))?;
-    if (stored.len() as u64) < expected_len {
+    if stored_len < expected_len {
         return Err(corrupt(format!(
-            "truncated: {} bytes stored, handle says {} payload bytes plus a {FOOTER_LEN}-byte footer",
-            stored.len(),
+            "truncated: {stored_len} bytes stored, handle says {} payload bytes plus a \
+             {FOOTER_LEN}-byte footer",
             file.size
         )));
     }
-    let footer = Footer::decode(stored).map_err(corrupt)?;
-    let payload_end = stored.len() - FOOTER_LEN;
-    if footer.payload_len != payload_end as u64 {
+    Ok(())
+}
+
+/// Checks a stored object of `file` whose `footer` was read, whose payload
+/// (everything before the footer) is `payload_len` bytes with CRC-32C
+/// `payload_crc`: the footer, the handle and the bytes must agree.
+///
+/// # Errors
+/// [`StateError::Corrupt`] naming the file and the mismatch.
+pub fn check(file: &FileHandle, footer: &Footer, payload_len: u64, payload_crc: u32) -> Result<()> {
+    let corrupt = |reason: String| StateError::corrupt(file.path.clone(), reason);
+    if footer.payload_len != payload_len {
         return Err(corrupt(format!(
-            "footer says {} payload bytes, object holds {payload_end}",
+            "footer says {} payload bytes, object holds {payload_len}",
             footer.payload_len
         )));
     }
@@ -105,21 +129,19 @@ pub fn verify(file: &FileHandle, stored: &[u8]) -> Result<std::ops::Range<usize>
             file.size, footer.payload_len
         )));
     }
-    let payload = stored.get(..payload_end).unwrap_or_default();
-    let actual = crc32c::crc32c(payload);
-    if actual != footer.crc32c {
+    if payload_crc != footer.crc32c {
         return Err(corrupt(format!(
-            "checksum mismatch: payload crc32c {actual:08x}, footer says {:08x}",
+            "checksum mismatch: payload crc32c {payload_crc:08x}, footer says {:08x}",
             footer.crc32c
         )));
     }
-    if actual != file.crc32c {
+    if payload_crc != file.crc32c {
         return Err(corrupt(format!(
-            "checksum mismatch: payload crc32c {actual:08x}, handle says {:08x}",
+            "checksum mismatch: payload crc32c {payload_crc:08x}, handle says {:08x}",
             file.crc32c
         )));
     }
-    Ok(0..payload_end)
+    Ok(())
 }
 
 #[cfg(test)]

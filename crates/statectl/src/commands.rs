@@ -296,7 +296,8 @@ impl Verification {
 }
 
 /// `statectl verify LOCATION`: every referenced file exists and matches its
-/// size and checksum. `progress(done_bytes, total_bytes)` per file.
+/// size and checksum, each streamed (memory stays bounded).
+/// `progress(done_bytes, total_bytes)` per file.
 ///
 /// # Errors
 /// Storage failures other than missing or damaged files.
@@ -305,8 +306,8 @@ pub fn verify(snapshot: &Snapshot, progress: &mut dyn FnMut(u64, u64)) -> Result
     let total: u64 = files.iter().map(|f| f.size).sum();
     let mut result = Verification::default();
     for file in files {
-        match snapshot.storage.read(file) {
-            Ok(_) => {}
+        match snapshot.storage.verify_file(file) {
+            Ok(()) => {}
             Err(StateError::FileNotFound { path }) => result.missing.push(path),
             Err(StateError::Corrupt { path, reason }) => result.corrupt.push((path, reason)),
             Err(e) => return Err(e),

@@ -203,6 +203,14 @@ fn assert_not_found(result: state_api::Result<bytes::Bytes>, path: &str) {
     }
 }
 
+/// `verify_file` as a read result, for the assertions above.
+fn verified(
+    storage: &ObjectStoreCheckpointStorage,
+    file: &FileHandle,
+) -> state_api::Result<bytes::Bytes> {
+    storage.verify_file(file).map(|()| bytes::Bytes::new())
+}
+
 // ------------------------------------------------------ storage access
 
 pub(crate) fn round_trip(env: &Env) {
@@ -214,6 +222,7 @@ pub(crate) fn round_trip(env: &Env) {
         assert_eq!(file.crc32c, crc32c::crc32c(&bytes));
         assert_eq!(file.scope, StateScope::Exclusive);
         assert_eq!(&storage.read(&file).unwrap()[..], &bytes[..]);
+        storage.verify_file(&file).unwrap();
     }
     // Written in many small pieces, the checksum is the same.
     let bytes = payload(10_000, 9);
@@ -262,6 +271,11 @@ pub(crate) fn flipped_byte_is_corrupt(env: &Env) {
             matches!(&err, StateError::Corrupt { path, .. } if *path == file.path),
             "offset {offset}: {err:?}"
         );
+        let err = storage.verify_file(&file).unwrap_err();
+        assert!(
+            matches!(&err, StateError::Corrupt { path, .. } if *path == file.path),
+            "verify, offset {offset}: {err:?}"
+        );
     }
 }
 
@@ -272,6 +286,7 @@ pub(crate) fn truncated_file_is_corrupt(env: &Env) {
         let file = write_file(&storage, 1, StateScope::Exclusive, "f", &bytes);
         storage.truncate(&file, keep).unwrap();
         assert_corrupt(storage.read(&file), &file.path, "truncated");
+        assert_corrupt(verified(&storage, &file), &file.path, "truncated");
         assert_corrupt(storage.read_range(&file, 0..10), &file.path, "truncated");
         assert_corrupt(
             storage.read_range(&file, 990..1000),
@@ -286,6 +301,7 @@ pub(crate) fn missing_file_is_not_found(env: &Env) {
     let file = write_file(&storage, 1, StateScope::Shared, "f", b"abc");
     storage.remove(&file).unwrap();
     assert_not_found(storage.read(&file), &file.path);
+    assert_not_found(verified(&storage, &file), &file.path);
     assert_not_found(storage.read_range(&file, 0..2), &file.path);
 }
 
@@ -295,9 +311,14 @@ pub(crate) fn wrong_handle_is_corrupt(env: &Env) {
     let mut wrong_crc = file.clone();
     wrong_crc.crc32c ^= 0x8000_0000;
     assert_corrupt(storage.read(&wrong_crc), &file.path, "handle says");
+    assert_corrupt(verified(&storage, &wrong_crc), &file.path, "handle says");
     let mut shorter = file.clone();
     shorter.size -= 1;
     assert_corrupt(storage.read(&shorter), &file.path, "size mismatch");
+    assert!(matches!(
+        verified(&storage, &shorter),
+        Err(StateError::Corrupt { .. })
+    ));
     assert_corrupt(
         storage.read_range(&shorter, 0..1),
         &file.path,
@@ -306,6 +327,7 @@ pub(crate) fn wrong_handle_is_corrupt(env: &Env) {
     let mut longer = file.clone();
     longer.size += 1;
     assert_corrupt(storage.read(&longer), &file.path, "truncated");
+    assert_corrupt(verified(&storage, &longer), &file.path, "truncated");
     assert_corrupt(storage.read_range(&longer, 0..1), &file.path, "truncated");
 }
 
@@ -358,6 +380,7 @@ pub(crate) fn large_file_uses_multipart(env: &Env) {
     assert_eq!(file.size, len as u64);
     assert_eq!(file.crc32c, crc32c::crc32c(&bytes));
     assert!(storage.read(&file).unwrap()[..] == bytes[..]);
+    storage.verify_file(&file).unwrap();
     let boundary = MULTIPART_PART_SIZE as u64;
     let got = storage
         .read_range(&file, boundary - 10..boundary + 10)
@@ -374,6 +397,7 @@ pub(crate) fn large_file_uses_multipart(env: &Env) {
     let big = write_file(&storage, 2, StateScope::Exclusive, "big2", &bytes);
     storage.corrupt_byte(&big, boundary + 1).unwrap();
     assert_corrupt(storage.read(&big), &big.path, "checksum");
+    assert_corrupt(verified(&storage, &big), &big.path, "checksum");
 }
 
 pub(crate) fn dropped_stream_leaves_nothing(env: &Env) {
