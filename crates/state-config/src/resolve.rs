@@ -93,8 +93,6 @@ pub(crate) fn resolve(entries: &[Entry]) -> Result<BTreeMap<&'static str, Resolv
     let mut order: Vec<&'static str> = Vec::new();
     for (position, entry) in entries.iter().enumerate() {
         match lookup(&entry.key) {
-            // A null value (YAML `~`, JSON `null`) leaves the option unset.
-            Some(_) if entry.value == Raw::Null => {}
             Some((option, _)) => {
                 let list = by_option.entry(option.key).or_default();
                 if list.is_empty() {
@@ -117,6 +115,9 @@ pub(crate) fn resolve(entries: &[Entry]) -> Result<BTreeMap<&'static str, Resolv
             Some([(position, first), (_, second), ..]) => {
                 problems.push_at(*position, key, set_twice(option, &first.key, &second.key));
             }
+            // A null value (YAML `~`, JSON `null`) leaves the option unset;
+            // it still counts when the option is set twice.
+            Some([(_, entry)]) if entry.value == Raw::Null => {}
             Some([(position, entry)]) => match convert(&option.kind, &entry.value) {
                 Ok(typed) => {
                     resolved.insert(

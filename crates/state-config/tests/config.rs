@@ -275,6 +275,15 @@ fn null_values_and_empty_maps_leave_options_unset() {
     )
     .unwrap();
     assert_eq!(c, StateConfig::default());
+    // A null beside the same key set elsewhere is still a duplicate.
+    let err = StateConfig::from_yaml_str(
+        "state.backend.type: ~\nstate:\n  backend:\n    type: rocksdb\n",
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, StateError::Config { key, .. } if key == "state.backend.type"),
+        "{err}"
+    );
 }
 
 #[test]
