@@ -395,15 +395,7 @@ pub fn run_with_config(o: &Options, config: &StateConfig) -> Result<JobReport> {
             (restore, source_offset(latest)?, Some(latest.checkpoint_id))
         }
         None => match &initial {
-            Some(initial) => (
-                Restore {
-                    handles: initial.restore.handles.clone(),
-                    storage: initial.restore.storage.clone(),
-                    skip: initial.restore.skip.clone(),
-                },
-                initial.offset,
-                None,
-            ),
+            Some(initial) => (initial.restore.clone(), initial.offset, None),
             None => (Restore::default(), 0, None),
         },
     };

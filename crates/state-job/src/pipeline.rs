@@ -25,7 +25,7 @@ struct Subtask {
 }
 
 /// What a pipeline restores its state from.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Restore {
     /// The handles of the job's operator (taken at any parallelism).
     pub handles: Vec<KeyedStateHandle>,

@@ -28,6 +28,16 @@ pub enum CheckpointKind {
     Savepoint,
 }
 
+impl CheckpointKind {
+    /// `"checkpoint"` or `"savepoint"`, for messages and listings.
+    pub fn name(self) -> &'static str {
+        match self {
+            CheckpointKind::Checkpoint => "checkpoint",
+            CheckpointKind::Savepoint => "savepoint",
+        }
+    }
+}
+
 /// A completed checkpoint: the content of its `_metadata` file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompletedCheckpoint {

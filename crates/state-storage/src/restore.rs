@@ -36,7 +36,7 @@ use state_api::{
 
 use crate::access::ObjectStoreCheckpointStorage;
 use crate::layout;
-use crate::metadata::{CheckpointKind, CompletedCheckpoint};
+use crate::metadata::CompletedCheckpoint;
 use crate::savepoint::{Savepoint, strip_metadata};
 use crate::store::load_checkpoint;
 
@@ -107,10 +107,7 @@ impl RestoreSource {
 
     /// `"checkpoint"` or `"savepoint"`.
     pub fn kind_name(&self) -> &'static str {
-        match self.metadata.kind {
-            CheckpointKind::Checkpoint => "checkpoint",
-            CheckpointKind::Savepoint => "savepoint",
-        }
+        self.metadata.kind.name()
     }
 
     /// The storage as the backends' restore storage.

@@ -7,7 +7,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use state_api::{CheckpointStorageAccess, KeyedStateHandle, Result, StateError, StateScope};
 use state_storage::restore::handle_states;
 
-use crate::location::{self, Snapshot, kind_name};
+use state_storage::restore::RestoreSource;
+
+use crate::location;
 
 /// Exit code of `verify` when files are missing.
 pub const EXIT_MISSING: u8 = 3;
@@ -82,7 +84,7 @@ pub fn list(dir: &str, out: &mut dyn Write, progress: &mut dyn FnMut(usize, usiz
         let m = &listed.metadata;
         let (own, shared) = own_and_shared(m);
         rows.push([
-            kind_name(m.kind).to_string(),
+            m.kind.name().to_string(),
             m.checkpoint_id.to_string(),
             m.job_id.clone(),
             human_time(m.timestamp_ms),
@@ -124,20 +126,20 @@ pub fn list(dir: &str, out: &mut dyn Write, progress: &mut dyn FnMut(usize, usiz
             let _ = writeln!(text, "{}", line.trim_end());
         }
     }
-    out.write_all(text.as_bytes()).map_err(output_error)
+    out.write_all(text.as_bytes()).map_err(io_error)
 }
 
 /// `statectl inspect LOCATION`: states, kinds, key-group ranges and files.
 ///
 /// # Errors
 /// Reading the states of key-group files; output errors.
-pub fn inspect(snapshot: &Snapshot, json: bool, out: &mut dyn Write) -> Result<()> {
+pub fn inspect(snapshot: &RestoreSource, json: bool, out: &mut dyn Write) -> Result<()> {
     if json {
         let value = serde_json::to_value(&snapshot.metadata)
-            .map_err(|e| output_error(std::io::Error::other(e)))?;
-        let text = serde_json::to_string_pretty(&value)
-            .map_err(|e| output_error(std::io::Error::other(e)))?;
-        return writeln!(out, "{text}").map_err(output_error);
+            .map_err(|e| io_error(std::io::Error::other(e)))?;
+        let text =
+            serde_json::to_string_pretty(&value).map_err(|e| io_error(std::io::Error::other(e)))?;
+        return writeln!(out, "{text}").map_err(io_error);
     }
     let m = &snapshot.metadata;
     let storage: &dyn CheckpointStorageAccess = &*snapshot.storage;
@@ -179,7 +181,7 @@ pub fn inspect(snapshot: &Snapshot, json: bool, out: &mut dyn Write) -> Result<(
             )?;
         }
     }
-    out.write_all(text.as_bytes()).map_err(output_error)
+    out.write_all(text.as_bytes()).map_err(io_error)
 }
 
 fn describe_handle(
@@ -301,7 +303,10 @@ impl Verification {
 ///
 /// # Errors
 /// Storage failures other than missing or damaged files.
-pub fn verify(snapshot: &Snapshot, progress: &mut dyn FnMut(u64, u64)) -> Result<Verification> {
+pub fn verify(
+    snapshot: &RestoreSource,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Verification> {
     let files = snapshot.metadata.files();
     let total: u64 = files.iter().map(|f| f.size).sum();
     let mut result = Verification::default();
@@ -324,7 +329,7 @@ pub fn verify(snapshot: &Snapshot, progress: &mut dyn FnMut(u64, u64)) -> Result
 /// # Errors
 /// Output errors.
 pub fn report_verification(
-    snapshot: &Snapshot,
+    snapshot: &RestoreSource,
     verification: &Verification,
     out: &mut dyn Write,
 ) -> Result<()> {
@@ -350,7 +355,7 @@ pub fn report_verification(
         verification.missing.len(),
         verification.corrupt.len()
     );
-    out.write_all(text.as_bytes()).map_err(output_error)
+    out.write_all(text.as_bytes()).map_err(io_error)
 }
 
 /// `statectl dispose LOCATION`: deletes a savepoint (never a checkpoint).
@@ -358,7 +363,7 @@ pub fn report_verification(
 /// # Errors
 /// [`StateError::Config`] for a checkpoint; deletion failures.
 pub fn dispose(
-    snapshot: Snapshot,
+    snapshot: RestoreSource,
     out: &mut dyn Write,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<()> {
@@ -388,11 +393,12 @@ pub fn dispose(
             report.foreign_files.join(", ")
         );
     }
-    out.write_all(text.as_bytes()).map_err(output_error)
+    out.write_all(text.as_bytes()).map_err(io_error)
 }
 
-/// An error writing the output.
-pub fn output_error(e: std::io::Error) -> StateError {
+/// An I/O failure of statectl itself (writing the output, a scratch
+/// directory).
+pub fn io_error(e: std::io::Error) -> StateError {
     StateError::Backend {
         backend: "statectl",
         source: Box::new(e),

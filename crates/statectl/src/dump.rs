@@ -19,10 +19,10 @@ use state_api::{
     StateBackendFactory, StateError, StateKind, StateMeta, StateRegistration,
 };
 use state_storage::ObjectStoreCheckpointStorage;
-use state_storage::restore::handle_states;
+use state_storage::restore::{RestoreSource, handle_states};
 
+use crate::commands::io_error;
 use crate::decode::Decoding;
-use crate::location::Snapshot;
 
 /// What to dump.
 pub struct DumpRequest<'a> {
@@ -44,7 +44,7 @@ pub struct DumpRequest<'a> {
 /// the request does not match; restore errors of damaged snapshots; I/O
 /// errors of `out` as [`StateError::Backend`].
 pub fn dump(
-    snapshot: &Snapshot,
+    snapshot: &RestoreSource,
     request: &DumpRequest<'_>,
     out: &mut dyn Write,
     progress: &mut dyn FnMut(usize, usize),
@@ -75,15 +75,18 @@ pub fn dump(
         });
     };
     let storage = Arc::clone(&snapshot.storage) as Arc<dyn CheckpointStorageAccess>;
+    // Each handle's states, read once (a key-group file's header is a read).
+    let handle_states: Vec<Vec<StateMeta>> = handles
+        .iter()
+        .map(|handle| handle_states(handle, &*storage))
+        .collect::<Result<_>>()?;
     let mut known = Vec::new();
     let mut meta = None;
-    for handle in handles {
-        for state in handle_states(handle, &*storage)? {
-            if state.name == request.state {
-                meta = Some(state);
-            } else if !known.contains(&state.name) {
-                known.push(state.name);
-            }
+    for state in handle_states.iter().flatten() {
+        if state.name == request.state {
+            meta = Some(state.clone());
+        } else if !known.contains(&state.name) {
+            known.push(state.name.clone());
         }
     }
     let Some(meta) = meta else {
@@ -102,9 +105,8 @@ pub fn dump(
     let scratch = Arc::new(ObjectStoreCheckpointStorage::in_memory("statectl")?)
         as Arc<dyn CheckpointStorageAccess>;
     let mut written = 0u64;
-    for (index, handle) in handles.iter().enumerate() {
+    for (index, (handle, states)) in handles.iter().zip(handle_states).enumerate() {
         progress(index + 1, handles.len());
-        let states = handle_states(handle, &*storage)?;
         if !states.iter().any(|s| s.name == meta.name) {
             continue;
         }
@@ -264,11 +266,4 @@ fn write_line(out: &mut dyn Write, line: Map<String, Value>) -> Result<()> {
     serde_json::to_writer(&mut *out, &Value::Object(line))
         .map_err(|e| io_error(std::io::Error::from(e)))?;
     out.write_all(b"\n").map_err(io_error)
-}
-
-fn io_error(e: std::io::Error) -> StateError {
-    StateError::Backend {
-        backend: "statectl",
-        source: Box::new(e),
-    }
 }

@@ -27,6 +27,8 @@ use std::io::Write;
 use clap::{Parser, Subcommand};
 use state_api::Result;
 
+use state_storage::restore::RestoreSource;
+
 use crate::decode::Decoding;
 
 /// Command-line arguments.
@@ -106,20 +108,20 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             commands::list(dir, out, &mut |done, total| bar.set(done, total))?;
         }
         Command::Inspect { location, json } => {
-            commands::inspect(&location::open(location)?, *json, out)?;
+            commands::inspect(&RestoreSource::open(location)?, *json, out)?;
         }
         Command::Verify { location } => {
-            let snapshot = match location::open(location) {
+            let snapshot = match RestoreSource::open(location) {
                 Ok(snapshot) => snapshot,
                 // A verification that cannot even read the metadata still
                 // says which way it failed.
                 Err(e @ state_api::StateError::FileNotFound { .. })
                 | Err(e @ state_api::StateError::CheckpointNotFound { .. }) => {
-                    writeln!(out, "MISSING {e}").map_err(commands::output_error)?;
+                    writeln!(out, "MISSING {e}").map_err(commands::io_error)?;
                     return Ok(commands::EXIT_MISSING);
                 }
                 Err(e @ state_api::StateError::Corrupt { .. }) => {
-                    writeln!(out, "CORRUPT {e}").map_err(commands::output_error)?;
+                    writeln!(out, "CORRUPT {e}").map_err(commands::io_error)?;
                     return Ok(commands::EXIT_CORRUPT);
                 }
                 Err(e) => return Err(e),
@@ -138,7 +140,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             key_type,
             limit,
         } => {
-            let snapshot = location::open(location)?;
+            let snapshot = RestoreSource::open(location)?;
             let request = dump::DumpRequest {
                 operator: operator.as_deref(),
                 state,
@@ -151,7 +153,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             })?;
         }
         Command::Dispose { location } => {
-            let snapshot = location::open(location)?;
+            let snapshot = RestoreSource::open(location)?;
             let bar = progress::Bar::new("deleting files");
             commands::dispose(snapshot, out, &mut |done, total| bar.set(done, total))?;
         }

@@ -1,31 +1,10 @@
-//! What a location on the command line names: a checkpoint (`<job
-//! dir>/chk-<n>`), a savepoint directory, either's `_metadata`, or a
-//! directory to list.
+//! Finding checkpoints and savepoints below a directory (`statectl list`).
+//! Single locations open with
+//! [`RestoreSource::open`](state_storage::restore::RestoreSource::open).
 
 use state_api::{Result, StateError};
 use state_storage::layout::{self, METADATA_FILE_NAME};
-use state_storage::restore::RestoreSource;
-use state_storage::{CheckpointKind, CompletedCheckpoint, ObjectStoreCheckpointStorage};
-
-/// A checkpoint or savepoint, opened.
-pub type Snapshot = RestoreSource;
-
-/// `"checkpoint"` or `"savepoint"`.
-pub fn kind_name(kind: CheckpointKind) -> &'static str {
-    match kind {
-        CheckpointKind::Checkpoint => "checkpoint",
-        CheckpointKind::Savepoint => "savepoint",
-    }
-}
-
-/// Opens the checkpoint or savepoint at `location` (see
-/// [`RestoreSource::open`]).
-///
-/// # Errors
-/// As [`RestoreSource::open`].
-pub fn open(location: &str) -> Result<Snapshot> {
-    RestoreSource::open(location)
-}
+use state_storage::{CompletedCheckpoint, ObjectStoreCheckpointStorage};
 
 /// One completed checkpoint or savepoint found by [`list`].
 pub struct Listed {
