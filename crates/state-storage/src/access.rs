@@ -400,13 +400,14 @@ impl ObjectStoreCheckpointStorage {
     }
 
     /// Deletes every object under `relative_prefix` (a directory such as
-    /// `chk-3`). Deletes as much as it can and reports the first failure.
+    /// `chk-3`), or in the whole root for `None`. Deletes as much as it can
+    /// and reports the first failure.
     ///
     /// # Errors
     /// [`StateError::Storage`].
-    pub(crate) fn delete_prefix(&self, relative_prefix: &str) -> Result<()> {
+    pub(crate) fn delete_prefix(&self, relative_prefix: Option<&str>) -> Result<()> {
         let mut first_error = None;
-        for path in self.list_files(Some(relative_prefix))? {
+        for path in self.list_files(relative_prefix)? {
             if let Err(e) = self.delete_object(&path) {
                 first_error.get_or_insert(e);
             }

@@ -166,13 +166,7 @@ impl SavepointWriter {
     /// # Errors
     /// [`StateError::Storage`] for the first failed listing or deletion.
     pub fn abort(self) -> Result<()> {
-        let mut first_error = None;
-        for path in self.storage.list_files(None)? {
-            if let Err(e) = self.storage.delete_object(&path) {
-                first_error.get_or_insert(e);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+        self.storage.delete_prefix(None)
     }
 }
 
@@ -354,6 +348,28 @@ fn rename_key(error: StateError, key: &str) -> StateError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_aborted_savepoint_leaves_nothing() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let writer =
+            SavepointWriter::create(dir.path().to_str().expect("utf-8"), "job").expect("writer");
+        let location = writer.location();
+        for name in ["a", "b"] {
+            let mut out = writer
+                .storage()
+                .create_output(1, state_api::StateScope::Exclusive, name)
+                .expect("output");
+            out.write_all(b"partial").expect("write");
+            out.close().expect("close");
+        }
+        let savepoint_dir = std::path::PathBuf::from(location.trim_start_matches("file://"));
+        assert_eq!(std::fs::read_dir(&savepoint_dir).expect("dir").count(), 2);
+        writer.abort().expect("abort");
+        let left = std::fs::read_dir(&savepoint_dir).map_or(0, Iterator::count);
+        assert_eq!(left, 0);
+    }
 
     #[test]
     fn metadata_suffixes_are_stripped() {

@@ -386,7 +386,7 @@ impl CompletedCheckpointStore {
             });
         }
         self.storage
-            .delete_prefix(&layout::checkpoint_dir(checkpoint_id))
+            .delete_prefix(Some(&layout::checkpoint_dir(checkpoint_id)))
     }
 
     /// Removes the retained checkpoint or savepoint `checkpoint_id` (the only
@@ -483,7 +483,7 @@ impl CompletedCheckpointStore {
                 None
             } else {
                 self.storage
-                    .delete_prefix(&layout::checkpoint_dir(id))
+                    .delete_prefix(Some(&layout::checkpoint_dir(id)))
                     .err()
             };
             discard
