@@ -222,6 +222,12 @@ impl Replay<'_> {
             StateError::corrupt(path, format!("log segment at {}: {reason}", segment.offset))
         };
         let mut states: Vec<Option<StateId>> = vec![None; header.states.len()];
+        // Decided once per segment, not per record.
+        let skipped: Vec<bool> = header
+            .states
+            .iter()
+            .map(|meta| self.skip.contains(&meta.name))
+            .collect();
         let mut reader = RecordReader::new(records);
         let mut sqn = header.first_sqn;
         while let Some(record) = reader.next_record().map_err(&corrupt)? {
@@ -245,7 +251,7 @@ impl Replay<'_> {
                         .states
                         .get(index)
                         .ok_or_else(|| corrupt(format!("record of unknown state index {index}")))?;
-                    if self.skip.contains(&meta.name) {
+                    if skipped[index] {
                         continue;
                     }
                     let id = match states[index] {
