@@ -735,7 +735,9 @@ impl StateConfig {
         let settings = Settings {
             backend: match v.string(keys::BACKEND_TYPE)? {
                 "rocksdb" => BackendType::RocksDb,
-                _ => BackendType::HashMap,
+                "hashmap" => BackendType::HashMap,
+                // The option table accepts only the names above.
+                _ => return Err(internal(keys::BACKEND_TYPE)),
             },
             incremental: v.bool(keys::INCREMENTAL)?,
             checkpoint_dir: v.optional_string(keys::CHECKPOINT_DIR)?,
