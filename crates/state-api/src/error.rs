@@ -121,6 +121,23 @@ pub enum StateError {
         path: String,
     },
 
+    /// The commit of a checkpoint failed in a way that leaves its outcome
+    /// open: its `_metadata` may or may not have been stored (a request
+    /// applied by the server whose answer was lost). The checkpoint is
+    /// neither completed nor aborted until the checkpoint store resolves it;
+    /// until then nothing it references may be deleted and no backend may
+    /// be told either outcome.
+    #[error(
+        "the outcome of committing checkpoint {checkpoint_id} is unknown (its _metadata may have been stored): {source}"
+    )]
+    CommitOutcomeUnknown {
+        /// The checkpoint id.
+        checkpoint_id: u64,
+        /// The failure that left the outcome open.
+        #[source]
+        source: BoxError,
+    },
+
     /// Checkpoint storage failed (network, permissions, disk full, timeouts).
     #[error("storage error during {operation} of '{path}': {source}")]
     Storage {

@@ -25,7 +25,7 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
-use crate::error::Result;
+use crate::error::{Result, StateError};
 use crate::snapshot::{FileHandle, StateScope};
 
 /// Blocking access to checkpoint storage for snapshot writing and restore.
@@ -79,6 +79,44 @@ pub trait CheckpointOutputStream: Write + Send {
     /// # Errors
     /// [`StateError::Storage`](crate::StateError::Storage) when the upload fails.
     fn close(self: Box<Self>) -> Result<FileHandle>;
+}
+
+/// Attempts of [`write_with_retries`] in all.
+pub const FILE_WRITE_ATTEMPTS: u32 = 4;
+
+/// Runs `write` (which writes one or more whole files and returns their
+/// handles) again when it fails with [`StateError::Storage`], up to
+/// [`FILE_WRITE_ATTEMPTS`] times with a growing pause (50 ms, 100 ms, ...).
+///
+/// Storages retry single requests themselves; this covers what they cannot
+/// repeat, such as a multipart upload whose part failed. `write` must start
+/// over with new files each time (a failed output stream leaves nothing
+/// readable). Other errors (corrupt local data, a cancelled snapshot) are
+/// returned at once.
+///
+/// ```
+/// use state_api::{StateError, storage::write_with_retries};
+/// let mut calls = 0;
+/// let result = write_with_retries(|| {
+///     calls += 1;
+///     if calls < 2 { Err(StateError::storage("put", "f", "flaky")) } else { Ok(calls) }
+/// });
+/// assert_eq!(result.unwrap(), 2);
+/// ```
+///
+/// # Errors
+/// The last error.
+pub fn write_with_retries<T>(mut write: impl FnMut() -> Result<T>) -> Result<T> {
+    let mut attempt = 1;
+    loop {
+        match write() {
+            Err(StateError::Storage { .. }) if attempt < FILE_WRITE_ATTEMPTS => {
+                std::thread::sleep(std::time::Duration::from_millis(50 << (attempt - 1)));
+                attempt += 1;
+            }
+            outcome => return outcome,
+        }
+    }
 }
 
 /// `name` with every character outside `[A-Za-z0-9._-]` replaced by `_`, so

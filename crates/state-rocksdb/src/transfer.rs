@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
+use state_api::storage::write_with_retries;
 use state_api::{CheckpointStorageAccess, NamedFile, Result, StateError, StateScope};
 
 use crate::backend::local_error;
@@ -85,15 +86,19 @@ pub(crate) fn upload(
     threads: usize,
 ) -> Result<Vec<NamedFile>> {
     run_parallel(files, threads, |upload| {
-        let mut source =
-            File::open(&upload.path).map_err(|e| local_error("open", &upload.path, e))?;
-        let hint = format!("{}-{}", crate::BACKEND_NAME, upload.name);
-        let mut out = storage.create_output(checkpoint_id, upload.scope, &hint)?;
-        io::copy(&mut source, &mut out)
-            .map_err(|e| StateError::storage("write", upload.path.display().to_string(), e))?;
-        out.flush()
-            .map_err(|e| StateError::storage("write", upload.path.display().to_string(), e))?;
-        let file = out.close()?;
+        // A failed upload starts over from the local file, under a new name.
+        let file = write_with_retries(|| {
+            let mut source =
+                File::open(&upload.path).map_err(|e| local_error("open", &upload.path, e))?;
+            let hint = format!("{}-{}", crate::BACKEND_NAME, upload.name);
+            let mut out = storage.create_output(checkpoint_id, upload.scope, &hint)?;
+            let shown = || upload.path.display().to_string();
+            io::copy(&mut source, &mut out)
+                .map_err(|e| StateError::storage("write", shown(), e))?;
+            out.flush()
+                .map_err(|e| StateError::storage("write", shown(), e))?;
+            out.close()
+        })?;
         Ok(NamedFile {
             name: upload.name.clone(),
             file,

@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use crate::errors::from_store;
 use crate::framing::{self, FOOTER_LEN, Footer};
 use crate::layout;
+use crate::retry::{RetryPolicy, retry};
 use crate::runtime::BlockingRuntime;
 
 /// Files up to this many payload bytes are uploaded with one `put` on
@@ -56,6 +57,7 @@ pub struct ObjectStoreCheckpointStorage {
     location: String,
     layout: layout::DirectoryLayout,
     runtime: Arc<BlockingRuntime>,
+    retry: RetryPolicy,
 }
 
 impl ObjectStoreCheckpointStorage {
@@ -174,7 +176,21 @@ impl ObjectStoreCheckpointStorage {
             location,
             layout: layout::DirectoryLayout::Job,
             runtime: Arc::new(BlockingRuntime::new()?),
+            retry: RetryPolicy::default(),
         })
+    }
+
+    /// The same storage with another retry policy for its requests
+    /// (builder style; [`RetryPolicy::default`] unless set). See
+    /// [`crate::retry`].
+    pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// How requests are retried.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.retry
     }
 
     /// The same storage with another file layout (builder style): a
@@ -219,23 +235,27 @@ impl ObjectStoreCheckpointStorage {
         let location = layout::resolve(&self.root, relative)?;
         let store = Arc::clone(&self.store);
         let path = relative.to_string();
+        let policy = self.retry;
         self.run("get", relative, async move {
-            let result = store
-                .get(&location)
-                .await
-                .map_err(|e| from_store("get", &path, e))?;
-            result
-                .bytes()
-                .await
-                .map_err(|e| from_store("get", &path, e))
+            retry(policy, || async {
+                store.get(&location).await?.bytes().await
+            })
+            .await
+            .map_err(|e| from_store("get", &path, e))
         })
     }
 
     /// Stores `bytes` (framing included) at `relative`; with `create_only`
-    /// the put fails with `Ok(false)` when an object exists there already.
+    /// the put fails with `Ok(false)` when another object exists there
+    /// already.
+    ///
+    /// Transient errors are retried. A create-only put that finds an object
+    /// with exactly `bytes` reports success: an earlier attempt whose answer
+    /// was lost stored it (or another writer stored the same bytes).
     ///
     /// # Errors
-    /// [`StateError::Storage`].
+    /// [`StateError::Storage`] when the put still fails after the retries;
+    /// the object may then exist or not.
     pub(crate) fn put_object(
         &self,
         relative: &str,
@@ -250,14 +270,23 @@ impl ObjectStoreCheckpointStorage {
         } else {
             PutMode::Overwrite
         };
+        let policy = self.retry;
         self.run("put", relative, async move {
-            let options = PutOptions::from(mode);
-            match store
-                .put_opts(&location, PutPayload::from(bytes), options)
-                .await
-            {
+            let put = retry(policy, || {
+                let payload = PutPayload::from(bytes.clone());
+                store.put_opts(&location, payload, PutOptions::from(mode.clone()))
+            })
+            .await;
+            match put {
                 Ok(_) => Ok(true),
-                Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+                Err(object_store::Error::AlreadyExists { .. }) => {
+                    let stored = retry(policy, || async {
+                        store.get(&location).await?.bytes().await
+                    })
+                    .await
+                    .map_err(|e| StateError::storage("put", path, e))?;
+                    Ok(stored == bytes)
+                }
                 Err(e) => Err(StateError::storage("put", path, e)),
             }
         })
@@ -271,8 +300,9 @@ impl ObjectStoreCheckpointStorage {
         let location = layout::resolve(&self.root, relative)?;
         let store = Arc::clone(&self.store);
         let path = relative.to_string();
+        let policy = self.retry;
         self.run("delete", relative, async move {
-            match store.delete(&location).await {
+            match retry(policy, || store.delete(&location)).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
                 Err(e) => Err(StateError::storage("delete", path, e)),
             }
@@ -295,10 +325,9 @@ impl ObjectStoreCheckpointStorage {
         let shown = relative_prefix.map_or_else(|| self.location.clone(), str::to_string);
         let store = Arc::clone(&self.store);
         let root = self.root.clone();
+        let policy = self.retry;
         self.run("list", &shown.clone(), async move {
-            let metas: Vec<_> = store
-                .list(Some(&prefix))
-                .try_collect()
+            let metas: Vec<_> = retry(policy, || store.list(Some(&prefix)).try_collect())
                 .await
                 .map_err(|e| StateError::storage("list", shown, e))?;
             let mut paths: Vec<String> = metas
@@ -318,8 +347,9 @@ impl ObjectStoreCheckpointStorage {
         let location = layout::resolve(&self.root, relative)?;
         let store = Arc::clone(&self.store);
         let path = relative.to_string();
+        let policy = self.retry;
         self.run("head", relative, async move {
-            match store.head(&location).await {
+            match retry(policy, || store.head(&location)).await {
                 Ok(_) => Ok(true),
                 Err(object_store::Error::NotFound { .. }) => Ok(false),
                 Err(e) => Err(StateError::storage("head", path, e)),
@@ -342,11 +372,12 @@ impl ObjectStoreCheckpointStorage {
             .map(|path| Ok((layout::resolve(&self.root, &path)?, path)))
             .collect::<Result<Vec<_>>>()?;
         let store = Arc::clone(&self.store);
+        let policy = self.retry;
         self.run("head", &first, async move {
             let heads = targets.into_iter().map(|(location, path)| {
                 let store = Arc::clone(&store);
                 async move {
-                    match store.head(&location).await {
+                    match retry(policy, || store.head(&location)).await {
                         Ok(_) => Ok(None),
                         Err(object_store::Error::NotFound { .. }) => Ok(Some(path)),
                         Err(e) => Err(StateError::storage("head", path, e)),
@@ -384,9 +415,9 @@ impl ObjectStoreCheckpointStorage {
             None => self.root.clone(),
         };
         let shown = relative_prefix.map_or_else(|| self.location.clone(), str::to_string);
+        let policy = self.retry;
         self.run("list", &shown.clone(), async move {
-            let listing = store
-                .list_with_delimiter(Some(&prefix))
+            let listing = retry(policy, || store.list_with_delimiter(Some(&prefix)))
                 .await
                 .map_err(|e| StateError::storage("list", shown, e))?;
             let mut dirs: Vec<String> = listing
@@ -428,9 +459,9 @@ impl ObjectStoreCheckpointStorage {
         let store = Arc::clone(&self.store);
         let file = file.clone();
         let path = file.path.clone();
+        let policy = self.retry;
         self.run("verify", &path.clone(), async move {
-            let result = store
-                .get(&location)
+            let result = retry(policy, || store.get(&location))
                 .await
                 .map_err(|e| from_store("get", &path, e))?;
             framing::check_stored_len(&file, result.meta.size)?;
@@ -516,19 +547,22 @@ impl CheckpointStorageAccess for ObjectStoreCheckpointStorage {
         let expected_len = file.size.saturating_add(FOOTER_LEN as u64);
         let store = Arc::clone(&self.store);
         let path = file.path.clone();
+        let policy = self.retry;
         self.run("get range", &file.path, async move {
             if range.is_empty() {
                 // Stores refuse empty ranges; still report a missing or
                 // truncated file as a non-empty read would.
-                let meta = store
-                    .head(&location)
+                let meta = retry(policy, || store.head(&location))
                     .await
                     .map_err(|e| from_store("head", &path, e))?;
                 check_stored_len(&path, meta.size, expected_len)?;
                 return Ok(Bytes::new());
             }
-            let options = GetOptions::new().with_range(Some(range.clone()));
-            let result = match store.get_opts(&location, options).await {
+            let get = || {
+                let options = GetOptions::new().with_range(Some(range.clone()));
+                store.get_opts(&location, options)
+            };
+            let result = match retry(policy, get).await {
                 Ok(result) => result,
                 Err(e @ object_store::Error::NotFound { .. }) => {
                     return Err(from_store("get range", &path, e));
@@ -625,11 +659,11 @@ impl ObjectOutputStream {
             let store = Arc::clone(&self.storage.store);
             let location = self.location.clone();
             let path = self.path.clone();
+            let policy = self.storage.retry;
             let upload = self
                 .storage
                 .run("start multipart upload", &self.path, async move {
-                    store
-                        .put_multipart(&location)
+                    retry(policy, || store.put_multipart(&location))
                         .await
                         .map_err(|e| StateError::storage("start multipart upload", path, e))
                 })?;
@@ -702,8 +736,12 @@ impl ObjectOutputStream {
         })
     }
 
+    /// A failed close: the last request may still have been applied (its
+    /// answer lost), so the file is deleted, best effort; whatever is left
+    /// is an orphan for the store's garbage collection.
     fn fail<T>(&mut self, error: StateError) -> Result<T> {
         self.failed = true;
+        let _ = self.storage.delete_object(&self.path);
         Err(error)
     }
 }
@@ -785,12 +823,15 @@ impl CheckpointOutputStream for ObjectOutputStream {
             let store = Arc::clone(&self.storage.store);
             let location = self.location.clone();
             let path = self.path.clone();
+            let policy = self.storage.retry;
             let put = self.storage.run("put", &self.path, async move {
-                store
-                    .put(&location, PutPayload::from(bytes))
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| StateError::storage("put", path, e))
+                // The name is unique: a repeated put writes the same bytes.
+                retry(policy, || {
+                    store.put(&location, PutPayload::from(bytes.clone()))
+                })
+                .await
+                .map(|_| ())
+                .map_err(|e| StateError::storage("put", path, e))
             });
             if let Err(e) = put {
                 return self.fail(e);

@@ -144,11 +144,13 @@
 
 pub mod access;
 mod errors;
+pub mod fault;
 pub mod framing;
 pub mod layout;
 pub mod metadata;
 pub mod registry;
 pub mod restore;
+pub mod retry;
 mod runtime;
 pub mod savepoint;
 pub mod store;
@@ -159,5 +161,6 @@ pub use metadata::{CheckpointKind, CompletedCheckpoint};
 pub use registry::SharedStateRegistry;
 pub use savepoint::{DisposeReport, Savepoint, SavepointWriter};
 pub use store::{
-    CompletedCheckpointStore, DEFAULT_NUM_RETAINED, find_latest_completed, load_checkpoint,
+    CompletedCheckpointStore, DEFAULT_NUM_RETAINED, GarbageReport, Resolution,
+    find_latest_completed, load_checkpoint,
 };

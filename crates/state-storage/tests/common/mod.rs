@@ -47,7 +47,7 @@ macro_rules! backend_tests {
             discard_pending_deletes_aborted_checkpoint,
             dispose_removes_only_unshared_files,
             load_and_find_latest,
-            corrupt_metadata_fails_open,
+            corrupt_metadata_falls_back_to_the_newest_intact,
             reopen_subsumes_beyond_retention,
             zero_retained_is_rejected,
             files_outside_their_scope_directory_are_rejected,
@@ -710,30 +710,44 @@ pub(crate) fn load_and_find_latest(env: &Env) {
     assert_eq!(load_checkpoint(&storage, 1).unwrap(), cp1);
 }
 
-pub(crate) fn corrupt_metadata_fails_open(env: &Env) {
+pub(crate) fn corrupt_metadata_falls_back_to_the_newest_intact(env: &Env) {
     let storage = env.storage();
-    let mut store = CompletedCheckpointStore::open(Arc::clone(&storage), 1).unwrap();
-    let cp = checkpoint_with_exclusive(&storage, 1, &[]);
-    store.add(cp.clone()).unwrap();
+    let mut store = CompletedCheckpointStore::open(Arc::clone(&storage), 2).unwrap();
+    let one = checkpoint_with_exclusive(&storage, 1, &[]);
+    let two = checkpoint_with_exclusive(&storage, 2, &[]);
+    store.add(one.clone()).unwrap();
+    store.add(two.clone()).unwrap();
     let metadata = FileHandle {
-        path: "chk-1/_metadata".into(),
+        path: "chk-2/_metadata".into(),
         scope: StateScope::Exclusive,
         size: 0,
         crc32c: 0,
     };
     storage.corrupt_byte(&metadata, 10).unwrap();
-    for err in [
-        CompletedCheckpointStore::open(Arc::clone(&storage), 1).unwrap_err(),
-        find_latest_completed(&storage).unwrap_err(),
-        load_checkpoint(&storage, 1).unwrap_err(),
-    ] {
-        assert!(
-            matches!(&err, StateError::Corrupt { path, .. } if path == "chk-1/_metadata"),
-            "{err:?}"
-        );
-    }
-    // Nothing was deleted on the failed open.
-    assert!(exists(&storage, cp.exclusive_files()[0]));
+    let err = load_checkpoint(&storage, 2).unwrap_err();
+    assert!(
+        matches!(&err, StateError::Corrupt { path, .. } if path == "chk-2/_metadata"),
+        "{err:?}"
+    );
+    assert_eq!(find_latest_completed(&storage).unwrap(), Some(one.clone()));
+
+    let mut store = CompletedCheckpointStore::open(Arc::clone(&storage), 2).unwrap();
+    assert_eq!(ids(&store), [1]);
+    let damaged: Vec<u64> = store.damaged_checkpoints().map(|(id, _)| id).collect();
+    assert_eq!(damaged, [2]);
+    // Nothing of the damaged checkpoint is deleted, not even by collection,
+    // and its id is not used again.
+    store.collect_garbage().unwrap();
+    assert!(exists(&storage, two.exclusive_files()[0]));
+    assert!(storage.get_object("chk-2/_metadata").is_ok());
+    assert!(matches!(
+        store.add(checkpoint_with_exclusive(&storage, 2, &[])),
+        Err(StateError::Config { .. })
+    ));
+    store
+        .add(checkpoint_with_exclusive(&storage, 3, &[]))
+        .unwrap();
+    assert_eq!(ids(&store), [1, 3]);
 }
 
 pub(crate) fn reopen_subsumes_beyond_retention(env: &Env) {

@@ -57,11 +57,16 @@
 //! [`discard_pending`]: CompletedCheckpointStore::discard_pending
 //! [`retry_pending_discards`]: CompletedCheckpointStore::retry_pending_discards
 
+mod collect;
+mod commit;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use state_api::{CheckpointStorageAccess, KeyedStateHandle, Result, StateError, StateScope};
+use state_api::{CheckpointStorageAccess, Result, StateError};
+
+pub use collect::GarbageReport;
+pub use commit::Resolution;
 
 use crate::access::ObjectStoreCheckpointStorage;
 use crate::layout;
@@ -98,8 +103,13 @@ pub struct CompletedCheckpointStore {
     checkpoints: BTreeMap<u64, CompletedCheckpoint>,
     registry: SharedStateRegistry,
     pending: Vec<Discard>,
-    /// The highest id this instance committed, retained or not.
+    /// The highest id this instance committed or tried to, retained or not.
     highest_added: Option<u64>,
+    /// A checkpoint whose `_metadata` put has an unknown outcome.
+    pending_commit: Option<commit::PendingCommit>,
+    /// Checkpoints whose `_metadata` does not decode: kept as they are,
+    /// never restored, never deleted by the store.
+    damaged: BTreeMap<u64, String>,
 }
 
 impl CompletedCheckpointStore {
@@ -115,10 +125,15 @@ impl CompletedCheckpointStore {
     /// above it may belong to checkpoints in progress and are left alone.
     /// Failed deletions stay pending (see [`pending_discards`](Self::pending_discards)).
     ///
+    /// A `_metadata` that does not decode (or names another checkpoint id)
+    /// does not stop the job: that checkpoint is left out, reported by
+    /// [`damaged_checkpoints`](Self::damaged_checkpoints) and on standard
+    /// error, and the newest intact checkpoint is the latest. Its directory
+    /// is never deleted by the store (someone may want to look at it), and
+    /// its id is never used again.
+    ///
     /// # Errors
     /// [`StateError::Config`] for `num_retained == 0`;
-    /// [`StateError::Corrupt`] naming the path of a `_metadata` that does not
-    /// decode or belongs to another checkpoint id (nothing is deleted then);
     /// [`StateError::Storage`] when listing or reading fails.
     pub fn open(storage: Arc<ObjectStoreCheckpointStorage>, num_retained: usize) -> Result<Self> {
         if num_retained == 0 {
@@ -129,12 +144,21 @@ impl CompletedCheckpointStore {
         }
         let mut checkpoints = BTreeMap::new();
         let mut unfinished = Vec::new();
+        let mut damaged = BTreeMap::new();
         for id in checkpoint_dir_ids(&storage)? {
-            match read_metadata(&storage, id)? {
-                Some(checkpoint) => {
+            match read_metadata(&storage, id) {
+                Ok(Some(checkpoint)) => {
                     checkpoints.insert(id, checkpoint);
                 }
-                None => unfinished.push(id),
+                Ok(None) => unfinished.push(id),
+                Err(e @ (StateError::Corrupt { .. } | StateError::Codec { .. })) => {
+                    eprintln!(
+                        "warning: checkpoint {id} in {} is damaged and left out: {e}",
+                        storage.location()
+                    );
+                    damaged.insert(id, e.to_string());
+                }
+                Err(e) => return Err(e),
             }
         }
         let mut registry = SharedStateRegistry::new();
@@ -149,6 +173,8 @@ impl CompletedCheckpointStore {
             registry,
             pending: Vec::new(),
             highest_added: None,
+            pending_commit: None,
+            damaged,
         };
         store.subsume();
         if let Some(latest) = latest {
@@ -163,174 +189,13 @@ impl CompletedCheckpointStore {
         Ok(store)
     }
 
-    /// Commits `checkpoint`: writes its `_metadata` (create-only), registers
-    /// its shared files and subsumes the checkpoints beyond the retention,
-    /// deleting their `chk-<n>/` directories and the shared files no
-    /// retained checkpoint references. Returns the ids of the subsumed
-    /// checkpoints, ascending. Savepoints are never subsumed (see the
-    /// [module docs](self#retention)).
-    ///
-    /// The checkpoint's state files must already be written. Before the
-    /// put, `add` checks the id and every file (see the
-    /// [module docs](self#commit)); a refused checkpoint leaves the store
-    /// and the storage as they were, and the caller should abort it
-    /// ([`discard_pending`](Self::discard_pending)). Deletion failures after
-    /// the commit do not fail the call; they stay pending, see
-    /// [`pending_discards`](Self::pending_discards).
-    ///
-    /// # Errors
-    /// Nothing is committed on any error except where said otherwise.
-    /// * [`StateError::CheckpointAlreadyExists`] when the id is retained or
-    ///   a `_metadata` exists for it already;
-    /// * [`StateError::Config`] with key `checkpoint-id` when the id is not
-    ///   above the newest retained checkpoint, every pending discard and
-    ///   every id this store committed (ids must increase and are never
-    ///   reused);
-    /// * [`StateError::Corrupt`] naming a file that lies outside its scope's
-    ///   directory (exclusive: this checkpoint's `chk-<n>/`, shared:
-    ///   `shared/`, task-owned: `taskowned/`), or whose path is not a
-    ///   relative path in the job directory. The handles are inconsistent
-    ///   with the layout, as a corrupt `_metadata` would be;
-    /// * [`StateError::FileNotFound`] naming a shared file that no retained
-    ///   checkpoint references and that does not exist in storage (for
-    ///   example reused from a checkpoint subsumed in the meantime);
-    /// * [`StateError::Codec`] or [`StateError::Storage`] when a check or the
-    ///   metadata write fails. A failed put may still have stored the
-    ///   metadata; adding the same id again then reports
-    ///   `CheckpointAlreadyExists`.
-    pub fn add(&mut self, checkpoint: CompletedCheckpoint) -> Result<Vec<u64>> {
-        let id = checkpoint.checkpoint_id;
-        let path = layout::metadata_path(id);
-        let exists = || StateError::CheckpointAlreadyExists {
-            checkpoint_id: id,
-            path: path.clone(),
-        };
-        if self.checkpoints.contains_key(&id) {
-            return Err(exists());
-        }
-        self.check_id_increases(id)?;
-        self.check_file_locations(&checkpoint)?;
-        self.check_shared_files_exist(&checkpoint)?;
-        let bytes = Bytes::from(checkpoint.encode()?);
-        if !self.storage.put_object(&path, bytes, true)? {
-            return Err(exists());
-        }
-        self.highest_added = Some(self.highest_added.map_or(id, |h| h.max(id)));
-        self.registry.register(&checkpoint);
-        self.checkpoints.insert(id, checkpoint);
-        // Earlier failed deletions first (best effort; whatever fails again
-        // stays pending), then this checkpoint's subsumption.
-        let _ = self.retry_pending_discards();
-        Ok(self.subsume())
-    }
-
-    /// Refuses an id at or below one the store knows.
-    fn check_id_increases(&self, id: u64) -> Result<()> {
-        let retained = self.checkpoints.keys().next_back().copied();
-        let pending = self.pending.iter().map(|d| d.checkpoint_id).max();
-        let known = [
-            (retained, "the newest retained checkpoint"),
-            (pending, "a checkpoint whose discard is still pending"),
-            (
-                self.highest_added,
-                "the newest checkpoint this store committed",
-            ),
-        ];
-        let Some((floor, what)) = known
-            .into_iter()
-            .filter_map(|(known, what)| known.map(|k| (k, what)))
-            .max_by_key(|(known, _)| *known)
-        else {
-            return Ok(());
-        };
-        if id > floor {
-            return Ok(());
-        }
-        Err(StateError::Config {
-            key: CHECKPOINT_ID_KEY.into(),
-            message: format!(
-                "checkpoint {id} is not newer than checkpoint {floor}, {what}: checkpoint ids \
-                 must increase and are never reused (an older id would be subsumed at once, a \
-                 reused one could be deleted by an earlier discard of the same id)"
-            ),
-        })
-    }
-
-    /// Refuses files outside the directory of their scope.
-    fn check_file_locations(&self, checkpoint: &CompletedCheckpoint) -> Result<()> {
-        let id = checkpoint.checkpoint_id;
-        // Every handle's files, not the deduplicated view: a path must not
-        // escape its directory under any of the scopes it is claimed with.
-        let files = checkpoint
-            .operators
-            .values()
-            .flatten()
-            .flat_map(KeyedStateHandle::files);
-        for file in files {
-            // Rejects `..`, empty segments and absolute paths.
-            layout::resolve(self.storage.root(), &file.path)?;
-            let rule = match file.scope {
-                StateScope::Exclusive => match layout::parse_checkpoint_file(&file.path) {
-                    Some((owner, false)) if owner == id => None,
-                    Some((owner, true)) if owner == id => Some(format!(
-                        "'{}' is the commit marker of checkpoint {id}, not a state file",
-                        layout::METADATA_FILE_NAME
-                    )),
-                    _ => Some(format!(
-                        "exclusive files must lie in {}/, the directory of the checkpoint \
-                         referencing them (another checkpoint's directory is deleted with that \
-                         checkpoint)",
-                        layout::checkpoint_dir(id)
-                    )),
-                },
-                StateScope::Shared => (!is_in_dir(&file.path, layout::SHARED_DIR)).then(|| {
-                    format!(
-                        "shared files must lie in {}/ (only there does reference counting \
-                         protect them)",
-                        layout::SHARED_DIR
-                    )
-                }),
-                StateScope::TaskOwned => {
-                    (!is_in_dir(&file.path, layout::TASK_OWNED_DIR)).then(|| {
-                        format!(
-                            "task-owned files must lie in {}/ (only there are they never \
-                             deleted)",
-                            layout::TASK_OWNED_DIR
-                        )
-                    })
-                }
-            };
-            if let Some(rule) = rule {
-                return Err(StateError::corrupt(
-                    file.path.clone(),
-                    format!(
-                        "checkpoint {id} references it as a {:?} file, but {rule}",
-                        file.scope
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// Refuses shared files that no retained checkpoint protects and that
-    /// are gone from storage.
-    fn check_shared_files_exist(&self, checkpoint: &CompletedCheckpoint) -> Result<()> {
-        let unprotected: Vec<String> = checkpoint
-            .shared_files()
-            .into_iter()
-            .filter(|file| !self.registry.is_referenced(&file.path))
-            .map(|file| file.path.clone())
-            .collect();
-        match self
-            .storage
-            .missing_objects(unprotected)?
-            .into_iter()
-            .next()
-        {
-            Some(path) => Err(StateError::FileNotFound { path }),
-            None => Ok(()),
-        }
+    /// Checkpoints whose `_metadata` did not decode when the store was
+    /// opened, with the reason, ascending by id. They are not restored,
+    /// not deleted, and their ids are not used again.
+    pub fn damaged_checkpoints(&self) -> impl Iterator<Item = (u64, &str)> {
+        self.damaged
+            .iter()
+            .map(|(id, reason)| (*id, reason.as_str()))
     }
 
     /// The newest retained checkpoint or savepoint.
@@ -378,6 +243,14 @@ impl CompletedCheckpointStore {
     /// (retained, or a `_metadata` exists): use [`dispose`](Self::dispose);
     /// [`StateError::Storage`] when listing or deleting fails.
     pub fn discard_pending(&mut self, checkpoint_id: u64) -> Result<()> {
+        if self.pending_commit() == Some(checkpoint_id) {
+            return Err(StateError::CommitOutcomeUnknown {
+                checkpoint_id,
+                source:
+                    "it may be committed: resolve it (resolve_pending_commit), never discard it"
+                        .into(),
+            });
+        }
         let path = layout::metadata_path(checkpoint_id);
         if self.checkpoints.contains_key(&checkpoint_id) || self.storage.exists(&path)? {
             return Err(StateError::CheckpointAlreadyExists {
@@ -528,18 +401,27 @@ pub fn load_checkpoint(
     })
 }
 
-/// The newest completed checkpoint of the job in `storage`, if any, without
-/// opening a store (nothing is deleted).
+/// The newest intact completed checkpoint of the job in `storage`, if any,
+/// without opening a store (nothing is deleted). Checkpoints whose
+/// `_metadata` does not decode are skipped, with a warning on standard
+/// error.
 ///
 /// # Errors
-/// [`StateError::Corrupt`] when the newest `_metadata` does not decode;
 /// [`StateError::Storage`].
 pub fn find_latest_completed(
     storage: &ObjectStoreCheckpointStorage,
 ) -> Result<Option<CompletedCheckpoint>> {
     for id in checkpoint_dir_ids(storage)?.into_iter().rev() {
-        if let Some(checkpoint) = read_metadata(storage, id)? {
-            return Ok(Some(checkpoint));
+        match read_metadata(storage, id) {
+            Ok(Some(checkpoint)) => return Ok(Some(checkpoint)),
+            Ok(None) => {}
+            Err(e @ (StateError::Corrupt { .. } | StateError::Codec { .. })) => {
+                eprintln!(
+                    "warning: checkpoint {id} in {} is damaged and skipped: {e}",
+                    storage.location()
+                );
+            }
+            Err(e) => return Err(e),
         }
     }
     Ok(None)
@@ -584,7 +466,7 @@ fn read_metadata(
 mod tests {
     use std::io::Write;
 
-    use state_api::FileHandle;
+    use state_api::{FileHandle, StateScope};
 
     use super::*;
     use crate::metadata::tests::handle;
