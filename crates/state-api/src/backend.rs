@@ -24,6 +24,10 @@
 //!   MUST return quickly, independent of the amount of state where the backend
 //!   allows, and freeze what the snapshot holds. Writes after it returns MUST
 //!   NOT change what the [`AsyncSnapshot`] writes.
+//! * The checkpoint notices may be lost, repeated, late or reordered; every
+//!   notice that arrives is true. A backend deletes a file only when it
+//!   knows no committed checkpoint references it, and never one a committed
+//!   checkpoint may reference: the [lifecycle contract](crate::lifecycle).
 //!
 //! Wrappers (such as the changelog backend) SHOULD implement every method,
 //! since the trait has no default methods to silently bypass the inner backend.
@@ -194,20 +198,33 @@ pub trait KeyedStateBackend: Send {
         storage: Arc<dyn CheckpointStorageAccess>,
     ) -> Result<AsyncSnapshot>;
 
-    /// The checkpoint completed: its files may now be relied on.
+    /// The checkpoint completed: it is committed, and the checkpoint store
+    /// owns every file it references. Its files may be reused by later
+    /// checkpoints.
+    ///
+    /// May arrive late (after newer checkpoints' notices), twice, or never
+    /// (see the [lifecycle contract](crate::lifecycle)); says nothing about
+    /// older checkpoints.
     ///
     /// # Errors
     /// Backend-specific clean-up failures.
     fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<()>;
 
-    /// The checkpoint was aborted: nothing it wrote may be relied on.
+    /// The checkpoint was aborted: it will never be committed, and nothing
+    /// it wrote may be relied on. The backend deletes the files it uploaded
+    /// for it alone.
+    ///
+    /// Sent only when that is certain (never for a commit whose outcome is
+    /// unknown); may arrive late, twice, or never, also while the
+    /// asynchronous phase still runs.
     ///
     /// # Errors
     /// Backend-specific clean-up failures.
     fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) -> Result<()>;
 
-    /// Checkpoints up to and including this one are subsumed and will not be
-    /// restored from any more.
+    /// The checkpoint was committed and has now left the retention: the
+    /// store deletes what no retained checkpoint references. Implies that it
+    /// completed. May arrive late, twice, or never.
     ///
     /// # Errors
     /// Backend-specific clean-up failures.

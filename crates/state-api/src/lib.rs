@@ -17,6 +17,8 @@
 //! * [`snapshot`]: two-phase snapshots. The synchronous phase freezes state and
 //!   returns an [`AsyncSnapshot`] that writes it on any thread and yields a
 //!   serializable [`KeyedStateHandle`].
+//! * [`lifecycle`]: the checkpoint lifecycle contract (notices may be
+//!   lost, repeated or reordered; who owns and deletes which file when).
 //! * [`storage`]: the blocking file access backends need from checkpoint
 //!   storage ([`CheckpointStorageAccess`]), with checksums on every file.
 //! * [`format`](mod@format): the key-group snapshot format every backend can read: one
@@ -40,6 +42,7 @@ pub mod descriptor;
 pub mod error;
 pub mod format;
 pub mod key_group;
+pub mod lifecycle;
 pub mod registry;
 pub mod snapshot;
 pub mod state;

@@ -65,7 +65,6 @@ pub struct ChangelogKeyedStateBackend {
     delegate: Box<dyn KeyedStateBackend>,
     states: StateRegistry<WrappedState>,
     log: LogWriter,
-    uploader: Arc<ChangelogUploader>,
     storage: Arc<dyn CheckpointStorageAccess>,
     config: MaterializationConfig,
     bases: Bases,
@@ -126,7 +125,6 @@ impl ChangelogKeyedStateBackend {
             delegate,
             states,
             log,
-            uploader,
             storage,
             config,
             bases: base.map(Bases::restored).unwrap_or_default(),
@@ -242,7 +240,17 @@ impl ChangelogKeyedStateBackend {
         let worker = Arc::clone(&in_flight);
         std::thread::Builder::new()
             .name(format!("materialize-{id}"))
-            .spawn(move || worker.complete(task.run()))
+            .spawn(move || {
+                // A panicking snapshot must still wake every waiter.
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task.run()))
+                    .unwrap_or_else(|_| {
+                        Err(StateError::SnapshotCancelled {
+                            checkpoint_id: id,
+                            reason: "the wrapped backend's snapshot panicked".into(),
+                        })
+                    });
+                worker.complete(outcome);
+            })
             .map_err(|e| StateError::Backend {
                 backend: BACKEND_NAME,
                 source: Box::new(e),
@@ -269,6 +277,7 @@ impl ChangelogKeyedStateBackend {
                         handles: vec![result.handle],
                         restored_log: Vec::new(),
                         confirmed: false,
+                        kept: false,
                     },
                     &mut events,
                 );
@@ -302,10 +311,8 @@ impl ChangelogKeyedStateBackend {
             let _ = self.delegate.notify_checkpoint_complete(id);
         }
         for id in events.abandoned {
+            // The wrapped backend deletes what the snapshot uploaded itself.
             let _ = self.delegate.notify_checkpoint_aborted(id);
-        }
-        for file in events.delete {
-            self.uploader.delete_later(Arc::clone(&self.storage), file);
         }
     }
 
@@ -383,7 +390,11 @@ impl ChangelogKeyedStateBackend {
             }
         }
         if completed {
-            // Older pending checkpoints will never complete after a newer one.
+            // Older pending checkpoints may be committed too (retained, their
+            // notices late or lost): their outcome is unknown, so their log
+            // segments and materializations are never deleted here (the
+            // checkpoint store owns or collects them). They stop holding
+            // back the log's truncation.
             let older: Vec<u64> = self
                 .pending
                 .range(..checkpoint_id)
@@ -391,12 +402,37 @@ impl ChangelogKeyedStateBackend {
                 .collect();
             for id in older {
                 if let Some(pending) = self.pending.remove(&id) {
-                    self.bases.checkpoint_aborted(pending.base_id, &mut events);
+                    self.log.confirm(&pending.slots);
+                    self.bases.checkpoint_outcome_unknown(pending.base_id);
                 }
             }
         }
         self.apply(events);
         self.truncate();
+    }
+}
+
+impl Drop for ChangelogKeyedStateBackend {
+    /// Gives up the materializations no checkpoint that may be committed
+    /// references (the wrapped backend deletes their uploads, also of one
+    /// still running). Pending checkpoints may still be committed by the
+    /// coordinator (a failure between commit and notice): what they
+    /// reference stays, for the checkpoint store to own or collect.
+    fn drop(&mut self) {
+        let mut used = Vec::new();
+        for pending in std::mem::take(&mut self.pending).into_values() {
+            self.bases.checkpoint_outcome_unknown(pending.base_id);
+            used.push(pending.base_id);
+        }
+        let mut events = BaseEvents::default();
+        self.bases.close(&mut events);
+        // A checkpoint may be built on a materialization still running.
+        if let Some(in_flight) = self.in_flight.take()
+            && !used.contains(&in_flight.id)
+        {
+            events.abandoned.push(in_flight.id);
+        }
+        self.apply(events);
     }
 }
 

@@ -1,7 +1,7 @@
 //! Materialization: snapshots of the wrapped backend that later checkpoints
 //! build on, and the bookkeeping of which of them checkpoints still use.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -121,46 +121,49 @@ pub(crate) struct Base {
     /// A completed checkpoint references it: the checkpoint store owns its
     /// files.
     pub(crate) confirmed: bool,
+    /// A checkpoint whose outcome will not be learned references it: it
+    /// may be committed, so its files are never deleted here.
+    pub(crate) kept: bool,
 }
 
-impl Base {
-    fn files(&self) -> impl Iterator<Item = &FileHandle> {
-        self.handles.iter().flat_map(KeyedStateHandle::files)
-    }
-}
-
-/// What to do with the wrapped backend and storage after the bases
-/// changed.
+/// What to tell the wrapped backend after the bases changed. The wrapper
+/// never deletes a materialization's files itself: only the wrapped backend
+/// knows which of them its snapshot uploaded and which it reused from an
+/// earlier one (RocksDB's incremental snapshots), and it deletes its own
+/// uploads when told a snapshot was aborted.
 #[derive(Debug, Default)]
 pub(crate) struct BaseEvents {
     /// Materializations now confirmed (notify the wrapped backend).
     pub(crate) confirmed: Vec<u64>,
-    /// Materializations given up (notify the wrapped backend).
+    /// Materializations no checkpoint that may be committed references
+    /// (notify the wrapped backend: aborted).
     pub(crate) abandoned: Vec<u64>,
-    /// Files of abandoned materializations to delete.
-    pub(crate) delete: Vec<FileHandle>,
 }
 
 /// The current base, replaced ones still used by pending checkpoints, and
-/// the files no checkpoint of this backend can need any more.
+/// the bookkeeping that decides when a materialization is given up.
+///
+/// A materialization is given up (its snapshot aborted in the wrapped
+/// backend, which deletes its uploads) only when no checkpoint that may be
+/// committed references it: it was replaced and every checkpoint built on
+/// it was aborted, or none was ever built on it. One built on by a
+/// completed checkpoint belongs to the checkpoint store; one built on by a
+/// checkpoint whose outcome is unknown is kept for the store's garbage
+/// collection.
 #[derive(Default)]
 pub(crate) struct Bases {
     current: Option<Base>,
     retired: Vec<Base>,
     /// Pending checkpoints per materialization id.
     users: BTreeMap<u64, usize>,
-    /// Files of the newest confirmed base: the wrapped backend may reuse them.
-    confirmed_files: HashSet<String>,
     newest_confirmed: Option<u64>,
 }
 
 impl Bases {
     pub(crate) fn restored(base: Base) -> Self {
-        let confirmed_files = base.files().map(|f| f.path.clone()).collect();
         let newest_confirmed = Some(base.id);
         Self {
             current: Some(base),
-            confirmed_files,
             newest_confirmed,
             ..Self::default()
         }
@@ -182,29 +185,12 @@ impl Bases {
     }
 
     fn retire(&mut self, old: Base, events: &mut BaseEvents) {
-        if old.confirmed {
-            return; // the checkpoint store owns its files
+        if old.confirmed || old.kept {
+            return; // the checkpoint store owns its files, or will collect them
         }
         if self.users.get(&old.id).copied().unwrap_or(0) > 0 {
             self.retired.push(old);
             return;
-        }
-        self.dispose(old, events);
-    }
-
-    fn dispose(&mut self, old: Base, events: &mut BaseEvents) {
-        let current: HashSet<&str> = self
-            .current
-            .iter()
-            .flat_map(Base::files)
-            .map(|f| f.path.as_str())
-            .collect();
-        // Only files this unconfirmed materialization uploaded itself: the
-        // wrapped backend reuses only confirmed files.
-        for file in old.files() {
-            if !self.confirmed_files.contains(&file.path) && !current.contains(file.path.as_str()) {
-                events.delete.push(file.clone());
-            }
         }
         events.abandoned.push(old.id);
     }
@@ -212,28 +198,23 @@ impl Bases {
     /// A checkpoint built on materialization `id` completed.
     pub(crate) fn checkpoint_completed(&mut self, id: u64, events: &mut BaseEvents) {
         self.release_user(id);
-        let newer_confirmed = self.newest_confirmed.is_some_and(|newest| newest >= id);
-        if let Some(base) = self.current.as_mut().filter(|b| b.id == id) {
-            if !base.confirmed {
-                base.confirmed = true;
-                if !newer_confirmed {
-                    self.confirmed_files = base.files().map(|f| f.path.clone()).collect();
-                    self.newest_confirmed = Some(id);
-                    events.confirmed.push(id);
-                }
-            }
-        } else if let Some(index) = self.retired.iter().position(|b| b.id == id) {
-            let base = self.retired.swap_remove(index);
-            if !newer_confirmed {
-                self.confirmed_files = base.files().map(|f| f.path.clone()).collect();
-                self.newest_confirmed = Some(id);
-                events.confirmed.push(id);
-            }
+        let base = match self.current.as_mut().filter(|b| b.id == id) {
+            Some(base) => Some(base),
+            None => self.retired.iter_mut().find(|b| b.id == id),
+        };
+        let Some(base) = base else { return };
+        if base.confirmed {
+            return;
         }
+        base.confirmed = true;
+        if self.newest_confirmed.is_none_or(|newest| newest < id) {
+            self.newest_confirmed = Some(id);
+            events.confirmed.push(id);
+        }
+        self.retired.retain(|b| !(b.id == id && b.confirmed));
     }
 
-    /// A checkpoint built on materialization `id` was aborted (or will
-    /// never complete).
+    /// A checkpoint built on materialization `id` was aborted.
     pub(crate) fn checkpoint_aborted(&mut self, id: u64, events: &mut BaseEvents) {
         self.release_user(id);
         if self.users.contains_key(&id) {
@@ -241,8 +222,34 @@ impl Bases {
         }
         if let Some(index) = self.retired.iter().position(|b| b.id == id) {
             let base = self.retired.swap_remove(index);
-            self.dispose(base, events);
+            self.retire(base, events);
         }
+    }
+
+    /// A checkpoint built on materialization `id` will never be heard of
+    /// again, and may be committed: the materialization is kept.
+    pub(crate) fn checkpoint_outcome_unknown(&mut self, id: u64) {
+        self.release_user(id);
+        if let Some(base) = self.current.as_mut().filter(|b| b.id == id) {
+            base.kept = true;
+        }
+        if let Some(index) = self.retired.iter().position(|b| b.id == id) {
+            self.retired[index].kept = true;
+            if !self.users.contains_key(&id) {
+                self.retired.swap_remove(index);
+            }
+        }
+    }
+
+    /// The backend goes away: gives up every materialization no checkpoint
+    /// that may be committed references.
+    pub(crate) fn close(&mut self, events: &mut BaseEvents) {
+        if let Some(current) = self.current.take() {
+            self.retire(current, events);
+        }
+        // Retired ones have users: pending checkpoints whose outcome this
+        // backend will not learn any more. Kept.
+        self.retired.clear();
     }
 
     fn release_user(&mut self, id: u64) {
@@ -295,15 +302,12 @@ mod tests {
             handles,
             restored_log: Vec::new(),
             confirmed: false,
+            kept: false,
         }
     }
 
-    fn deleted(events: &BaseEvents) -> Vec<&str> {
-        events.delete.iter().map(|f| f.path.as_str()).collect()
-    }
-
     #[test]
-    fn unused_materializations_are_disposed_and_used_ones_kept() {
+    fn unused_materializations_are_abandoned_and_used_ones_kept() {
         let mut bases = Bases::default();
         let mut events = BaseEvents::default();
         bases.install(base(1, &["a"]), &mut events);
@@ -311,28 +315,57 @@ mod tests {
         bases.checkpoint_completed(1, &mut events);
         assert_eq!(events.confirmed, [1]);
 
-        // 2 is replaced before any checkpoint used it: its own file goes.
+        // 2 is replaced before any checkpoint used it: given up.
         bases.install(base(2, &["a", "b"]), &mut events);
         bases.install(base(3, &["a", "c"]), &mut events);
-        assert_eq!(deleted(&events), ["b"], "'a' is confirmed and stays");
         assert_eq!(events.abandoned, [2]);
 
         // 3 is used by a pending checkpoint when 4 replaces it.
         bases.add_user(3);
         let mut events = BaseEvents::default();
         bases.install(base(4, &["a", "d"]), &mut events);
-        assert!(events.delete.is_empty());
+        assert!(events.abandoned.is_empty());
         assert_eq!(bases.listed(), [4, 3]);
         bases.checkpoint_aborted(3, &mut events);
-        assert_eq!(deleted(&events), ["c"]);
+        assert_eq!(events.abandoned, [3]);
         assert_eq!(bases.listed(), [4]);
 
-        // A confirmed base is never deleted by the backend.
+        // A confirmed base is never given up.
         bases.add_user(4);
         let mut events = BaseEvents::default();
         bases.checkpoint_completed(4, &mut events);
         bases.install(base(5, &["e"]), &mut events);
-        assert!(events.delete.is_empty());
+        assert!(events.abandoned.is_empty());
         assert_eq!(events.confirmed, [4]);
+    }
+
+    /// Defect 5: a base used by a checkpoint whose outcome is unknown (a
+    /// newer one completed first) is never given up, also not when the
+    /// backend closes.
+    #[test]
+    fn bases_of_checkpoints_with_unknown_outcome_are_kept() {
+        let mut bases = Bases::default();
+        let mut events = BaseEvents::default();
+        bases.install(base(1, &["a"]), &mut events);
+        bases.add_user(1);
+        bases.install(base(2, &["b"]), &mut events);
+        bases.add_user(2);
+        bases.checkpoint_completed(2, &mut events);
+        bases.checkpoint_outcome_unknown(1);
+        assert!(events.abandoned.is_empty());
+        assert_eq!(bases.listed(), [2]);
+
+        // The current base, used by an unknown checkpoint, survives close.
+        bases.install(base(3, &["c"]), &mut events);
+        bases.add_user(3);
+        bases.checkpoint_outcome_unknown(3);
+        bases.close(&mut events);
+        assert!(events.abandoned.is_empty());
+
+        // An unused current base is given up on close.
+        let mut bases = Bases::default();
+        bases.install(base(7, &["x"]), &mut events);
+        bases.close(&mut events);
+        assert_eq!(events.abandoned, [7]);
     }
 }

@@ -83,6 +83,7 @@ pub(crate) fn restore(
                 handles: h.materialized.clone(),
                 restored_log: h.log.clone(),
                 confirmed: true,
+                kept: false,
             })
         }
         _ => None,

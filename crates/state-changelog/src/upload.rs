@@ -328,12 +328,6 @@ impl ChangelogUploader {
         }
     }
 
-    /// Deletes `file` on an upload thread (best effort: a failure leaves an
-    /// orphan, never a broken checkpoint).
-    pub(crate) fn delete_later(&self, storage: Arc<dyn CheckpointStorageAccess>, file: FileHandle) {
-        self.inner.delete(storage, file);
-    }
-
     /// Number of log files with segments that writers still hold.
     pub fn tracked_files(&self) -> usize {
         self.inner.files.lock().len()
@@ -420,7 +414,13 @@ impl Inner {
         loop {
             let job = jobs.lock().recv();
             match job {
-                Ok(requests) => self.upload(requests),
+                Ok(requests) => {
+                    let upload = std::panic::AssertUnwindSafe(|| self.upload(&requests));
+                    if std::panic::catch_unwind(upload).is_err() {
+                        // Waiters must never block forever on a slot.
+                        self.fail_unanswered(&requests, "the upload thread panicked");
+                    }
+                }
                 Err(_) => return,
             }
         }
@@ -434,11 +434,27 @@ impl Inner {
         }
     }
 
-    fn upload(self: &Arc<Self>, requests: Vec<Request>) {
+    /// After [`upload`](Self::upload) panicked: answers every request that
+    /// has no outcome yet with `message`, and gives the batch's bytes back
+    /// to the in-flight budget (`upload` does that last).
+    fn fail_unanswered(&self, requests: &[Request], message: &str) {
+        for request in requests {
+            let mut state = request.slot.state.lock();
+            if state.outcome.is_none() {
+                state.outcome = Some(Err(message.to_string()));
+                request.slot.done.notify_all();
+            }
+        }
+        let total: usize = requests.iter().map(|r| r.data.len()).sum();
+        *self.in_flight.lock() -= total;
+        self.space.notify_all();
+    }
+
+    fn upload(self: &Arc<Self>, requests: &[Request]) {
         let total: usize = requests.iter().map(|r| r.data.len()).sum();
         let mut file = Vec::with_capacity(total + 4 * requests.len());
         let mut offsets = Vec::with_capacity(requests.len());
-        for request in &requests {
+        for request in requests {
             offsets.push(file.len() as u64);
             file.extend_from_slice(&request.data);
             // The segment's CRC, computed here rather than on the writer's
@@ -487,7 +503,7 @@ impl Inner {
                 }
             }
             Err(message) => {
-                for request in &requests {
+                for request in requests {
                     request.slot.state.lock().outcome = Some(Err(message.clone()));
                     request.slot.done.notify_all();
                 }

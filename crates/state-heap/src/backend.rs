@@ -9,6 +9,7 @@ use state_api::backend::EntryVisitor;
 use state_api::codec::check_list;
 use state_api::descriptor::merge_namespace_values;
 use state_api::key_group::{KeyGroup, check_max_parallelism};
+use state_api::lifecycle::SnapshotUploads;
 use state_api::registry::StateRegistry;
 use state_api::{
     AsyncSnapshot, BackendContext, CheckpointStorageAccess, KeyGroupRange, KeyedStateBackend,
@@ -59,6 +60,8 @@ pub struct HeapKeyedStateBackend {
     current: CurrentKey,
     /// Output buffer of fold functions, reused so folds do not allocate.
     scratch: Vec<u8>,
+    /// The files of snapshots whose outcome is not known yet.
+    uploads: SnapshotUploads,
 }
 
 impl fmt::Debug for HeapKeyedStateBackend {
@@ -101,6 +104,7 @@ impl HeapKeyedStateBackend {
             states: StateRegistry::default(),
             current: CurrentKey::new(),
             scratch: Vec::new(),
+            uploads: SnapshotUploads::default(),
         })
     }
 
@@ -455,21 +459,29 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
         // Every snapshot type is a full key-group snapshot for this backend
         // (it is also the canonical savepoint format).
         let frozen = snapshot::freeze(self);
-        Ok(frozen.into_task(checkpoint_id, storage))
+        Ok(frozen.into_task(checkpoint_id, storage, self.uploads.clone()))
     }
 
     // Heap snapshots are full, self-contained files that no later
-    // checkpoint shares, so there is nothing to release, confirm or clean
-    // up: the checkpoint coordinator owns (and deletes) the files.
-    fn notify_checkpoint_complete(&mut self, _checkpoint_id: u64) -> Result<()> {
+    // checkpoint shares. A committed one's file belongs to the checkpoint
+    // store; an aborted one's is deleted here (in the job's storage it
+    // lies in `chk-<n>/`, which the store also removes, but a changelog
+    // materialization puts it in `shared/`, where only this finds it).
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<()> {
+        self.uploads.complete(checkpoint_id);
+        // Older snapshots' outcomes are unknown: never deleted here.
+        self.uploads.forget_up_to(checkpoint_id);
         Ok(())
     }
 
-    fn notify_checkpoint_aborted(&mut self, _checkpoint_id: u64) -> Result<()> {
+    fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) -> Result<()> {
+        self.uploads.abort(checkpoint_id);
         Ok(())
     }
 
-    fn notify_checkpoint_subsumed(&mut self, _checkpoint_id: u64) -> Result<()> {
+    fn notify_checkpoint_subsumed(&mut self, checkpoint_id: u64) -> Result<()> {
+        // Subsumed implies committed.
+        self.uploads.forget_up_to(checkpoint_id);
         Ok(())
     }
 }

@@ -11,7 +11,8 @@
 use std::sync::Arc;
 
 use state_api::format::key_groups::{Entry, KeyGroupsWriter};
-use state_api::storage::file_name_safe;
+use state_api::lifecycle::SnapshotUploads;
+use state_api::storage::{file_name_safe, write_with_retries};
 use state_api::{
     AsyncSnapshot, CheckpointStorageAccess, KeyGroupRange, KeyedStateHandle, Result,
     SnapshotResult, StateError, StateMeta, StateScope,
@@ -46,13 +47,22 @@ pub(crate) fn freeze(backend: &HeapKeyedStateBackend) -> FrozenSnapshot {
 }
 
 impl FrozenSnapshot {
-    /// The asynchronous phase as a task writing checkpoint `checkpoint_id`.
+    /// The asynchronous phase as a task writing checkpoint `checkpoint_id`;
+    /// the file it writes is recorded in `uploads` (deleted if the
+    /// checkpoint is aborted). A failed upload starts over.
     pub(crate) fn into_task(
         self,
         checkpoint_id: u64,
         storage: Arc<dyn CheckpointStorageAccess>,
+        uploads: SnapshotUploads,
     ) -> AsyncSnapshot {
-        AsyncSnapshot::new(checkpoint_id, move || self.write(checkpoint_id, &*storage))
+        AsyncSnapshot::new(checkpoint_id, move || {
+            let result = write_with_retries(|| self.write(checkpoint_id, &*storage))?;
+            if let KeyedStateHandle::KeyGroups(handle) = &result.handle {
+                uploads.record(checkpoint_id, &storage, vec![handle.file.clone()]);
+            }
+            Ok(result)
+        })
     }
 
     /// Writes one key-group file: per key group in order, per state in
@@ -60,7 +70,7 @@ impl FrozenSnapshot {
     /// equal files, whatever the pages and their order), one record per map
     /// entry for map state.
     fn write(
-        self,
+        &self,
         checkpoint_id: u64,
         storage: &dyn CheckpointStorageAccess,
     ) -> Result<SnapshotResult> {
@@ -69,7 +79,8 @@ impl FrozenSnapshot {
             StateScope::Exclusive,
             &format!("heap-{}", file_name_safe(&self.operator)),
         )?;
-        let mut writer = KeyGroupsWriter::new(out, self.max_parallelism, self.range, self.metas)?;
+        let mut writer =
+            KeyGroupsWriter::new(out, self.max_parallelism, self.range, self.metas.clone())?;
         for (index, key_group) in self.range.iter().enumerate() {
             writer.start_key_group(key_group)?;
             for (state, table) in self.tables.iter().enumerate() {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use state_api::backend::check_restore_handles;
@@ -12,18 +12,18 @@ use state_api::{CheckpointStorageAccess, KeyGroupRange, Result, SnapshotType, St
 use state_config::StateConfig;
 use state_storage::restore::{ProgramStates, RestorePlan, RestoreSource};
 use state_storage::{
-    CheckpointKind, CompletedCheckpoint, CompletedCheckpointStore, ObjectStoreCheckpointStorage,
-    SavepointWriter,
+    CheckpointKind, CompletedCheckpoint, ObjectStoreCheckpointStorage, SavepointWriter,
 };
 
+use crate::coordinator::{Coordinator, human_bytes, now_ms};
 use crate::events::EventStream;
 use crate::operator::{KeySummary, KeyedAggregator, WINDOW_MS};
-use crate::pipeline::{FinishedCheckpoint, PendingCheckpoint, Pipeline, Restore};
+use crate::pipeline::{PendingCheckpoint, Pipeline, Restore};
 
 /// The operator id under which the job's keyed state is stored.
-const OPERATOR_ID: &str = "keyed-aggregator";
+pub(crate) const OPERATOR_ID: &str = "keyed-aggregator";
 /// Master-state key of the source offset in checkpoint metadata.
-const SOURCE_OFFSET: &str = "source-offset";
+pub(crate) const SOURCE_OFFSET: &str = "source-offset";
 
 /// The flags whose settings a `--config` file gives instead.
 const CONFIG_FILE_REPLACES: [&str; 8] = [
@@ -243,6 +243,13 @@ pub struct JobReport {
     pub completed_checkpoints: usize,
     /// Where the final savepoint went (`--stop-with-savepoint`).
     pub savepoint: Option<String>,
+    /// Files of the failed attempt that no retained checkpoint referenced,
+    /// deleted by the garbage collection at recovery.
+    pub collected_at_recovery: usize,
+    /// Files no retained checkpoint referenced after the job stopped and
+    /// its backends cleaned up, deleted by the final garbage collection
+    /// (0 when every backend deletes what it owns).
+    pub collected_at_end: usize,
 }
 
 /// Runs the reference and the failing job and compares their final states.
@@ -326,21 +333,16 @@ pub fn run_with_config(o: &Options, config: &StateConfig) -> Result<JobReport> {
     println!("checkpoints go to {}", storage.location());
     let access: Arc<dyn CheckpointStorageAccess> = storage.clone();
     let mut store = config.checkpoint_store(Arc::clone(&storage))?;
-    let mut coordinator = Coordinator {
-        job_id: job_id.clone(),
-        next_id: match &initial {
-            Some(i) => i.checkpoint_id.checked_add(1).ok_or_else(|| {
-                StateError::Restore(format!(
-                    "checkpoint id {} cannot be followed",
-                    i.checkpoint_id
-                ))
-            })?,
-            None => 1,
-        },
-        pending: None,
-        completed: Vec::new(),
-        aborted: Vec::new(),
+    let first_id = match &initial {
+        Some(i) => i.checkpoint_id.checked_add(1).ok_or_else(|| {
+            StateError::Restore(format!(
+                "checkpoint id {} cannot be followed",
+                i.checkpoint_id
+            ))
+        })?,
+        None => 1,
     };
+    let mut coordinator = Coordinator::new(job_id.clone(), first_id);
     let no_restore = Restore::default();
     let initial_restore = initial.as_ref().map_or(&no_restore, |i| &i.restore);
     let mut pipeline = Pipeline::start(
@@ -373,6 +375,13 @@ pub fn run_with_config(o: &Options, config: &StateConfig) -> Result<JobReport> {
     //    restores it at another parallelism (or the initial savepoint again
     //    when no checkpoint completed).
     let mut store = config.checkpoint_store(Arc::clone(&storage))?;
+    // No task of the failed attempt runs any more: what no retained
+    // checkpoint references is garbage (uploads of the checkpoint in flight,
+    // a changelog's log and materializations after its last checkpoint).
+    let collected_at_recovery = store.collect_garbage()?.deleted.len();
+    println!(
+        "recovery: {collected_at_recovery} files no retained checkpoint references were deleted"
+    );
     let (restore, resume_at, restored_id) = match store.latest() {
         Some(latest) => {
             // Resuming the source without all of the operator's state would
@@ -454,12 +463,24 @@ pub fn run_with_config(o: &Options, config: &StateConfig) -> Result<JobReport> {
     } else {
         None
     };
+
+    // 6. Stop: the backends delete what they own; then nothing but the
+    //    retained checkpoints' files should be left.
+    drop(pipeline);
+    state_api::lifecycle::wait_for_detached_deletions(Duration::from_secs(60));
+    let collected_at_end = store.collect_garbage()?.deleted.len();
+    println!(
+        "stopped: {} checkpoints retained, {collected_at_end} files nothing referenced",
+        store.checkpoints().len()
+    );
     Ok(JobReport {
         job_id,
         equal,
         restored_checkpoint: restored_id,
         completed_checkpoints: coordinator.completed.len(),
         savepoint,
+        collected_at_recovery,
+        collected_at_end,
     })
 }
 
@@ -613,196 +634,10 @@ fn compare(expected: &BTreeMap<u64, KeySummary>, actual: &BTreeMap<u64, KeySumma
     differences == 0 && extra == 0
 }
 
-/// A minimal checkpoint coordinator: triggers, completes and aborts
-/// checkpoints of the pipeline and records them.
-struct Coordinator {
-    job_id: String,
-    next_id: u64,
-    pending: Option<PendingCheckpoint>,
-    completed: Vec<FinishedCheckpoint>,
-    aborted: Vec<u64>,
-}
-
-impl Coordinator {
-    /// Processes events `from..to`, triggering a checkpoint every
-    /// `checkpoint_interval` events and completing finished ones.
-    #[allow(clippy::too_many_arguments)]
-    fn run(
-        &mut self,
-        pipeline: &mut Pipeline,
-        store: &mut CompletedCheckpointStore,
-        storage: &Arc<dyn CheckpointStorageAccess>,
-        stream: &EventStream,
-        from: u64,
-        to: u64,
-        o: &Options,
-    ) -> Result<()> {
-        let progress_every = (stream.event_count() / 10).max(1);
-        for offset in from..to {
-            if offset > from && offset % o.checkpoint_interval.max(1) == 0 && self.pending.is_none()
-            {
-                let id = self.next_id;
-                self.next_id += 1;
-                self.pending = Some(pipeline.trigger_checkpoint(id, offset, now_ms(), storage)?);
-            }
-            if offset % 1_000 == 0
-                && self
-                    .pending
-                    .as_ref()
-                    .is_some_and(PendingCheckpoint::is_done)
-            {
-                self.complete_pending(pipeline, store)?;
-            }
-            pipeline.process(&stream.event(offset))?;
-            if offset % progress_every == 0 && offset > 0 {
-                println!("  processed {offset} / {} events", stream.event_count());
-            }
-        }
-        Ok(())
-    }
-
-    fn complete_pending(
-        &mut self,
-        pipeline: &mut Pipeline,
-        store: &mut CompletedCheckpointStore,
-    ) -> Result<()> {
-        let Some(pending) = self.pending.take() else {
-            return Ok(());
-        };
-        let id = pending.checkpoint_id;
-        match pending.finish() {
-            Ok(finished) => {
-                let checkpoint = CompletedCheckpoint {
-                    job_id: self.job_id.clone(),
-                    checkpoint_id: id,
-                    timestamp_ms: now_ms(),
-                    kind: CheckpointKind::Checkpoint,
-                    operators: BTreeMap::from([(
-                        OPERATOR_ID.to_string(),
-                        finished.handles.clone(),
-                    )]),
-                    master_states: BTreeMap::from([(
-                        SOURCE_OFFSET.to_string(),
-                        state_api::codec::encode(&finished.source_offset)?,
-                    )]),
-                };
-                let subsumed = match store.add(checkpoint) {
-                    Ok(subsumed) => subsumed,
-                    Err(e) => return self.abort(pipeline, store, id, &e),
-                };
-                pipeline.notify_complete(id, &subsumed)?;
-                println!(
-                    "  checkpoint {id} complete at offset {}: state {}, uploaded {}, sync phase {:.2?}, total {:.2?}",
-                    finished.source_offset,
-                    human_bytes(finished.state_size),
-                    human_bytes(finished.uploaded_bytes),
-                    finished.sync_duration,
-                    finished.total_duration
-                );
-                self.completed.push(finished);
-                Ok(())
-            }
-            Err(e) => self.abort(pipeline, store, id, &e),
-        }
-    }
-
-    /// A checkpoint that cannot complete: the backends forget it and its
-    /// files are removed; the job goes on.
-    fn abort(
-        &mut self,
-        pipeline: &mut Pipeline,
-        store: &mut CompletedCheckpointStore,
-        id: u64,
-        cause: &StateError,
-    ) -> Result<()> {
-        println!("  checkpoint {id} failed and is aborted: {cause}");
-        pipeline.notify_aborted(id)?;
-        store.discard_pending(id)?;
-        self.aborted.push(id);
-        Ok(())
-    }
-
-    /// Waits for a pending checkpoint at the end of the stream and completes it.
-    fn drain(
-        &mut self,
-        pipeline: &mut Pipeline,
-        store: &mut CompletedCheckpointStore,
-    ) -> Result<()> {
-        self.complete_pending(pipeline, store)
-    }
-
-    /// The failure: a checkpoint in flight never completes. Its upload
-    /// threads are joined first (a real crash kills them with the process),
-    /// so no file appears after its directory is removed.
-    fn abandon_pending(&mut self, store: &mut CompletedCheckpointStore) -> Result<()> {
-        if let Some(pending) = self.pending.take() {
-            let id = pending.checkpoint_id;
-            let _ = pending.finish();
-            store.discard_pending(id)?;
-            println!("  checkpoint {id} was in flight at the failure and is discarded");
-            self.aborted.push(id);
-        }
-        Ok(())
-    }
-
-    fn print_summary(&self, restore_time: Duration, equal: bool) {
-        println!("\nsummary");
-        println!(
-            "  {:>4}  {:>10}  {:>12}  {:>12}  {:>10}  {:>10}",
-            "id", "offset", "state", "uploaded", "sync", "total"
-        );
-        for c in &self.completed {
-            println!(
-                "  {:>4}  {:>10}  {:>12}  {:>12}  {:>10.2?}  {:>10.2?}",
-                c.checkpoint_id,
-                c.source_offset,
-                human_bytes(c.state_size),
-                human_bytes(c.uploaded_bytes),
-                c.sync_duration,
-                c.total_duration
-            );
-        }
-        if !self.aborted.is_empty() {
-            println!("  aborted checkpoints: {:?}", self.aborted);
-        }
-        println!("  restore time: {restore_time:.2?}");
-        println!(
-            "  result: {}",
-            if equal {
-                "OK: final state equals the run without failure"
-            } else {
-                "FAILED: final state differs"
-            }
-        );
-    }
-}
-
-/// `1234567` → `"1.18 MiB"`.
-fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.2} {}", UNITS[unit])
-    }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use state_storage::CompletedCheckpointStore;
 
     fn run_with(dir: &std::path::Path, args: &[&str]) -> JobReport {
         let dir_arg = dir.to_str().expect("utf-8 temp path").to_string();

@@ -13,11 +13,13 @@ use state_api::backend::EntryVisitor;
 use state_api::codec::check_list;
 use state_api::descriptor::merge_namespace_values;
 use state_api::key_group::KeyGroup;
+use state_api::lifecycle::SnapshotUploads;
 use state_api::registry::StateRegistry;
 use state_api::storage::file_name_safe;
 use state_api::{
     AsyncSnapshot, BackendContext, CheckpointStorageAccess, KeyGroupRange, KeyedStateBackend,
-    Result, SnapshotOptions, StateError, StateId, StateKind, StateMeta, StateRegistration,
+    Result, SnapshotOptions, SnapshotType, StateError, StateId, StateKind, StateMeta,
+    StateRegistration,
 };
 
 use crate::factory::RocksDbConfig;
@@ -170,7 +172,10 @@ pub struct RocksDbKeyedStateBackend {
     /// Output buffer of fold functions.
     scratch: Vec<u8>,
     settings: Settings,
-    uploads: Arc<Mutex<UploadTracker>>,
+    /// Which uploaded SSTs later checkpoints may reuse.
+    tracker: Arc<Mutex<UploadTracker>>,
+    /// The files each snapshot uploaded itself, until its outcome is known.
+    own_uploads: SnapshotUploads,
     backend_id: String,
     snapshot_sequence: u64,
     dir: LocalDir,
@@ -239,7 +244,8 @@ impl RocksDbKeyedStateBackend {
             value: Vec::new(),
             scratch: Vec::new(),
             settings,
-            uploads: Arc::new(Mutex::new(tracker)),
+            tracker: Arc::new(Mutex::new(tracker)),
+            own_uploads: SnapshotUploads::default(),
             backend_id,
             snapshot_sequence: 0,
             dir,
@@ -264,7 +270,7 @@ impl RocksDbKeyedStateBackend {
     /// The checkpoint whose uploaded SST files the next incremental
     /// checkpoint may refer to: the last confirmed one, or the restored one.
     pub fn confirmed_checkpoint(&self) -> Option<u64> {
-        self.uploads.lock().confirmed_checkpoint()
+        self.tracker.lock().confirmed_checkpoint()
     }
 
     /// Compacts every state's column family completely (maintenance, e.g.
@@ -648,6 +654,10 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
             self.snapshot_sequence
         ));
         let kind = snapshot::SnapshotKind::of(options.snapshot_type, self.settings.incremental);
+        if !matches!(options.snapshot_type, SnapshotType::Savepoint(_)) {
+            let full = kind == snapshot::SnapshotKind::Full;
+            self.tracker.lock().taken(checkpoint_id, full);
+        }
         let frozen = snapshot::Frozen {
             dir: snapshot::create_checkpoint(&self.db, dir)?,
             checkpoint_id,
@@ -658,19 +668,23 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
             operator: self.operator.clone(),
         };
         Ok(match kind {
-            snapshot::SnapshotKind::Full => {
-                snapshot::full::task(frozen, self.options.clone(), storage)
-            }
+            snapshot::SnapshotKind::Full => snapshot::full::task(
+                frozen,
+                self.options.clone(),
+                storage,
+                self.own_uploads.clone(),
+            ),
             snapshot::SnapshotKind::Incremental { share } => snapshot::incremental::task(
                 frozen,
                 snapshot::incremental::Sharing {
                     share,
                     confirmed: if share {
-                        self.uploads.lock().confirmed_files()
+                        self.tracker.lock().confirmed_files()
                     } else {
                         Default::default()
                     },
-                    tracker: Arc::clone(&self.uploads),
+                    tracker: Arc::clone(&self.tracker),
+                    own_uploads: self.own_uploads.clone(),
                     backend_id: self.backend_id.clone(),
                     threads: self.settings.transfer_threads,
                 },
@@ -680,18 +694,25 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
     }
 
     fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<()> {
-        self.uploads.lock().complete(checkpoint_id);
+        self.tracker.lock().complete(checkpoint_id);
+        // The store owns the files now; older snapshots' outcomes are
+        // unknown, so their files are never deleted here.
+        self.own_uploads.complete(checkpoint_id);
+        self.own_uploads.forget_up_to(checkpoint_id);
         Ok(())
     }
 
     fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) -> Result<()> {
-        self.uploads.lock().abort(checkpoint_id);
+        self.tracker.lock().abort(checkpoint_id);
+        // Deletes what the snapshot uploaded itself (never a reused file).
+        self.own_uploads.abort(checkpoint_id);
         Ok(())
     }
 
     // Shared files are deleted by the checkpoint store's registry; the
     // backend only stops relying on them through `complete`.
-    fn notify_checkpoint_subsumed(&mut self, _checkpoint_id: u64) -> Result<()> {
+    fn notify_checkpoint_subsumed(&mut self, checkpoint_id: u64) -> Result<()> {
+        self.own_uploads.forget_up_to(checkpoint_id);
         Ok(())
     }
 }

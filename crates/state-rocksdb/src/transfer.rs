@@ -75,7 +75,8 @@ fn run_parallel<T: Sync, R: Send>(
 }
 
 /// Uploads `files` for checkpoint `checkpoint_id`, returning their handles
-/// in order.
+/// in order. When one fails, the ones already uploaded are deleted again
+/// (best effort): no checkpoint will ever reference them.
 ///
 /// # Errors
 /// Local read errors, storage errors.
@@ -85,7 +86,8 @@ pub(crate) fn upload(
     files: &[Upload],
     threads: usize,
 ) -> Result<Vec<NamedFile>> {
-    run_parallel(files, threads, |upload| {
+    let done: Mutex<Vec<state_api::FileHandle>> = Mutex::new(Vec::new());
+    let result = run_parallel(files, threads, |upload| {
         // A failed upload starts over from the local file, under a new name.
         let file = write_with_retries(|| {
             let mut source =
@@ -99,11 +101,18 @@ pub(crate) fn upload(
                 .map_err(|e| StateError::storage("write", shown(), e))?;
             out.close()
         })?;
+        done.lock().push(file.clone());
         Ok(NamedFile {
             name: upload.name.clone(),
             file,
         })
-    })
+    });
+    if result.is_err() {
+        for file in done.into_inner() {
+            let _ = storage.delete(&file);
+        }
+    }
+    result
 }
 
 /// Whether `name` is a plain file name that cannot leave the directory it

@@ -16,19 +16,31 @@ use state_api::{
     StateKind, StateScope,
 };
 
-use state_api::storage::file_name_safe;
+use state_api::lifecycle::SnapshotUploads;
+use state_api::storage::{file_name_safe, write_with_retries};
 
 use super::Frozen;
 use crate::backend::{BACKEND_NAME, Db, column_family_name, db_error, open_db};
 
 /// The asynchronous phase of a full snapshot of `frozen`.
+/// The file it writes is recorded in `own_uploads`; a failed upload starts
+/// over.
 pub(crate) fn task(
     frozen: Frozen,
     options: Options,
     storage: Arc<dyn CheckpointStorageAccess>,
+    own_uploads: SnapshotUploads,
 ) -> AsyncSnapshot {
     let checkpoint_id = frozen.checkpoint_id;
-    AsyncSnapshot::new(checkpoint_id, move || run(&frozen, &options, &*storage))
+    AsyncSnapshot::new(checkpoint_id, move || {
+        let result = write_with_retries(|| run(&frozen, &options, &*storage))?;
+        own_uploads.record(
+            checkpoint_id,
+            &storage,
+            result.handle.files().into_iter().cloned().collect(),
+        );
+        Ok(result)
+    })
 }
 
 fn run(

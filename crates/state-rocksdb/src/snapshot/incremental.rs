@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use state_api::lifecycle::SnapshotUploads;
 use state_api::{
     AsyncSnapshot, CheckpointStorageAccess, FileHandle, IncrementalStateHandle, KeyedStateHandle,
     NamedFile, Result, SnapshotResult, StateScope,
@@ -39,6 +40,8 @@ pub(crate) struct Sharing {
     pub(crate) confirmed: BTreeMap<String, FileHandle>,
     /// Where the uploaded SST set is recorded.
     pub(crate) tracker: Arc<Mutex<UploadTracker>>,
+    /// Where the files this snapshot uploads itself are recorded.
+    pub(crate) own_uploads: SnapshotUploads,
     /// This backend instance's id.
     pub(crate) backend_id: String,
     /// Parallel uploads.
@@ -52,13 +55,13 @@ pub(crate) fn task(
     storage: Arc<dyn CheckpointStorageAccess>,
 ) -> AsyncSnapshot {
     let checkpoint_id = frozen.checkpoint_id;
-    AsyncSnapshot::new(checkpoint_id, move || run(frozen, sharing, &*storage))
+    AsyncSnapshot::new(checkpoint_id, move || run(frozen, sharing, &storage))
 }
 
 fn run(
     frozen: Frozen,
     sharing: Sharing,
-    storage: &dyn CheckpointStorageAccess,
+    storage: &Arc<dyn CheckpointStorageAccess>,
 ) -> Result<SnapshotResult> {
     let dir = frozen.dir.path();
     let mut names = Vec::new();
@@ -105,8 +108,13 @@ fn run(
         });
     }
 
-    let uploaded = transfer::upload(storage, frozen.checkpoint_id, &uploads, sharing.threads)?;
+    let uploaded = transfer::upload(&**storage, frozen.checkpoint_id, &uploads, sharing.threads)?;
     let uploaded_bytes = uploaded.iter().map(|f| f.file.size).sum();
+    sharing.own_uploads.record(
+        frozen.checkpoint_id,
+        storage,
+        uploaded.iter().map(|f| f.file.clone()).collect(),
+    );
     let mut private_files = Vec::new();
     for file in uploaded {
         // By what was asked, not by the returned scope: a storage may place

@@ -11,7 +11,7 @@
 pub(crate) mod full;
 pub(crate) mod incremental;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use rocksdb::checkpoint::Checkpoint;
@@ -73,14 +73,24 @@ pub(crate) fn create_checkpoint(db: &Db, dir: PathBuf) -> Result<LocalDir> {
 /// Which uploaded SST files later checkpoints may refer to.
 ///
 /// Only files of a *confirmed* checkpoint are reused (FLINK-25395): the
-/// files of an aborted or still pending checkpoint may be deleted by the
-/// coordinator at any time.
+/// files of an aborted or still pending checkpoint may be deleted at any
+/// time. And a completed checkpoint `c` becomes the base only while no
+/// checkpoint taken after it is outstanding: such a checkpoint did not
+/// reuse `c`'s uploads (it uploaded the same SSTs again, or none for a
+/// full checkpoint), so once it commits and subsumes `c`, the store
+/// deletes `c`'s uploads. Every checkpoint taken after the base was
+/// adopted refers to the base's files that are still live in the DB (an
+/// SST never comes back once compacted away), so whichever of them commits
+/// keeps the files the next one reuses: a late or lost notice only delays
+/// reuse, never breaks it.
 #[derive(Debug, Default)]
 pub(crate) struct UploadTracker {
     /// The last confirmed checkpoint and its SST files by RocksDB name.
     confirmed: Option<(u64, BTreeMap<String, FileHandle>)>,
-    /// SST files of checkpoints not confirmed yet, by checkpoint id.
+    /// SST sets of checkpoints not confirmed yet, by checkpoint id.
     pending: BTreeMap<u64, BTreeMap<String, FileHandle>>,
+    /// Checkpoints taken (synchronous phase) whose outcome is not known.
+    outstanding: BTreeSet<u64>,
 }
 
 impl UploadTracker {
@@ -102,29 +112,52 @@ impl UploadTracker {
         self.confirmed.as_ref().map(|(id, _)| *id)
     }
 
+    /// A checkpoint's synchronous phase ran. A full checkpoint refers to
+    /// no shared file: once it commits, the store may delete every SST the
+    /// base holds, so reuse stops now (and resumes with the next confirmed
+    /// incremental checkpoint).
+    pub(crate) fn taken(&mut self, checkpoint_id: u64, full: bool) {
+        self.outstanding.insert(checkpoint_id);
+        if full {
+            self.confirmed = None;
+        }
+    }
+
     /// Records the SST set of a checkpoint whose upload finished.
     pub(crate) fn record(&mut self, checkpoint_id: u64, files: BTreeMap<String, FileHandle>) {
-        self.pending.insert(checkpoint_id, files);
+        if self.outstanding.contains(&checkpoint_id) {
+            self.pending.insert(checkpoint_id, files);
+        }
     }
 
     /// Checkpoint `checkpoint_id` completed: its SST set becomes the
-    /// confirmed one and older pending ones can never complete any more.
-    /// Ids of other snapshots (savepoints, full checkpoints) change nothing.
+    /// confirmed one, unless a newer checkpoint is confirmed already or
+    /// one taken after it is still outstanding (see the type's docs).
+    /// Older pending sets are dropped: a newer base is better, and their
+    /// late notices change nothing. Ids of other snapshots (savepoints)
+    /// change nothing.
     pub(crate) fn complete(&mut self, checkpoint_id: u64) {
-        if let Some(files) = self.pending.remove(&checkpoint_id) {
-            if self
+        let newer_outstanding = self
+            .outstanding
+            .range(checkpoint_id.saturating_add(1)..)
+            .next()
+            .is_some();
+        self.outstanding.retain(|id| *id > checkpoint_id);
+        if let Some(files) = self.pending.remove(&checkpoint_id)
+            && !newer_outstanding
+            && self
                 .confirmed
                 .as_ref()
                 .is_none_or(|(confirmed, _)| *confirmed < checkpoint_id)
-            {
-                self.confirmed = Some((checkpoint_id, files));
-            }
-            self.pending.retain(|id, _| *id > checkpoint_id);
+        {
+            self.confirmed = Some((checkpoint_id, files));
         }
+        self.pending.retain(|id, _| *id > checkpoint_id);
     }
 
     /// Checkpoint `checkpoint_id` was aborted: never rely on its files.
     pub(crate) fn abort(&mut self, checkpoint_id: u64) {
+        self.outstanding.remove(&checkpoint_id);
         self.pending.remove(&checkpoint_id);
     }
 
@@ -161,6 +194,7 @@ mod tests {
     #[test]
     fn only_confirmed_uploads_are_reused() {
         let mut tracker = UploadTracker::default();
+        tracker.taken(1, false);
         tracker.record(1, files(&["1.sst"]));
         assert!(
             tracker.confirmed_files().is_empty(),
@@ -168,6 +202,7 @@ mod tests {
         );
         tracker.complete(1);
         assert_eq!(tracker.confirmed_checkpoint(), Some(1));
+        tracker.taken(2, false);
         tracker.record(2, files(&["1.sst", "2.sst"]));
         tracker.abort(2);
         tracker.complete(2);
@@ -176,7 +211,9 @@ mod tests {
             Some(1),
             "aborted never confirms"
         );
+        tracker.taken(3, false);
         tracker.record(3, files(&["3.sst"]));
+        tracker.taken(4, false);
         tracker.record(4, files(&["4.sst"]));
         tracker.complete(4);
         assert_eq!(tracker.confirmed_files(), files(&["4.sst"]));
@@ -189,6 +226,46 @@ mod tests {
             Some(4),
             "unknown ids change nothing"
         );
+    }
+
+    /// Defect 2 (RocksDB): a completed full checkpoint refers to no SST;
+    /// once retention drops the incremental one before it, its SSTs are
+    /// deleted, so they must not be reused after the full one was taken.
+    #[test]
+    fn a_full_checkpoint_ends_reuse() {
+        let mut tracker = UploadTracker::default();
+        tracker.taken(1, false);
+        tracker.record(1, files(&["1.sst"]));
+        tracker.complete(1);
+        tracker.taken(2, true);
+        assert!(tracker.confirmed_files().is_empty());
+        tracker.record(2, BTreeMap::new());
+        tracker.complete(2);
+        assert_eq!(tracker.confirmed_checkpoint(), Some(2));
+        assert!(tracker.confirmed_files().is_empty());
+    }
+
+    /// A completion that arrives after a newer checkpoint was taken does
+    /// not become the base: the newer one uploaded the SSTs anew and, once
+    /// committed, subsumes it and its uploads.
+    #[test]
+    fn a_late_completion_does_not_become_the_base() {
+        let mut tracker = UploadTracker::default();
+        tracker.taken(1, false);
+        tracker.record(1, files(&["1.sst"]));
+        tracker.taken(2, false);
+        tracker.record(2, files(&["1.sst", "2.sst"]));
+        tracker.complete(1);
+        assert_eq!(tracker.confirmed_checkpoint(), None);
+        tracker.complete(2);
+        assert_eq!(tracker.confirmed_checkpoint(), Some(2));
+        // A lost notice of 3 delays reuse until a later one arrives.
+        tracker.taken(3, false);
+        tracker.record(3, files(&["3.sst"]));
+        tracker.taken(4, false);
+        tracker.record(4, files(&["4.sst"]));
+        tracker.complete(4);
+        assert_eq!(tracker.confirmed_checkpoint(), Some(4));
     }
 
     #[test]
