@@ -271,6 +271,20 @@ pub fn run(o: &Options) -> Result<JobReport> {
 /// # Errors
 /// As [`run`].
 pub fn run_with_config(o: &Options, config: &StateConfig) -> Result<JobReport> {
+    run_on_storage(o, config, &|job_id| config.checkpoint_storage(job_id))
+}
+
+/// Runs the job as [`run_with_config`] does, with the job's checkpoint
+/// storage built by `storage_for` from the job id instead of from the
+/// configuration (tests run it on a store that injects faults).
+///
+/// # Errors
+/// As [`run`].
+pub fn run_on_storage(
+    o: &Options,
+    config: &StateConfig,
+    storage_for: &dyn Fn(&str) -> Result<ObjectStoreCheckpointStorage>,
+) -> Result<JobReport> {
     for (old, new) in config.deprecated_keys() {
         println!("warning: configuration key '{old}' is deprecated, use '{new}'");
     }
@@ -329,7 +343,7 @@ pub fn run_with_config(o: &Options, config: &StateConfig) -> Result<JobReport> {
     );
 
     // 2. The job with checkpoints, failing on purpose at `fail_at`.
-    let storage: Arc<ObjectStoreCheckpointStorage> = Arc::new(config.checkpoint_storage(&job_id)?);
+    let storage: Arc<ObjectStoreCheckpointStorage> = Arc::new(storage_for(&job_id)?);
     println!("checkpoints go to {}", storage.location());
     let access: Arc<dyn CheckpointStorageAccess> = storage.clone();
     let mut store = config.checkpoint_store(Arc::clone(&storage))?;
@@ -736,6 +750,62 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().starts_with("chk-"))
             .count();
         assert_eq!(on_disk, 2, "subsumed checkpoint directories are deleted");
+    }
+
+    /// Defect 1: the `_metadata` put of checkpoint 2 is applied on the
+    /// server, but the job gets an error every time it asks. The job used
+    /// to abort the checkpoint (its backends deleted what it references)
+    /// and then failed on `discard_pending`. Now the outcome stays open
+    /// until the store resolves it, the job goes on, and recovery restores
+    /// a checkpoint with the right state.
+    #[test]
+    fn a_commit_with_unknown_outcome_is_resolved_not_aborted() {
+        use object_store::ObjectStore;
+        use state_storage::fault::{Fault, FaultConfig, FaultInjectingStore, Operation};
+        use state_storage::retry::RetryPolicy;
+
+        for backend in [
+            &["--changelog"][..],
+            &["--changelog", "--backend", "rocksdb"],
+        ] {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let dir_arg = dir.path().to_str().expect("utf-8").to_string();
+            let mut argv = vec![
+                "state-job",
+                "--checkpoint-dir",
+                &dir_arg,
+                "--materialization-interval-ms",
+                "20",
+                "--keys",
+                "300",
+                "--events",
+                "30000",
+                "--checkpoint-interval",
+                "2000",
+                "--num-retained",
+                "1",
+            ];
+            argv.extend_from_slice(backend);
+            let o = Options::parse_from(argv);
+            let config = state_config(&o).expect("config");
+            let faults = Arc::new(FaultInjectingStore::new(
+                Arc::new(object_store::memory::InMemory::new()),
+                FaultConfig::default(),
+            ));
+            let policy = RetryPolicy::default();
+            faults.inject(Operation::Put, "chk-2/_metadata", Fault::Unclear);
+            for _ in 1..policy.max_attempts {
+                faults.inject(Operation::Put, "chk-2/_metadata", Fault::Fail);
+            }
+            let store: Arc<dyn ObjectStore> = faults.clone();
+            let report = run_on_storage(&o, &config, &|job_id| {
+                ObjectStoreCheckpointStorage::new(Arc::clone(&store), Default::default(), job_id)
+            })
+            .expect("the job runs");
+            assert_eq!(faults.pending_injections(), 0, "the faults applied");
+            assert!(report.equal, "{backend:?}");
+            assert!(report.restored_checkpoint.is_some_and(|id| id >= 2));
+        }
     }
 
     #[test]
