@@ -260,12 +260,12 @@ impl Run<'_> {
         };
         let task = match backend.snapshot(id, &options, Arc::clone(storage)) {
             Ok(task) => task,
-            Err(_) => return self.abort(id),
+            Err(e) => return self.abort_failed(id, &e),
         };
         let model = contents(backend);
         let handle = match task.run() {
             Ok(result) => result.handle,
-            Err(_) => return self.abort(id),
+            Err(e) => return self.abort_failed(id, &e),
         };
         let checkpoint = CompletedCheckpoint::new("job", id, id, CheckpointKind::Checkpoint)
             .with_operator(OPERATOR, vec![handle]);
@@ -279,8 +279,19 @@ impl Run<'_> {
                 self.pending_model = Some((id, model));
                 Ok(())
             }
-            Err(_) => self.abort(id),
+            Err(e) => self.abort_failed(id, &e),
         }
+    }
+
+    /// A checkpoint that failed: an error without storage faults (a
+    /// backend that refers to deleted files, say), else aborted.
+    fn abort_failed(&mut self, id: u64, cause: &StateError) -> Result<(), String> {
+        if !self.faults_on {
+            return Err(format!(
+                "checkpoint {id} failed without storage faults: {cause}"
+            ));
+        }
+        self.abort(id)
     }
 
     /// A checkpoint whose snapshot runs but which the coordinator aborts.
