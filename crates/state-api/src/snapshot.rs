@@ -199,6 +199,7 @@ pub struct ChangelogStateHandle {
     /// Id of the materialization the handle builds on.
     pub materialization_id: u64,
     /// The wrapped backend's snapshot at that materialization.
+    #[serde(deserialize_with = "nesting::deserialize_materialized")]
     pub materialized: Vec<KeyedStateHandle>,
     /// The changes after it, oldest part first.
     pub log: Vec<ChangelogPart>,
@@ -371,5 +372,101 @@ impl fmt::Debug for AsyncSnapshot {
         f.debug_struct("AsyncSnapshot")
             .field("checkpoint_id", &self.checkpoint_id)
             .finish_non_exhaustive()
+    }
+}
+
+/// A bound on how deeply handles nest when decoded: a changelog handle's
+/// materialized part may itself be a changelog handle (a changelog backend
+/// wrapping another), but decoding hostile metadata must not recurse until
+/// the stack overflows.
+mod nesting {
+    use std::cell::Cell;
+
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer};
+
+    use super::KeyedStateHandle;
+
+    /// Nesting levels of handles inside handles that decode.
+    pub(super) const MAX_HANDLE_NESTING: u32 = 8;
+
+    thread_local! {
+        static DEPTH: Cell<u32> = const { Cell::new(0) };
+    }
+
+    /// Leaves one level when dropped, also on errors.
+    struct Level;
+
+    impl Drop for Level {
+        fn drop(&mut self) {
+            DEPTH.with(|depth| depth.set(depth.get().saturating_sub(1)));
+        }
+    }
+
+    pub(super) fn deserialize_materialized<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<KeyedStateHandle>, D::Error> {
+        let depth = DEPTH.with(|depth| {
+            depth.set(depth.get() + 1);
+            depth.get()
+        });
+        let _level = Level;
+        if depth > MAX_HANDLE_NESTING {
+            return Err(D::Error::custom(format!(
+                "state handles nested more than {MAX_HANDLE_NESTING} levels deep"
+            )));
+        }
+        Vec::<KeyedStateHandle>::deserialize(deserializer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key_group::KeyGroupRange;
+
+    fn nested(levels: u32) -> KeyedStateHandle {
+        let mut handle = KeyedStateHandle::KeyGroups(KeyGroupsStateHandle {
+            backend: "heap".into(),
+            checkpoint_id: 1,
+            max_parallelism: 128,
+            key_group_range: KeyGroupRange::all(128).expect("range"),
+            file: FileHandle {
+                path: "shared/x".into(),
+                scope: StateScope::Shared,
+                size: 1,
+                crc32c: 0,
+            },
+            key_group_offsets: vec![0; 128],
+        });
+        for _ in 0..levels {
+            handle = KeyedStateHandle::Changelog(ChangelogStateHandle {
+                backend: "changelog-heap".into(),
+                checkpoint_id: 1,
+                max_parallelism: 128,
+                key_group_range: KeyGroupRange::all(128).expect("range"),
+                states: Vec::new(),
+                materialization_id: 1,
+                materialized: vec![handle],
+                log: Vec::new(),
+            });
+        }
+        handle
+    }
+
+    #[test]
+    fn nesting_is_bounded_when_decoding() {
+        let ok = nested(nesting::MAX_HANDLE_NESTING);
+        let bytes = crate::codec::encode(&ok).expect("encode");
+        let back: KeyedStateHandle = crate::codec::decode(&bytes).expect("decode");
+        assert_eq!(back, ok);
+
+        // Deeper than allowed: an error, and the depth count is reset.
+        let deep = crate::codec::encode(&nested(100)).expect("encode");
+        // (postcard reports every custom error as a plain deserialization
+        // error; what matters is an error instead of a stack overflow.)
+        assert!(crate::codec::decode::<KeyedStateHandle>(&deep).is_err());
+        let again: KeyedStateHandle = crate::codec::decode(&bytes).expect("decode");
+        assert_eq!(again, ok);
     }
 }

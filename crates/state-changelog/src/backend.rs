@@ -209,6 +209,7 @@ impl ChangelogKeyedStateBackend {
     fn timer_check(&mut self) -> Result<()> {
         self.ops_until_check = OPS_PER_TIMER_CHECK;
         self.poll_materialization();
+        self.check_failed_uploads();
         self.check_failure()?;
         if let (Some(due), Some(interval)) = (self.next_due, self.config.interval)
             && Instant::now() >= due
@@ -290,6 +291,22 @@ impl ChangelogKeyedStateBackend {
                 let _ = self.delegate.notify_checkpoint_aborted(in_flight.id);
                 self.materialization_failed(&e.to_string());
             }
+        }
+    }
+
+    /// During a long storage outage the log's failed segments pile up in
+    /// memory, waiting to be submitted again. Past the uploader's in-flight
+    /// limit the backend fails instead, so the job restarts from its last
+    /// checkpoint rather than running out of memory.
+    fn check_failed_uploads(&mut self) {
+        let failed = self.log.failed_bytes();
+        let limit = self.log.max_failed_bytes();
+        if failed > limit && self.failure.is_none() {
+            self.failure = Some(format!(
+                "{failed} bytes of the change log failed to upload and are held in memory, \
+                 more than state.changelog.dstl.dfs.upload.max-in-flight ({limit} bytes): \
+                 checkpoint storage is unavailable"
+            ));
         }
     }
 

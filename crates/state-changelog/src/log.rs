@@ -226,6 +226,23 @@ impl LogWriter {
             .sum()
     }
 
+    /// Bytes of segments whose upload failed, kept in memory to be
+    /// submitted again by the next checkpoint.
+    pub(crate) fn failed_bytes(&self) -> usize {
+        self.segments
+            .iter()
+            .filter(|s| s.slot.finished() == Some(false))
+            .filter_map(|s| s.data.as_ref())
+            .map(Bytes::len)
+            .sum()
+    }
+
+    /// How many bytes of failed segments a backend may hold before it
+    /// fails (the uploader's in-flight limit).
+    pub(crate) fn max_failed_bytes(&self) -> usize {
+        self.uploader.config().max_in_flight
+    }
+
     /// Number of segments not truncated yet.
     pub(crate) fn segment_count(&self) -> usize {
         self.segments.len()

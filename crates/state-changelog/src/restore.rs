@@ -230,8 +230,19 @@ impl Replay<'_> {
             .map(|meta| self.skip.contains(&meta.name))
             .collect();
         let mut reader = RecordReader::new(records);
+        // Checked: a hostile header may put the numbers near u64::MAX.
+        let end = header
+            .first_sqn
+            .checked_add(header.record_count)
+            .ok_or_else(|| corrupt("its sequence numbers overflow".into()))?;
         let mut sqn = header.first_sqn;
         while let Some(record) = reader.next_record().map_err(&corrupt)? {
+            if sqn == end {
+                return Err(corrupt(format!(
+                    "holds more records than its header says ({})",
+                    header.record_count
+                )));
+            }
             let wanted = (part.from_sqn..part.to_sqn).contains(&sqn);
             sqn += 1;
             if !wanted {
@@ -269,7 +280,7 @@ impl Replay<'_> {
                 }
             }
         }
-        if sqn != header.first_sqn + header.record_count {
+        if sqn != end {
             return Err(corrupt(format!(
                 "holds {} records, its header says {}",
                 sqn - header.first_sqn,

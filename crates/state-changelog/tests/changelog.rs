@@ -314,6 +314,45 @@ fn upload_failures_fail_the_checkpoint_cleanly_and_lose_nothing() {
     assert!(stats.failed_attempts >= 4, "{stats:?}");
 }
 
+/// A long outage: the log's failed segments would pile up in memory
+/// without bound. Past the in-flight limit the backend fails instead (the
+/// job restarts from its last checkpoint), with memory bounded.
+#[test]
+fn a_long_outage_fails_the_backend_instead_of_growing_memory() {
+    let flaky = FlakyStorage::new(memory());
+    let storage: Arc<dyn CheckpointStorageAccess> = Arc::new(FlakyAccess(Arc::clone(&flaky)));
+    let limit = 256 * 1024;
+    let dstl = DstlConfig {
+        preemptive_persist_threshold: 8 * 1024,
+        max_in_flight: limit,
+        max_attempts: 1,
+        ..test_dstl()
+    };
+    let factory = changelog_heap(dstl, manual_materialization());
+    let (mut backend, states) = populated(&factory, &storage, all(), 0..100);
+    snapshot(&mut backend, &storage, 1).unwrap();
+    backend.notify_checkpoint_complete(1).unwrap();
+    flaky.set(Fault::FailWrites);
+    let mut failure = None;
+    for round in 0..200_000u64 {
+        let key = round % 1000;
+        let outcome = backend
+            .set_key(&key)
+            .and_then(|()| states.value.update(&mut backend, &round));
+        if let Err(e) = outcome {
+            failure = Some(e);
+            break;
+        }
+    }
+    let failure = failure.expect("the backend fails during the outage");
+    assert!(
+        failure.to_string().contains("failed to upload"),
+        "{failure}"
+    );
+    let held = backend.stats().retained_bytes;
+    assert!(held < limit * 2, "{held} bytes held, limit {limit}");
+}
+
 #[test]
 fn repeated_materialization_failures_fail_the_backend() {
     let flaky = FlakyStorage::new(memory());

@@ -39,18 +39,39 @@ pub(crate) type Db = DBWithThreadMode<SingleThreaded>;
 #[derive(Debug)]
 pub(crate) struct LocalDir {
     path: PathBuf,
+    /// The locked [`OWNER_LOCK`] file of a backend's working directory: held
+    /// while the process lives, released by the OS when it dies.
+    _owner: Option<std::fs::File>,
 }
 
+/// Name of the lock file in a backend's working directory. A directory
+/// whose lock file can be locked belongs to a process that is gone.
+pub(crate) const OWNER_LOCK: &str = "owner.lock";
+
 impl LocalDir {
-    /// Takes ownership of `path`, creating it (and its parents).
+    /// Creates `path` (and its parents) as a backend's working directory,
+    /// locked by this process (see [`sweep_abandoned`]).
     pub(crate) fn create(path: PathBuf) -> Result<Self> {
         std::fs::create_dir_all(&path).map_err(|e| local_error("create directory", &path, e))?;
-        Ok(Self { path })
+        // Locked under a temporary name, then renamed: the lock file never
+        // exists unlocked while its owner lives, so a sweep cannot take it.
+        let temporary = path.join(format!("{OWNER_LOCK}.new"));
+        let owner = std::fs::File::create(&temporary)
+            .map_err(|e| local_error("create lock file", &temporary, e))?;
+        owner
+            .try_lock()
+            .map_err(|e| local_error("lock", &temporary, std::io::Error::other(e.to_string())))?;
+        let lock = path.join(OWNER_LOCK);
+        std::fs::rename(&temporary, &lock).map_err(|e| local_error("rename", &lock, e))?;
+        Ok(Self {
+            path,
+            _owner: Some(owner),
+        })
     }
 
     /// Takes ownership of `path` without creating it (RocksDB will).
     pub(crate) fn adopt(path: PathBuf) -> Self {
-        Self { path }
+        Self { path, _owner: None }
     }
 
     /// The directory.
@@ -64,6 +85,28 @@ impl Drop for LocalDir {
         // Best effort: a leftover directory wastes disk but loses nothing.
         let _ = std::fs::remove_dir_all(&self.path);
     }
+}
+
+/// Removes the working directories in `local_dir` of backends whose
+/// process is gone (killed, crashed): those whose [`OWNER_LOCK`] can be
+/// locked. Directories of live backends, of this process or another, stay
+/// locked; directories without a lock file are not a backend's and stay
+/// too. Returns how many were removed. Best effort: errors are skipped.
+pub(crate) fn sweep_abandoned(local_dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(local_dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let Ok(lock) = std::fs::File::open(dir.join(OWNER_LOCK)) else {
+            continue;
+        };
+        if lock.try_lock().is_ok() && std::fs::remove_dir_all(&dir).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// A [`StateError::Backend`] for a RocksDB failure.
@@ -212,6 +255,8 @@ impl RocksDbKeyedStateBackend {
         context.validate()?;
         let backend_id = uuid::Uuid::new_v4().to_string();
         // A fresh directory per instance: two backends never share one.
+        // Working directories of killed processes would fill the disk.
+        sweep_abandoned(&config.local_dir);
         let dir = LocalDir::create(config.local_dir.join(format!(
             "{}-{backend_id}",
             file_name_safe(&context.operator)

@@ -528,7 +528,23 @@ impl CheckpointStorageAccess for ObjectStoreCheckpointStorage {
     }
 
     fn read(&self, file: &FileHandle) -> Result<Bytes> {
-        let stored = self.get_object(&file.path)?;
+        let location = self.resolve(file)?;
+        let expected_len = file.size.saturating_add(FOOTER_LEN as u64);
+        let store = Arc::clone(&self.store);
+        let path = file.path.clone();
+        let policy = self.retry;
+        let stored = self.run("get", &file.path, async move {
+            let result = retry(policy, || store.get(&location))
+                .await
+                .map_err(|e| from_store("get", &path, e))?;
+            // Checked before a byte is loaded: a handle (hostile, or of
+            // another file) must not make the reader load a huge object.
+            check_stored_len(&path, result.meta.size, expected_len)?;
+            result
+                .bytes()
+                .await
+                .map_err(|e| from_store("get", &path, e))
+        })?;
         let payload = framing::verify(file, &stored)?;
         Ok(stored.slice(payload))
     }
