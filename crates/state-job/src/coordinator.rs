@@ -26,20 +26,22 @@ use crate::pipeline::{FinishedCheckpoint, PendingCheckpoint, Pipeline};
 
 /// A minimal checkpoint coordinator: triggers, completes and aborts
 /// checkpoints of the pipeline and records them.
-pub(crate) struct Coordinator {
+pub struct Coordinator {
     pub(crate) job_id: String,
-    pub(crate) next_id: u64,
+    /// Id of the next checkpoint.
+    pub next_id: u64,
     pending: Option<PendingCheckpoint>,
     /// A checkpoint whose commit has an unknown outcome, waiting for the
     /// store to resolve it.
     unresolved: Option<FinishedCheckpoint>,
-    pub(crate) completed: Vec<FinishedCheckpoint>,
+    /// The checkpoints completed so far.
+    pub completed: Vec<FinishedCheckpoint>,
     aborted: Vec<u64>,
 }
 
 impl Coordinator {
     /// A coordinator whose first checkpoint gets id `next_id`.
-    pub(crate) fn new(job_id: String, next_id: u64) -> Self {
+    pub fn new(job_id: String, next_id: u64) -> Self {
         Self {
             job_id,
             next_id,
@@ -53,7 +55,7 @@ impl Coordinator {
     /// Processes events `from..to`, triggering a checkpoint every
     /// `checkpoint_interval` events and completing finished ones.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn run(
+    pub fn run(
         &mut self,
         pipeline: &mut Pipeline,
         store: &mut CompletedCheckpointStore,
@@ -203,9 +205,32 @@ impl Coordinator {
         Ok(())
     }
 
+    /// Takes a checkpoint of everything before `offset` now and completes
+    /// it (after the one in flight, if any); returns whether it completed.
+    ///
+    /// # Errors
+    /// A failed synchronous phase, backend errors on notification.
+    pub fn checkpoint_now(
+        &mut self,
+        pipeline: &mut Pipeline,
+        store: &mut CompletedCheckpointStore,
+        storage: &Arc<dyn CheckpointStorageAccess>,
+        offset: u64,
+    ) -> Result<bool> {
+        self.complete_pending(pipeline, store)?;
+        if !self.resolve(pipeline, store)? {
+            return Ok(false);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.pending = Some(pipeline.trigger_checkpoint(id, offset, now_ms(), storage)?);
+        self.complete_pending(pipeline, store)?;
+        Ok(self.completed.last().is_some_and(|c| c.checkpoint_id == id))
+    }
+
     /// At the end of the stream: waits for a pending checkpoint, completes
     /// it, and resolves what is unresolved.
-    pub(crate) fn drain(
+    pub fn drain(
         &mut self,
         pipeline: &mut Pipeline,
         store: &mut CompletedCheckpointStore,
@@ -219,7 +244,7 @@ impl Coordinator {
     /// so no file appears after its directory is removed. A commit with
     /// unknown outcome is left to the next process, whose store finds its
     /// `_metadata` or not.
-    pub(crate) fn abandon_pending(&mut self, store: &mut CompletedCheckpointStore) -> Result<()> {
+    pub fn abandon_pending(&mut self, store: &mut CompletedCheckpointStore) -> Result<()> {
         if let Some(pending) = self.pending.take() {
             let id = pending.checkpoint_id;
             let _ = pending.finish();
@@ -230,7 +255,8 @@ impl Coordinator {
         Ok(())
     }
 
-    pub(crate) fn print_summary(&self, restore_time: Duration, equal: bool) {
+    /// Prints the completed and aborted checkpoints.
+    pub fn print_summary(&self, restore_time: Duration, equal: bool) {
         println!("\nsummary");
         println!(
             "  {:>4}  {:>10}  {:>12}  {:>12}  {:>10}  {:>10}",
@@ -263,7 +289,7 @@ impl Coordinator {
 }
 
 /// `1234567` → `"1.18 MiB"`.
-pub(crate) fn human_bytes(bytes: u64) -> String {
+pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
     let mut value = bytes as f64;
     let mut unit = 0;
@@ -279,7 +305,7 @@ pub(crate) fn human_bytes(bytes: u64) -> String {
 }
 
 /// Wall-clock milliseconds since the epoch.
-pub(crate) fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

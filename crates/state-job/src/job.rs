@@ -21,7 +21,7 @@ use crate::operator::{KeySummary, KeyedAggregator, WINDOW_MS};
 use crate::pipeline::{PendingCheckpoint, Pipeline, Restore};
 
 /// The operator id under which the job's keyed state is stored.
-pub(crate) const OPERATOR_ID: &str = "keyed-aggregator";
+pub const OPERATOR_ID: &str = "keyed-aggregator";
 /// Master-state key of the source offset in checkpoint metadata.
 pub(crate) const SOURCE_OFFSET: &str = "source-offset";
 
@@ -564,7 +564,9 @@ fn no_savepoint_dir() -> StateError {
 }
 
 /// The event-time window open before the event at `offset`.
-fn resume_window(stream: &EventStream, offset: u64) -> Option<u64> {
+/// The event-time window of the last event before `offset`, which a
+/// pipeline resuming at `offset` continues (`None` at the start).
+pub fn resume_window(stream: &EventStream, offset: u64) -> Option<u64> {
     offset
         .checked_sub(1)
         .map(|o| stream.event(o).timestamp_ms / WINDOW_MS)
@@ -618,7 +620,12 @@ fn take_savepoint(
     Ok(location)
 }
 
-fn source_offset(checkpoint: &CompletedCheckpoint) -> Result<u64> {
+/// The source offset a checkpoint of the job covers: events before it are
+/// in its state.
+///
+/// # Errors
+/// [`StateError::Restore`] when the checkpoint has none; codec errors.
+pub fn source_offset(checkpoint: &CompletedCheckpoint) -> Result<u64> {
     let bytes = checkpoint.master_states.get(SOURCE_OFFSET).ok_or_else(|| {
         StateError::Restore(format!(
             "checkpoint {} has no '{SOURCE_OFFSET}' master state",

@@ -10,7 +10,7 @@
 //! cargo run --release -p state-job -- --config config/changelog-rocksdb.yaml
 //! ```
 
-mod coordinator;
+pub mod coordinator;
 pub mod events;
 pub mod job;
 pub mod operator;

@@ -162,8 +162,13 @@ struct Scripted {
     fault: Fault,
 }
 
+/// A function called before every operation (see
+/// [`FaultInjectingStore::set_hook`]).
+pub type OperationHook = Arc<dyn Fn(Operation, &str) + Send + Sync>;
+
 struct Shared {
     config: Mutex<FaultConfig>,
+    hook: Mutex<Option<OperationHook>>,
     enabled: AtomicBool,
     rng: Mutex<SplitMix64>,
     scripted: Mutex<VecDeque<Scripted>>,
@@ -176,6 +181,10 @@ impl Shared {
     /// Decides the fault of one call, if any.
     fn decide(&self, operation: Operation, path: &str) -> Option<Fault> {
         self.calls.fetch_add(1, Ordering::Relaxed);
+        let hook = self.hook.lock().clone();
+        if let Some(hook) = hook {
+            hook(operation, path);
+        }
         let fault = self.scripted_fault(operation, path).or_else(|| {
             if !self.enabled.load(Ordering::Relaxed) {
                 return None;
@@ -233,6 +242,7 @@ impl FaultInjectingStore {
             inner,
             shared: Arc::new(Shared {
                 config: Mutex::new(config),
+                hook: Mutex::new(None),
                 enabled: AtomicBool::new(true),
                 rng: Mutex::new(rng),
                 scripted: Mutex::new(VecDeque::new()),
@@ -267,6 +277,13 @@ impl FaultInjectingStore {
             path_contains: path_contains.to_string(),
             fault,
         });
+    }
+
+    /// Calls `hook` with every operation and its path before the operation
+    /// reaches the inner store (after any latency): a crash test kills its
+    /// process there, at an exact point of the checkpoint protocol.
+    pub fn set_hook(&self, hook: Option<OperationHook>) {
+        *self.shared.hook.lock() = hook;
     }
 
     /// Scripted faults that did not apply yet.
