@@ -293,3 +293,84 @@ fn random_schedules_with_storage_faults_over_rocksdb() {
         0.1,
     );
 }
+
+/// Checkpoint storage that panics when a file is created while `panic` is
+/// set (a bug in a storage or backend, as a panic in an asynchronous
+/// snapshot would be).
+struct PanickingStorage {
+    inner: Arc<dyn CheckpointStorageAccess>,
+    panic: std::sync::atomic::AtomicBool,
+}
+
+impl CheckpointStorageAccess for PanickingStorage {
+    fn create_output(
+        &self,
+        checkpoint_id: u64,
+        scope: state_api::StateScope,
+        name_hint: &str,
+    ) -> state_api::Result<Box<dyn state_api::CheckpointOutputStream>> {
+        if self.panic.load(std::sync::atomic::Ordering::Relaxed) {
+            panic!("injected panic creating {name_hint}");
+        }
+        self.inner.create_output(checkpoint_id, scope, name_hint)
+    }
+    fn read(&self, file: &state_api::FileHandle) -> state_api::Result<bytes::Bytes> {
+        self.inner.read(file)
+    }
+    fn read_range(
+        &self,
+        file: &state_api::FileHandle,
+        range: std::ops::Range<u64>,
+    ) -> state_api::Result<bytes::Bytes> {
+        self.inner.read_range(file, range)
+    }
+    fn delete(&self, file: &state_api::FileHandle) -> state_api::Result<()> {
+        self.inner.delete(file)
+    }
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+}
+
+/// A panic in the wrapped backend's asynchronous snapshot used to leave
+/// everyone waiting for the materialization blocked forever; now they get
+/// an error, and the next materialization works.
+#[test]
+fn a_panicking_materialization_wakes_its_waiters() {
+    let (_faults, storage) = faulty(FaultConfig::default(), "job").unwrap();
+    let panicking = Arc::new(PanickingStorage {
+        inner: storage,
+        panic: std::sync::atomic::AtomicBool::new(false),
+    });
+    let access: Arc<dyn CheckpointStorageAccess> = panicking.clone();
+    let factory = changelog_heap(test_dstl(), manual_materialization());
+    let (mut backend, mut states) = populated(&factory, &access, 50);
+    let (first, _) = checkpoint(&mut backend, &access, 1);
+    drop(first);
+    backend.notify_checkpoint_complete(1).unwrap();
+    change(&mut backend, &mut states, 3);
+
+    panicking
+        .panic
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    backend.trigger_materialization().unwrap();
+    let (done, waited) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let succeeded = backend.wait_for_materialization();
+        let _ = done.send(succeeded);
+        backend
+    });
+    let succeeded = waited
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the waiter is woken, not blocked forever");
+    assert!(!succeeded, "a panicked materialization does not succeed");
+    let mut backend = waiter.join().unwrap();
+    assert_eq!(backend.stats().failed_materializations, 1);
+
+    panicking
+        .panic
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    change(&mut backend, &mut states, 4);
+    backend.trigger_materialization().unwrap();
+    assert!(backend.wait_for_materialization());
+}
