@@ -260,7 +260,7 @@ fn random_schedules(factory: &ChangelogBackendFactory, seeds: std::ops::Range<u6
 fn random_schedules_over_heap() {
     random_schedules(
         &changelog_heap(test_dstl(), manual_materialization()),
-        0..50,
+        schedule::seeds(0, 30),
         0.0,
     );
 }
@@ -270,7 +270,7 @@ fn random_schedules_over_rocksdb() {
     let local = tempfile::tempdir().unwrap();
     random_schedules(
         &changelog_rocksdb(local.path(), test_dstl(), manual_materialization()),
-        0..50,
+        schedule::seeds(0, 12),
         0.0,
     );
 }
@@ -279,7 +279,7 @@ fn random_schedules_over_rocksdb() {
 fn random_schedules_with_storage_faults_over_heap() {
     random_schedules(
         &changelog_heap(test_dstl(), manual_materialization()),
-        100..120,
+        schedule::seeds(100, 20),
         0.1,
     );
 }
@@ -289,7 +289,7 @@ fn random_schedules_with_storage_faults_over_rocksdb() {
     let local = tempfile::tempdir().unwrap();
     random_schedules(
         &changelog_rocksdb(local.path(), test_dstl(), manual_materialization()),
-        100..120,
+        schedule::seeds(100, 8),
         0.1,
     );
 }

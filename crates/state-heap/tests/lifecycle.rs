@@ -24,10 +24,10 @@ fn run(seeds: std::ops::Range<u64>, fault_rate: f64) {
 
 #[test]
 fn random_schedules() {
-    run(0..30, 0.0);
+    run(schedule::seeds(0, 300), 0.0);
 }
 
 #[test]
 fn random_schedules_with_storage_faults() {
-    run(100..130, 0.1);
+    run(schedule::seeds(1000, 100), 0.1);
 }

@@ -51,7 +51,21 @@
 //! again, and `chk-<n>/` directories without `_metadata` older than the
 //! latest completed checkpoint are swept as orphans.
 //!
+//! # Ownership
+//! The store owns every file a committed checkpoint references, from the
+//! commit on; backends own what they uploaded until then (see
+//! [`state_api::lifecycle`]). A commit whose outcome is unknown (the put of
+//! `_metadata` failed after its retries, and may have been applied) is the
+//! *pending commit*: its files are protected like a retained checkpoint's,
+//! it cannot be discarded, and no other checkpoint is added until
+//! [`resolve_pending_commit`] settles it. What nobody owns any more (files of
+//! crashed processes, of checkpoints whose notices were lost, deletions
+//! pending at a crash) is deleted by [`collect_garbage`] while no writer of
+//! the job runs.
+//!
 //! [`add`]: CompletedCheckpointStore::add
+//! [`resolve_pending_commit`]: CompletedCheckpointStore::resolve_pending_commit
+//! [`collect_garbage`]: CompletedCheckpointStore::collect_garbage
 //! [`open`]: CompletedCheckpointStore::open
 //! [`dispose`]: CompletedCheckpointStore::dispose
 //! [`discard_pending`]: CompletedCheckpointStore::discard_pending
