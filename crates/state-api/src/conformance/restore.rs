@@ -8,7 +8,7 @@ use crate::backend::KeyedStateBackend;
 use crate::descriptor::ValueStateDescriptor;
 use crate::error::StateError;
 use crate::key_group::{KeyGroupRange, key_group_range_for_operator};
-use crate::snapshot::{KeyedStateHandle, SnapshotOptions};
+use crate::snapshot::{FileHandle, KeyedStateHandle, SnapshotOptions};
 use crate::state::KeyedStateBackendExt;
 
 const MAX_PARALLELISM: u32 = 128;
@@ -250,7 +250,6 @@ pub fn skipped_states_are_not_restored(h: &Harness<'_>) {
 pub fn restore_failures_are_errors(h: &Harness<'_>) {
     let name = h.factory.name();
     let keys: Vec<u64> = (0..100).collect();
-    let (mut backend, _states) = populated(h, all(), &keys);
 
     let expect_error = |what: &str,
                         handles: Vec<KeyedStateHandle>,
@@ -272,28 +271,83 @@ pub fn restore_failures_are_errors(h: &Harness<'_>) {
         }
     };
 
+    // Every damage gets a checkpoint of a new backend instance, whose files
+    // are all its own: a checkpoint of the same instance would reuse files
+    // an earlier case damaged already (incremental SSTs, log files), and its
+    // check would pass whatever this damage does.
     let mut next_id = 20;
-    let mut fresh_handle = |backend: &mut dyn KeyedStateBackend| {
+    let mut damaged_paths: Vec<String> = Vec::new();
+    let mut fresh_handle = || {
         next_id += 1;
-        h.checkpoint(backend, next_id)
+        let (mut fresh, _) = populated(h, all(), &keys);
+        let handle = h.checkpoint(&mut *fresh, next_id);
+        for file in handle.files() {
+            assert!(
+                !damaged_paths.contains(&file.path),
+                "{name}: a new instance's checkpoint refers to '{}', damaged by an earlier case",
+                file.path
+            );
+        }
+        damaged_paths.extend(handle.files().into_iter().map(|f| f.path.clone()));
+        handle
     };
 
-    // Flipped bytes at the start, middle and end of every file.
-    let file_count = fresh_handle(&mut *backend).files().len();
+    // Flipped bytes at the start, middle and end of every file's payload,
+    // and in its footer (checksum, length, magic).
+    let intact = {
+        let (mut fresh, _) = populated(h, all(), &keys);
+        let states = StandardStates::register(&mut *fresh);
+        dump(&mut *fresh, &states.ids())
+    };
+    let file_count = fresh_handle().files().len();
     for index in 0..file_count {
-        for place in 0..3 {
-            let damaged = fresh_handle(&mut *backend);
+        for place in 0..6 {
+            let damaged = fresh_handle();
             let Some(file) = damaged.files().get(index).map(|f| (*f).clone()) else {
                 panic!("{name}: checkpoints of the same state have different file counts");
             };
-            if file.size == 0 {
+            if file.size == 0 && place < 3 {
                 continue;
             }
-            let offset = [0, file.size / 2, file.size - 1][place];
+            let offset = [
+                0,
+                file.size / 2,
+                file.size.saturating_sub(1),
+                file.size,
+                file.size + 4,
+                file.size + 12,
+            ][place];
             h.faults
                 .corrupt_byte(&file, offset)
                 .unwrap_or_else(|e| panic!("{name}: fault injection failed: {e}"));
-            let what = format!("a flipped byte at {offset} of {}", file.path);
+            let what = format!(
+                "a flipped byte at {offset} of {} ({} bytes)",
+                file.path, file.size
+            );
+            if offset >= file.size {
+                // A damaged footer leaves the payload intact: a reader of
+                // byte ranges (whose blocks carry their own checksums) need
+                // not notice, but it must never restore other state.
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    h.restore(MAX_PARALLELISM, all(), vec![damaged])
+                        .map(|mut b| {
+                            let states = StandardStates::register(&mut *b);
+                            dump(&mut *b, &states.ids())
+                        })
+                }));
+                match outcome {
+                    Err(_) => panic!("{name}: restore from {what} panicked"),
+                    Ok(Ok(restored)) => assert!(
+                        restored == intact,
+                        "{name}: restore from {what} gave other state"
+                    ),
+                    Ok(Err(err)) => assert!(
+                        matches!(err, StateError::Corrupt { .. }),
+                        "{name}: {what} must be reported as corruption, got: {err}"
+                    ),
+                }
+                continue;
+            }
             let err = expect_error(&what, vec![damaged], all(), MAX_PARALLELISM);
             assert!(
                 matches!(err, StateError::Corrupt { .. } | StateError::Codec { .. }),
@@ -303,7 +357,7 @@ pub fn restore_failures_are_errors(h: &Harness<'_>) {
     }
 
     // Truncated files.
-    let damaged = fresh_handle(&mut *backend);
+    let damaged = fresh_handle();
     for file in damaged.files() {
         h.faults
             .truncate(file, file.size / 2)
@@ -316,7 +370,7 @@ pub fn restore_failures_are_errors(h: &Harness<'_>) {
     );
 
     // Missing files.
-    let damaged = fresh_handle(&mut *backend);
+    let damaged = fresh_handle();
     for file in damaged.files() {
         h.faults
             .remove(file)
@@ -327,6 +381,27 @@ pub fn restore_failures_are_errors(h: &Harness<'_>) {
         matches!(err, StateError::FileNotFound { .. }),
         "{name}: a missing file must be FileNotFound, got: {err}"
     );
+
+    // Damaged metadata: a handle that names a file with the wrong size, or
+    // a file that is not there.
+    for index in 0..file_count {
+        let mut damaged = fresh_handle();
+        map_file(&mut damaged, index, |file| file.size += 1);
+        let what = format!("a handle with a wrong size for file {index}");
+        let err = expect_error(&what, vec![damaged], all(), MAX_PARALLELISM);
+        assert!(
+            matches!(err, StateError::Corrupt { .. }),
+            "{name}: {what} must be corruption, got: {err}"
+        );
+        let mut damaged = fresh_handle();
+        map_file(&mut damaged, index, |file| file.path.push_str("-gone"));
+        let what = format!("a handle naming a missing file {index}");
+        let err = expect_error(&what, vec![damaged], all(), MAX_PARALLELISM);
+        assert!(
+            matches!(err, StateError::FileNotFound { .. }),
+            "{name}: {what} must be FileNotFound, got: {err}"
+        );
+    }
 
     // A handle of the wrong key groups, another max parallelism, overlaps, gaps.
     let half = KeyGroupRange::new(0, 64).expect("valid");
@@ -348,7 +423,7 @@ pub fn restore_failures_are_errors(h: &Harness<'_>) {
         MAX_PARALLELISM,
     );
     assert!(matches!(err, StateError::Restore(_)), "{name}: got {err}");
-    let good = fresh_handle(&mut *backend);
+    let good = fresh_handle();
     let err = expect_error(
         "another max parallelism",
         vec![good.clone()],
@@ -370,4 +445,36 @@ pub fn restore_failures_are_errors(h: &Harness<'_>) {
         MAX_PARALLELISM,
     );
     assert!(matches!(err, StateError::Restore(_)), "{name}: got {err}");
+}
+
+/// Changes the `index`th file (in [`KeyedStateHandle::files`] order) of
+/// `handle` everywhere the handle names it.
+fn map_file(handle: &mut KeyedStateHandle, index: usize, change: impl Fn(&mut FileHandle)) {
+    let Some(target) = handle.files().get(index).map(|f| f.path.clone()) else {
+        return;
+    };
+    visit_files(handle, &mut |file| {
+        if file.path == target {
+            change(file);
+        }
+    });
+}
+
+fn visit_files(handle: &mut KeyedStateHandle, visit: &mut dyn FnMut(&mut FileHandle)) {
+    match handle {
+        KeyedStateHandle::KeyGroups(h) => visit(&mut h.file),
+        KeyedStateHandle::Incremental(h) => {
+            for named in h.shared_files.iter_mut().chain(&mut h.private_files) {
+                visit(&mut named.file);
+            }
+        }
+        KeyedStateHandle::Changelog(h) => {
+            for inner in &mut h.materialized {
+                visit_files(inner, visit);
+            }
+            for segment in h.log.iter_mut().flat_map(|part| &mut part.segments) {
+                visit(&mut segment.file);
+            }
+        }
+    }
 }
