@@ -95,6 +95,25 @@ pub enum StateError {
         reason: String,
     },
 
+    /// A stored file of a format version newer than this build reads (a
+    /// checkpoint written by a later release, read after a downgrade).
+    /// Never skipped silently: restoring an older checkpoint instead would
+    /// rewind the job.
+    #[error(
+        "'{path}' is {format} version {found}, this build reads up to version {supported}: \
+         use a later release"
+    )]
+    UnsupportedVersion {
+        /// The file.
+        path: String,
+        /// The format: "checkpoint metadata", "key-group snapshot", ...
+        format: &'static str,
+        /// The version found.
+        found: u32,
+        /// The newest version this build reads.
+        supported: u32,
+    },
+
     /// A file that a handle or checkpoint refers to does not exist.
     #[error("checkpoint file not found: '{path}'")]
     FileNotFound {

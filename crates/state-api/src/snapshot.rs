@@ -213,7 +213,7 @@ impl ChangelogStateHandle {
             .iter()
             .flat_map(|part| &part.segments)
             .map(|segment| segment.length)
-            .sum()
+            .fold(0u64, u64::saturating_add)
     }
 
     /// Bytes of the materialized part.
@@ -221,7 +221,7 @@ impl ChangelogStateHandle {
         self.materialized
             .iter()
             .map(KeyedStateHandle::state_size)
-            .sum()
+            .fold(0u64, u64::saturating_add)
     }
 }
 
@@ -304,8 +304,12 @@ impl KeyedStateHandle {
     /// for a changelog handle the materialized part plus its log segments.
     pub fn state_size(&self) -> u64 {
         match self {
-            KeyedStateHandle::Changelog(h) => h.materialized_size() + h.log_size(),
-            _ => self.files().iter().map(|f| f.size).sum(),
+            // Saturating: sizes come from stored (possibly hostile) metadata.
+            KeyedStateHandle::Changelog(h) => h.materialized_size().saturating_add(h.log_size()),
+            _ => self
+                .files()
+                .iter()
+                .fold(0u64, |total, f| total.saturating_add(f.size)),
         }
     }
 }

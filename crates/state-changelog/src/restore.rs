@@ -37,8 +37,9 @@ pub(crate) fn restore(
         match handle {
             KeyedStateHandle::Changelog(changelog) => {
                 check_materialized(changelog)?;
+                // Saturating: a hostile id must not overflow.
                 next_materialization_id =
-                    next_materialization_id.max(changelog.materialization_id + 1);
+                    next_materialization_id.max(changelog.materialization_id.saturating_add(1));
                 delegate_handles.extend(
                     changelog
                         .materialized

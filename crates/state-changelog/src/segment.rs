@@ -102,11 +102,17 @@ pub(crate) fn decode<'a>(
     if &content[..MAGIC.len()] != MAGIC {
         return Err(corrupt("not a log segment (bad magic)".into()));
     }
-    if content[MAGIC.len()] != VERSION {
-        return Err(corrupt(format!(
-            "unsupported segment version {}",
-            content[MAGIC.len()]
-        )));
+    let version = content[MAGIC.len()];
+    if version > VERSION {
+        return Err(StateError::UnsupportedVersion {
+            path: expected.file.path.clone(),
+            format: "change log segment",
+            found: u32::from(version),
+            supported: u32::from(VERSION),
+        });
+    }
+    if version != VERSION {
+        return Err(corrupt(format!("segment version {version} does not exist")));
     }
     let (rest, len_bytes) = content.split_at(content.len() - TRAILER_LEN_LEN);
     let trailer_len = u32::from_le_bytes(len_bytes.try_into().expect("4 bytes")) as usize;
@@ -163,6 +169,29 @@ mod tests {
         let (decoded, records) = decode(&bytes, &handle(10, 12, bytes.len())).unwrap();
         assert_eq!(decoded, header());
         assert_eq!(records, b"records");
+    }
+
+    /// A segment of a later release (a higher version, its checksum
+    /// intact) is a clear error naming the version.
+    #[test]
+    fn newer_versions_are_named() {
+        let mut bytes = encode(&header(), b"records");
+        bytes[MAGIC.len()] = VERSION + 1;
+        let crc_at = bytes.len() - CRC_LEN;
+        let crc = crc32c::crc32c(&bytes[..crc_at]);
+        bytes[crc_at..].copy_from_slice(&crc.to_le_bytes());
+        let err = decode(&bytes, &handle(10, 12, bytes.len())).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StateError::UnsupportedVersion {
+                    found: 2,
+                    supported: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]

@@ -118,7 +118,10 @@ impl CompletedCheckpoint {
 
     /// Total payload bytes of all referenced files (the full state size).
     pub fn state_size(&self) -> u64 {
-        self.files().iter().map(|f| f.size).sum()
+        // Saturating: sizes come from stored (possibly hostile) metadata.
+        self.files()
+            .iter()
+            .fold(0u64, |total, f| total.saturating_add(f.size))
     }
 
     /// Where its metadata lives, relative to the job directory:
@@ -152,8 +155,9 @@ impl CompletedCheckpoint {
     /// Parses a `_metadata` file read from `path` (named in errors).
     ///
     /// # Errors
-    /// [`StateError::Corrupt`] naming `path` for bad magic, an unknown
-    /// version, a checksum mismatch, truncation or an undecodable payload.
+    /// [`StateError::UnsupportedVersion`] for a version newer than this
+    /// build reads; [`StateError::Corrupt`] naming `path` for bad magic, a
+    /// checksum mismatch, truncation or an undecodable payload.
     pub fn decode(path: &str, bytes: &[u8]) -> Result<Self> {
         let corrupt = |reason: String| StateError::corrupt(path, reason);
         let Some(body_len) = bytes.len().checked_sub(CRC_LEN) else {
@@ -168,9 +172,17 @@ impl CompletedCheckpoint {
             return Err(corrupt("not a checkpoint metadata file (bad magic)".into()));
         }
         let version = header.get(METADATA_MAGIC.len()).copied().unwrap_or(0);
+        if version > METADATA_VERSION {
+            return Err(StateError::UnsupportedVersion {
+                path: path.to_string(),
+                format: "checkpoint metadata",
+                found: u32::from(version),
+                supported: u32::from(METADATA_VERSION),
+            });
+        }
         if version != METADATA_VERSION {
             return Err(corrupt(format!(
-                "unsupported metadata version {version} (this build reads {METADATA_VERSION})"
+                "metadata version {version} does not exist (this build reads {METADATA_VERSION})"
             )));
         }
         let stored_crc = u32::from_le_bytes(
@@ -289,7 +301,14 @@ pub(crate) mod tests {
         assert!(reason(&bad).contains("magic"));
         let mut bad = bytes.clone();
         bad[4] = 9;
-        assert!(reason(&bad).contains("version 9"));
+        assert!(matches!(
+            CompletedCheckpoint::decode("chk-3/_metadata", &bad),
+            Err(StateError::UnsupportedVersion {
+                found: 9,
+                supported: 1,
+                ..
+            })
+        ));
         let mut bad = bytes;
         let last = bad.len() - 1;
         bad[last] ^= 0xff;

@@ -271,6 +271,7 @@ impl<'a> KeyGroupsReader<'a> {
             )));
         }
         let head = storage.read_range(&handle.file, 0..meta_end)?;
+        check_versions(&handle.file.path, &head)?;
         let meta = parse_header(&head).map_err(corrupt)?;
         if meta.key_group_range != handle.key_group_range
             || meta.max_parallelism != handle.max_parallelism
@@ -394,6 +395,27 @@ impl<'a> KeyGroupsReader<'a> {
         }
         Ok(())
     }
+}
+
+/// A file of a later release: a clear error naming the version, never
+/// "corrupt".
+fn check_versions(path: &str, head: &[u8]) -> Result<()> {
+    if head.len() < HEADER_LEN || head[..4] != MAGIC {
+        return Ok(()); // parse_header reports it
+    }
+    let newer = |format, found: u8, supported: u8| StateError::UnsupportedVersion {
+        path: path.to_string(),
+        format,
+        found: u32::from(found),
+        supported: u32::from(supported),
+    };
+    if head[4] > FORMAT_VERSION {
+        return Err(newer("key-group snapshot", head[4], FORMAT_VERSION));
+    }
+    if head[5] > CODEC_VERSION {
+        return Err(newer("key-group snapshot codec", head[5], CODEC_VERSION));
+    }
+    Ok(())
 }
 
 fn parse_header(head: &[u8]) -> std::result::Result<FileMeta, String> {
@@ -596,10 +618,18 @@ mod tests {
             let original = files.0.lock().unwrap()["f"].clone();
             files.0.lock().unwrap().get_mut("f").unwrap()[offset] ^= 0xff;
             let err = read(files, &handle, KeyGroupRange::new(10, 20).unwrap()).unwrap_err();
-            assert!(
-                matches!(err, StateError::Corrupt { .. }),
-                "offset {offset}: {err}"
-            );
+            if offset == 4 {
+                // The version byte: a file of a later release, by its looks.
+                assert!(
+                    matches!(err, StateError::UnsupportedVersion { found: 0xfe, .. }),
+                    "{err}"
+                );
+            } else {
+                assert!(
+                    matches!(err, StateError::Corrupt { .. }),
+                    "offset {offset}: {err}"
+                );
+            }
             files.0.lock().unwrap().insert("f".into(), original);
         }
     }

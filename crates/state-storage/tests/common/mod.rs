@@ -48,6 +48,7 @@ macro_rules! backend_tests {
             dispose_removes_only_unshared_files,
             load_and_find_latest,
             corrupt_metadata_falls_back_to_the_newest_intact,
+            newer_metadata_version_fails_open,
             reopen_subsumes_beyond_retention,
             zero_retained_is_rejected,
             files_outside_their_scope_directory_are_rejected,
@@ -748,6 +749,44 @@ pub(crate) fn corrupt_metadata_falls_back_to_the_newest_intact(env: &Env) {
         .add(checkpoint_with_exclusive(&storage, 3, &[]))
         .unwrap();
     assert_eq!(ids(&store), [1, 3]);
+}
+
+/// A `_metadata` of a later release (a downgrade) stops the store from
+/// opening with a clear error, instead of an older checkpoint being
+/// restored in its place.
+pub(crate) fn newer_metadata_version_fails_open(env: &Env) {
+    let storage = env.storage();
+    let mut store = CompletedCheckpointStore::open(Arc::clone(&storage), 2).unwrap();
+    store
+        .add(checkpoint_with_exclusive(&storage, 1, &[]))
+        .unwrap();
+    store
+        .add(checkpoint_with_exclusive(&storage, 2, &[]))
+        .unwrap();
+    // Version byte 1 becomes 254 (every bit flipped).
+    let metadata = FileHandle {
+        path: "chk-2/_metadata".into(),
+        scope: StateScope::Exclusive,
+        size: 0,
+        crc32c: 0,
+    };
+    storage.corrupt_byte(&metadata, 4).unwrap();
+    for err in [
+        CompletedCheckpointStore::open(Arc::clone(&storage), 2).unwrap_err(),
+        find_latest_completed(&storage).unwrap_err(),
+    ] {
+        assert!(
+            matches!(
+                err,
+                StateError::UnsupportedVersion {
+                    found: 254,
+                    supported: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
 }
 
 pub(crate) fn reopen_subsumes_beyond_retention(env: &Env) {
