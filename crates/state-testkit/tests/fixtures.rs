@@ -1,0 +1,336 @@
+//! Checked-in golden fixtures: a small checkpoint and a canonical
+//! savepoint of every backend, written by the code of format version 1,
+//! and damaged copies. Later versions of the code must read them: restore
+//! gives exactly the state they were taken of, and each damaged one the
+//! exact error.
+//!
+//! The fixtures live in `fixtures/v1/` of this crate. They are written once
+//! (`STATE_WRITE_FIXTURES=1 cargo test -p state-testkit --test fixtures`)
+//! and never rewritten for a format change: a change that cannot read them
+//! is a breaking change of a stored format.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use state_api::conformance::Dump;
+use state_api::key_group::key_group_range_for_operator;
+use state_api::snapshot::SavepointFormat;
+use state_api::{
+    BackendContext, CheckpointStorageAccess, KeyGroupRange, KeyedStateHandle, SnapshotOptions,
+    SnapshotType, StateBackendFactory, StateError,
+};
+use state_changelog::{ChangelogBackendFactory, DstlConfig, MaterializationConfig};
+use state_heap::HeapBackendFactory;
+use state_rocksdb::{RocksDbBackendFactory, RocksDbConfig, RocksDbMemory};
+use state_storage::{
+    CheckpointKind, CompletedCheckpoint, CompletedCheckpointStore, ObjectStoreCheckpointStorage,
+    Savepoint, SavepointWriter, load_checkpoint,
+};
+use state_testkit::workload::{change, contents, populate};
+
+const MAX_PARALLELISM: u32 = 128;
+const OPERATOR: &str = "op";
+/// Keys the fixtures hold.
+const KEYS: u64 = 16;
+/// The checkpoint each fixture keeps (the second: incremental ones refer to
+/// files of the first).
+const CHECKPOINT: u64 = 2;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/v1")
+}
+
+fn all() -> KeyGroupRange {
+    KeyGroupRange::all(MAX_PARALLELISM).unwrap()
+}
+
+/// The backends the fixtures cover, by fixture name.
+fn factories(local: &Path) -> Vec<(&'static str, Arc<dyn StateBackendFactory>)> {
+    let rocksdb = |incremental: bool| -> Arc<dyn StateBackendFactory> {
+        Arc::new(RocksDbBackendFactory::new(
+            RocksDbConfig::new(local)
+                .with_memory(RocksDbMemory::new(64 << 20).unwrap())
+                .with_incremental(incremental),
+        ))
+    };
+    let changelog = |delegate: Arc<dyn StateBackendFactory>| -> Arc<dyn StateBackendFactory> {
+        Arc::new(
+            ChangelogBackendFactory::new(
+                delegate,
+                DstlConfig::default(),
+                MaterializationConfig {
+                    interval: None,
+                    ..MaterializationConfig::default()
+                },
+            )
+            .unwrap(),
+        )
+    };
+    vec![
+        ("heap", Arc::new(HeapBackendFactory::new())),
+        ("rocksdb-incremental", rocksdb(true)),
+        ("rocksdb-full", rocksdb(false)),
+        (
+            "changelog-heap",
+            changelog(Arc::new(HeapBackendFactory::new())),
+        ),
+        ("changelog-rocksdb", changelog(rocksdb(true))),
+    ]
+}
+
+fn context(
+    storage: Arc<dyn CheckpointStorageAccess>,
+    restore_storage: Option<Arc<dyn CheckpointStorageAccess>>,
+    range: KeyGroupRange,
+    restore: Vec<KeyedStateHandle>,
+) -> BackendContext {
+    BackendContext {
+        operator: format!("fixture-{}", range.start()),
+        max_parallelism: MAX_PARALLELISM,
+        key_group_range: range,
+        restore: restore
+            .into_iter()
+            .filter(|h| !h.key_group_range().intersection(&range).is_empty())
+            .collect(),
+        storage,
+        restore_storage,
+        skip_restored_states: Vec::new(),
+    }
+}
+
+/// The state every fixture holds: keys `0..KEYS` populated, then changed
+/// once each, on the heap backend.
+fn expected() -> Dump {
+    let storage: Arc<dyn CheckpointStorageAccess> =
+        Arc::new(ObjectStoreCheckpointStorage::in_memory("expected").unwrap());
+    let mut backend = HeapBackendFactory::new()
+        .create(context(storage, None, all(), Vec::new()))
+        .unwrap();
+    let mut states = populate(&mut *backend, KEYS);
+    for key in 0..KEYS {
+        change(&mut *backend, &mut states, key, 1).unwrap();
+    }
+    contents(&mut *backend)
+}
+
+/// Writes the fixtures of `name`: checkpoint 1, the changes, checkpoint 2
+/// (retaining one), and a canonical savepoint of the same state.
+fn write_fixture(name: &str, factory: &dyn StateBackendFactory) {
+    let dir = fixtures().join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    let storage = Arc::new(ObjectStoreCheckpointStorage::local(&dir, "checkpoints").unwrap());
+    let access: Arc<dyn CheckpointStorageAccess> = storage.clone();
+    let mut store = CompletedCheckpointStore::open(Arc::clone(&storage), 1).unwrap();
+    let mut backend = factory
+        .create(context(Arc::clone(&access), None, all(), Vec::new()))
+        .unwrap();
+    let mut states = populate(&mut *backend, KEYS);
+    for id in 1..=CHECKPOINT {
+        if id == CHECKPOINT {
+            for key in 0..KEYS {
+                change(&mut *backend, &mut states, key, 1).unwrap();
+            }
+        }
+        let handle = backend
+            .snapshot(id, &SnapshotOptions::checkpoint(id), Arc::clone(&access))
+            .unwrap()
+            .run()
+            .unwrap()
+            .handle;
+        let subsumed = store
+            .add(
+                CompletedCheckpoint::new("fixture", id, id, CheckpointKind::Checkpoint)
+                    .with_operator(OPERATOR, vec![handle]),
+            )
+            .unwrap();
+        backend.notify_checkpoint_complete(id).unwrap();
+        for old in subsumed {
+            backend.notify_checkpoint_subsumed(old).unwrap();
+        }
+    }
+    let savepoint_dir = ObjectStoreCheckpointStorage::local_dir({
+        let path = dir.join("savepoint");
+        std::fs::create_dir_all(&path).unwrap();
+        path
+    })
+    .unwrap();
+    let writer = SavepointWriter::in_storage(savepoint_dir);
+    let options = SnapshotOptions {
+        snapshot_type: SnapshotType::Savepoint(SavepointFormat::Canonical),
+        timestamp_ms: 3,
+    };
+    let handle = backend
+        .snapshot(3, &options, writer.storage())
+        .unwrap()
+        .run()
+        .unwrap()
+        .handle;
+    writer
+        .commit(
+            CompletedCheckpoint::new("fixture", 3, 3, CheckpointKind::Savepoint)
+                .with_operator(OPERATOR, vec![handle]),
+        )
+        .unwrap();
+    drop(backend);
+    state_api::lifecycle::wait_for_detached_deletions(std::time::Duration::from_secs(10));
+    store.collect_garbage().unwrap();
+}
+
+/// Restores `handles` at `parallelism` and returns the union of contents.
+fn restore(
+    factory: &dyn StateBackendFactory,
+    storage: Arc<dyn CheckpointStorageAccess>,
+    restore_storage: Option<Arc<dyn CheckpointStorageAccess>>,
+    handles: &[KeyedStateHandle],
+    parallelism: u32,
+) -> state_api::Result<Dump> {
+    let mut all_contents = Dump::new();
+    for index in 0..parallelism {
+        let range = key_group_range_for_operator(MAX_PARALLELISM, parallelism, index)?;
+        let mut backend = factory.create(context(
+            Arc::clone(&storage),
+            restore_storage.clone(),
+            range,
+            handles.to_vec(),
+        ))?;
+        all_contents.extend(contents(&mut *backend));
+    }
+    Ok(all_contents)
+}
+
+fn checkpoint_storage(name: &str) -> Arc<ObjectStoreCheckpointStorage> {
+    Arc::new(
+        ObjectStoreCheckpointStorage::local_dir(fixtures().join(name).join("checkpoints")).unwrap(),
+    )
+}
+
+#[test]
+fn fixtures_of_every_backend_restore_exactly() {
+    let local = tempfile::tempdir().unwrap();
+    let write = std::env::var_os("STATE_WRITE_FIXTURES").is_some();
+    let expected = expected();
+    for (name, factory) in factories(local.path()) {
+        if write {
+            write_fixture(name, &*factory);
+        }
+        let storage = checkpoint_storage(name);
+        let checkpoint = load_checkpoint(&storage, CHECKPOINT)
+            .unwrap_or_else(|e| panic!("{name}: the checkpoint fixture does not load: {e}"));
+        let handles = &checkpoint.operators[OPERATOR];
+        for parallelism in [1, 2] {
+            let restored = restore(&*factory, storage.clone(), None, handles, parallelism)
+                .unwrap_or_else(|e| panic!("{name}: checkpoint fixture at {parallelism}: {e}"));
+            assert!(
+                restored == expected,
+                "{name}: the checkpoint fixture restores to other state at {parallelism}"
+            );
+        }
+        // The canonical savepoint restores into every backend.
+        let savepoint = Savepoint::open(
+            &fixtures()
+                .join(name)
+                .join("savepoint")
+                .display()
+                .to_string(),
+        )
+        .unwrap_or_else(|e| panic!("{name}: the savepoint fixture does not open: {e}"));
+        for (target, target_factory) in factories(local.path()) {
+            let restored = restore(
+                &*target_factory,
+                storage.clone(),
+                Some(savepoint.storage()),
+                savepoint.handles(OPERATOR),
+                1,
+            )
+            .unwrap_or_else(|e| panic!("{name} savepoint into {target}: {e}"));
+            assert!(restored == expected, "{name} savepoint into {target}");
+        }
+    }
+}
+
+/// A copy of the heap checkpoint fixture in a temporary directory, to
+/// damage.
+fn damaged_copy() -> (tempfile::TempDir, Arc<ObjectStoreCheckpointStorage>) {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixtures().join("heap/checkpoints"), dir.path());
+    let storage = Arc::new(ObjectStoreCheckpointStorage::local_dir(dir.path()).unwrap());
+    (dir, storage)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn flip(path: &Path, offset: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[offset] ^= 0xff;
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Damaged fixtures give exact errors: a flipped byte in the state file,
+/// a `_metadata` of a later release, a damaged `_metadata`, a missing file.
+#[test]
+fn damaged_fixtures_give_exact_errors() {
+    let heap = HeapBackendFactory::new();
+    let metadata = format!("chk-{CHECKPOINT}/_metadata");
+
+    // A flipped byte in the middle of the key-group file.
+    let (dir, storage) = damaged_copy();
+    let checkpoint = load_checkpoint(&storage, CHECKPOINT).unwrap();
+    let file = checkpoint.operators[OPERATOR][0].files()[0].clone();
+    flip(&dir.path().join(&file.path), (file.size / 2) as usize);
+    let err = restore(
+        &heap,
+        storage.clone(),
+        None,
+        &checkpoint.operators[OPERATOR],
+        1,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, StateError::Corrupt { path, .. } if *path == file.path),
+        "{err}"
+    );
+
+    // A `_metadata` of a later release.
+    let (dir, storage) = damaged_copy();
+    flip(&dir.path().join(&metadata), 4);
+    let err = load_checkpoint(&storage, CHECKPOINT).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "'{metadata}' is checkpoint metadata version 254, this build reads up to version 1: \
+             use a later release"
+        )
+    );
+
+    // A damaged `_metadata` (its checksum).
+    let (dir, storage) = damaged_copy();
+    let length = std::fs::metadata(dir.path().join(&metadata)).unwrap().len() as usize;
+    flip(&dir.path().join(&metadata), length - 1);
+    let err = load_checkpoint(&storage, CHECKPOINT).unwrap_err();
+    assert!(
+        matches!(&err, StateError::Corrupt { path, reason } if *path == metadata && reason.contains("checksum")),
+        "{err}"
+    );
+
+    // A missing state file.
+    let (dir, storage) = damaged_copy();
+    std::fs::remove_file(dir.path().join(&file.path)).unwrap();
+    let err = restore(&heap, storage, None, &checkpoint.operators[OPERATOR], 1).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("checkpoint file not found: '{}'", file.path)
+    );
+}
