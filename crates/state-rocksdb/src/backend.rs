@@ -83,8 +83,30 @@ impl LocalDir {
 impl Drop for LocalDir {
     fn drop(&mut self) {
         // Best effort: a leftover directory wastes disk but loses nothing.
-        let _ = std::fs::remove_dir_all(&self.path);
+        let _ = remove_owned_dir(&self.path);
     }
+}
+
+/// Removes a working directory with its lock file last: a process killed
+/// halfway leaves the lock file, so the next sweep finds the rest.
+fn remove_owned_dir(dir: &Path) -> std::io::Result<()> {
+    let lock = dir.join(OWNER_LOCK);
+    if !lock.exists() {
+        return std::fs::remove_dir_all(dir);
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name() == OWNER_LOCK {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(entry.path())?;
+        } else {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    std::fs::remove_file(&lock)?;
+    std::fs::remove_dir(dir)
 }
 
 /// Removes the working directories in `local_dir` of backends whose
@@ -102,7 +124,7 @@ pub(crate) fn sweep_abandoned(local_dir: &Path) -> usize {
         let Ok(lock) = std::fs::File::open(dir.join(OWNER_LOCK)) else {
             continue;
         };
-        if lock.try_lock().is_ok() && std::fs::remove_dir_all(&dir).is_ok() {
+        if lock.try_lock().is_ok() && remove_owned_dir(&dir).is_ok() {
             removed += 1;
         }
     }
