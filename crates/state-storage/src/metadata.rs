@@ -172,7 +172,20 @@ impl CompletedCheckpoint {
             return Err(corrupt("not a checkpoint metadata file (bad magic)".into()));
         }
         let version = header.get(METADATA_MAGIC.len()).copied().unwrap_or(0);
+        let stored_crc = crc
+            .try_into()
+            .map(u32::from_le_bytes)
+            .map_err(|_| corrupt("checksum truncated".into()))?;
         if version > METADATA_VERSION {
+            // The checksum covers the version byte: a version-1 file with a
+            // damaged version byte checks out with the byte set back to 1.
+            let mut as_current = body.to_vec();
+            as_current[METADATA_MAGIC.len()] = METADATA_VERSION;
+            if crc32c::crc32c(&as_current) == stored_crc && crc32c::crc32c(body) != stored_crc {
+                return Err(corrupt(format!(
+                    "damaged version byte ({version}) in a version-{METADATA_VERSION} file"
+                )));
+            }
             return Err(StateError::UnsupportedVersion {
                 path: path.to_string(),
                 format: "checkpoint metadata",
@@ -185,10 +198,6 @@ impl CompletedCheckpoint {
                 "metadata version {version} does not exist (this build reads {METADATA_VERSION})"
             )));
         }
-        let stored_crc = u32::from_le_bytes(
-            crc.try_into()
-                .map_err(|_| corrupt("checksum truncated".into()))?,
-        );
         let actual_crc = crc32c::crc32c(body);
         if actual_crc != stored_crc {
             return Err(corrupt(format!(
@@ -299,8 +308,14 @@ pub(crate) mod tests {
         let mut bad = bytes.clone();
         bad[0] = b'X';
         assert!(reason(&bad).contains("magic"));
+        // A damaged version byte: the checksum says it was 1.
         let mut bad = bytes.clone();
         bad[4] = 9;
+        assert!(reason(&bad).contains("damaged version byte (9)"));
+        // A file of a later release: its checksum covers its version.
+        let crc_at = bad.len() - CRC_LEN;
+        let crc = crc32c::crc32c(&bad[..crc_at]);
+        bad[crc_at..].copy_from_slice(&crc.to_le_bytes());
         assert!(matches!(
             CompletedCheckpoint::decode("chk-3/_metadata", &bad),
             Err(StateError::UnsupportedVersion {

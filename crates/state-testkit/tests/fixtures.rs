@@ -303,14 +303,20 @@ fn damaged_fixtures_give_exact_errors() {
         "{err}"
     );
 
-    // A `_metadata` of a later release.
+    // A `_metadata` of a later release (version 2, its checksum over it).
     let (dir, storage) = damaged_copy();
-    flip(&dir.path().join(&metadata), 4);
+    let path = dir.path().join(&metadata);
+    let mut newer = std::fs::read(&path).unwrap();
+    newer[4] = 2;
+    let crc_at = newer.len() - 4;
+    let crc = crc32c::crc32c(&newer[..crc_at]);
+    newer[crc_at..].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&path, newer).unwrap();
     let err = load_checkpoint(&storage, CHECKPOINT).unwrap_err();
     assert_eq!(
         err.to_string(),
         format!(
-            "'{metadata}' is checkpoint metadata version 254, this build reads up to version 1: \
+            "'{metadata}' is checkpoint metadata version 2, this build reads up to version 1: \
              use a later release"
         )
     );

@@ -409,13 +409,28 @@ fn check_versions(path: &str, head: &[u8]) -> Result<()> {
         found: u32::from(found),
         supported: u32::from(supported),
     };
+    if head[4] <= FORMAT_VERSION && head[5] <= CODEC_VERSION {
+        return Ok(());
+    }
+    // The version bytes have no checksum of their own: a version-1 file
+    // with a damaged version byte still parses as version 1, a file of a
+    // later release does not (later versions must keep it so).
+    let mut as_current = head.to_vec();
+    as_current[4] = FORMAT_VERSION;
+    as_current[5] = CODEC_VERSION;
+    if parse_header(&as_current).is_ok() {
+        return Err(StateError::corrupt(
+            path,
+            format!(
+                "damaged version bytes ({}, {}) in an otherwise valid version-{FORMAT_VERSION} header",
+                head[4], head[5]
+            ),
+        ));
+    }
     if head[4] > FORMAT_VERSION {
         return Err(newer("key-group snapshot", head[4], FORMAT_VERSION));
     }
-    if head[5] > CODEC_VERSION {
-        return Err(newer("key-group snapshot codec", head[5], CODEC_VERSION));
-    }
-    Ok(())
+    Err(newer("key-group snapshot codec", head[5], CODEC_VERSION))
 }
 
 fn parse_header(head: &[u8]) -> std::result::Result<FileMeta, String> {
@@ -618,20 +633,43 @@ mod tests {
             let original = files.0.lock().unwrap()["f"].clone();
             files.0.lock().unwrap().get_mut("f").unwrap()[offset] ^= 0xff;
             let err = read(files, &handle, KeyGroupRange::new(10, 20).unwrap()).unwrap_err();
-            if offset == 4 {
-                // The version byte: a file of a later release, by its looks.
-                assert!(
-                    matches!(err, StateError::UnsupportedVersion { found: 0xfe, .. }),
-                    "{err}"
-                );
-            } else {
-                assert!(
-                    matches!(err, StateError::Corrupt { .. }),
-                    "offset {offset}: {err}"
-                );
-            }
+            assert!(
+                matches!(err, StateError::Corrupt { .. }),
+                "offset {offset}: {err}"
+            );
             files.0.lock().unwrap().insert("f".into(), original);
         }
+    }
+
+    /// A file of a later release (a higher version, a header this build
+    /// cannot parse) is a clear error naming the version; a damaged version
+    /// byte of a valid version-1 header is corruption.
+    #[test]
+    fn newer_versions_are_named() {
+        let files: &'static Files = Box::leak(Box::default());
+        let handle = write_sample(files);
+        let original = files.0.lock().unwrap()["f"].clone();
+        let mut newer = original.clone();
+        newer[4] = 2;
+        newer[10] ^= 0xff; // a version-2 header differs from version 1's
+        files.0.lock().unwrap().insert("f".into(), newer);
+        let err = read(files, &handle, KeyGroupRange::new(10, 20).unwrap()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StateError::UnsupportedVersion {
+                    found: 2,
+                    supported: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let mut damaged = original;
+        damaged[4] = 2;
+        files.0.lock().unwrap().insert("f".into(), damaged);
+        let err = read(files, &handle, KeyGroupRange::new(10, 20).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("damaged version bytes"), "{err}");
     }
 
     #[test]

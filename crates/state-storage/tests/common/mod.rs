@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::sync::Arc;
 
+use object_store::ObjectStoreExt;
 use state_api::conformance::FaultInjector;
 use state_api::{
     CheckpointStorageAccess, FileHandle, KeyGroupRange, KeyGroupsStateHandle, KeyedStateHandle,
@@ -763,14 +764,13 @@ pub(crate) fn newer_metadata_version_fails_open(env: &Env) {
     store
         .add(checkpoint_with_exclusive(&storage, 2, &[]))
         .unwrap();
-    // Version byte 1 becomes 254 (every bit flipped).
-    let metadata = FileHandle {
-        path: "chk-2/_metadata".into(),
-        scope: StateScope::Exclusive,
-        size: 0,
-        crc32c: 0,
-    };
-    storage.corrupt_byte(&metadata, 4).unwrap();
+    // What a later release writes: version 2, its checksum over it.
+    let mut newer = storage.get_object("chk-2/_metadata").unwrap().to_vec();
+    newer[4] = 2;
+    let crc_at = newer.len() - 4;
+    let crc = crc32c::crc32c(&newer[..crc_at]);
+    newer[crc_at..].copy_from_slice(&crc.to_le_bytes());
+    put_raw(&storage, "chk-2/_metadata", newer);
     for err in [
         CompletedCheckpointStore::open(Arc::clone(&storage), 2).unwrap_err(),
         find_latest_completed(&storage).unwrap_err(),
@@ -779,7 +779,7 @@ pub(crate) fn newer_metadata_version_fails_open(env: &Env) {
             matches!(
                 err,
                 StateError::UnsupportedVersion {
-                    found: 254,
+                    found: 2,
                     supported: 1,
                     ..
                 }
@@ -787,6 +787,20 @@ pub(crate) fn newer_metadata_version_fails_open(env: &Env) {
             "{err}"
         );
     }
+}
+
+/// Stores `bytes` at `relative` as they are (no framing).
+fn put_raw(storage: &ObjectStoreCheckpointStorage, relative: &str, bytes: Vec<u8>) {
+    let location = relative
+        .split('/')
+        .fold(storage.root().clone(), |path, part| path.clone().join(part));
+    let store = Arc::clone(storage.object_store());
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async move { store.put(&location, bytes.into()).await })
+        .unwrap();
 }
 
 pub(crate) fn reopen_subsumes_beyond_retention(env: &Env) {
