@@ -308,7 +308,8 @@ pub fn verify(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Verification> {
     let files = snapshot.metadata.files();
-    let total: u64 = files.iter().map(|f| f.size).sum();
+    // Saturating: sizes come from metadata that may be damaged.
+    let total = files.iter().fold(0u64, |t, f| t.saturating_add(f.size));
     let mut result = Verification::default();
     for file in files {
         match snapshot.storage.verify_file(file) {
@@ -318,7 +319,7 @@ pub fn verify(
             Err(e) => return Err(e),
         }
         result.files += 1;
-        result.bytes += file.size;
+        result.bytes = result.bytes.saturating_add(file.size);
         progress(result.bytes, total);
     }
     Ok(result)
