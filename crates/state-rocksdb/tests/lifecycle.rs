@@ -191,7 +191,8 @@ fn checkpoints_at(rate: f64) -> FaultRun {
     let model = contents(&mut backend);
     drop(backend);
     wait_for_detached_deletions(Duration::from_secs(30));
-    store.collect_garbage().unwrap();
+    let collected = store.collect_garbage().unwrap().deleted.len();
+    println!("at {rate}: the backend left {collected} unreferenced files for collection");
     let latest = store.latest().unwrap();
     let mut referenced: Vec<String> = latest
         .operators
