@@ -77,7 +77,7 @@ pub(crate) fn encode(header: &SegmentHeader, records: &[u8]) -> Vec<u8> {
 /// # Errors
 /// [`StateError::Corrupt`] naming the file for a checksum mismatch, a bad
 /// magic or version, or a header that disagrees with the handle.
-pub(crate) fn decode<'a>(
+pub fn decode<'a>(
     bytes: &'a [u8],
     expected: &ChangelogSegment,
 ) -> Result<(SegmentHeader, &'a [u8])> {

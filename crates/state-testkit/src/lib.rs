@@ -13,7 +13,10 @@
 //! * [`workload`]: the state the schedules write and how it is compared.
 //! * [`storage`]: checkpoint storage on a fault-injecting in-memory store.
 //! * [`schedule`]: the lifecycle itself.
+//! * [`fuzz`]: the decoders reachable from stored bytes, as fuzz entry
+//!   points (the `cargo fuzz` targets and the corpus replay test use them).
 
+pub mod fuzz;
 pub mod rng;
 pub mod schedule;
 pub mod storage;
