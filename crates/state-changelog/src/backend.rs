@@ -431,11 +431,18 @@ impl ChangelogKeyedStateBackend {
 
 impl Drop for ChangelogKeyedStateBackend {
     /// Gives up the materializations no checkpoint that may be committed
-    /// references (the wrapped backend deletes their uploads, also of one
-    /// still running). Pending checkpoints may still be committed by the
+    /// references (the wrapped backend deletes their uploads; a running one
+    /// is waited for first). Pending checkpoints may still be committed by the
     /// coordinator (a failure between commit and notice): what they
     /// reference stays, for the checkpoint store to own or collect.
     fn drop(&mut self) {
+        // A running materialization is waited for, so that its uploads are
+        // known (and deleted) before the backend is gone, not left behind
+        // by a thread that finishes later.
+        if let Some(in_flight) = self.in_flight.clone() {
+            let _ = in_flight.wait(0);
+            self.poll_materialization();
+        }
         let mut used = Vec::new();
         for pending in std::mem::take(&mut self.pending).into_values() {
             self.bases.checkpoint_outcome_unknown(pending.base_id);
