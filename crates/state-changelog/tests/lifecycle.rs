@@ -120,9 +120,12 @@ fn unknown_commit_outcome_loses_nothing(factory: &ChangelogBackendFactory) {
     change(&mut backend, &mut states, 5);
     let (second, model) = checkpoint(&mut backend, &access, 2);
     faults.inject(Operation::Put, "chk-2/_metadata", Fault::Unclear);
-    for _ in 1..FAST_RETRY.max_attempts {
-        faults.inject(Operation::Put, "chk-2/_metadata", Fault::Fail);
-    }
+    faults.inject_times(
+        Operation::Put,
+        "chk-2/_metadata",
+        Fault::Fail,
+        FAST_RETRY.max_attempts - 1,
+    );
     let err = store.add(second).unwrap_err();
     assert!(
         matches!(

@@ -801,9 +801,12 @@ mod tests {
             ));
             let policy = RetryPolicy::default();
             faults.inject(Operation::Put, "chk-2/_metadata", Fault::Unclear);
-            for _ in 1..policy.max_attempts {
-                faults.inject(Operation::Put, "chk-2/_metadata", Fault::Fail);
-            }
+            faults.inject_times(
+                Operation::Put,
+                "chk-2/_metadata",
+                Fault::Fail,
+                policy.max_attempts - 1,
+            );
             let store: Arc<dyn ObjectStore> = faults.clone();
             let report = run_on_storage(&o, &config, &|job_id| {
                 ObjectStoreCheckpointStorage::new(Arc::clone(&store), Default::default(), job_id)

@@ -286,6 +286,20 @@ impl FaultInjectingStore {
         *self.shared.hook.lock() = hook;
     }
 
+    /// Queues `fault` for the next `times` calls of `operation` on paths
+    /// containing `path_contains` (to outlast a retry policy, say).
+    pub fn inject_times(
+        &self,
+        operation: Operation,
+        path_contains: &str,
+        fault: Fault,
+        times: u32,
+    ) {
+        for _ in 0..times {
+            self.inject(operation, path_contains, fault);
+        }
+    }
+
     /// Scripted faults that did not apply yet.
     pub fn pending_injections(&self) -> usize {
         self.shared.scripted.lock().len()

@@ -98,9 +98,12 @@ fn a_commit_with_unknown_outcome_is_resolved_never_guessed() {
 
     let second = write_file(&storage, 2, StateScope::Exclusive, "heap", b"two");
     store.inject(Operation::Put, "chk-2/_metadata", Fault::Unclear);
-    for _ in 1..FAST.max_attempts {
-        store.inject(Operation::Put, "chk-2/_metadata", Fault::Fail);
-    }
+    store.inject_times(
+        Operation::Put,
+        "chk-2/_metadata",
+        Fault::Fail,
+        FAST.max_attempts - 1,
+    );
     let err = checkpoints
         .add(checkpoint(2, &[&second, &shared]))
         .unwrap_err();
@@ -131,9 +134,12 @@ fn a_commit_with_unknown_outcome_is_resolved_never_guessed() {
     ));
     // Storage still fails: still unknown.
     store.inject(Operation::Get, "chk-2/_metadata", Fault::Fail);
-    for _ in 1..FAST.max_attempts {
-        store.inject(Operation::Get, "chk-2/_metadata", Fault::Fail);
-    }
+    store.inject_times(
+        Operation::Get,
+        "chk-2/_metadata",
+        Fault::Fail,
+        FAST.max_attempts - 1,
+    );
     assert!(matches!(
         checkpoints.resolve_pending_commit(),
         Err(StateError::CommitOutcomeUnknown {
@@ -174,9 +180,12 @@ fn a_pending_commit_that_never_landed_is_put_again() {
     let (store, storage) = faulty(FaultConfig::default());
     let mut checkpoints = CompletedCheckpointStore::open(Arc::clone(&storage), 1).unwrap();
     let file = write_file(&storage, 1, StateScope::Exclusive, "heap", b"one");
-    for _ in 0..FAST.max_attempts {
-        store.inject(Operation::Put, "chk-1/_metadata", Fault::Fail);
-    }
+    store.inject_times(
+        Operation::Put,
+        "chk-1/_metadata",
+        Fault::Fail,
+        FAST.max_attempts,
+    );
     assert!(matches!(
         checkpoints.add(checkpoint(1, &[&file])),
         Err(StateError::CommitOutcomeUnknown { .. })
@@ -199,9 +208,12 @@ fn a_pending_commit_lost_to_another_writer_is_not_committed() {
     let (store, storage) = faulty(FaultConfig::default());
     let mut checkpoints = CompletedCheckpointStore::open(Arc::clone(&storage), 1).unwrap();
     let file = write_file(&storage, 1, StateScope::Exclusive, "heap", b"one");
-    for _ in 0..FAST.max_attempts {
-        store.inject(Operation::Put, "chk-1/_metadata", Fault::Fail);
-    }
+    store.inject_times(
+        Operation::Put,
+        "chk-1/_metadata",
+        Fault::Fail,
+        FAST.max_attempts,
+    );
     assert!(checkpoints.add(checkpoint(1, &[&file])).is_err());
     let other = write_file(&storage, 1, StateScope::Exclusive, "other", b"other");
     let mut rival = CompletedCheckpointStore::open(Arc::clone(&storage), 1).unwrap();
@@ -256,9 +268,7 @@ fn collection_survives_failing_deletes() {
     let (store, storage) = faulty(FaultConfig::default());
     let mut checkpoints = CompletedCheckpointStore::open(Arc::clone(&storage), 1).unwrap();
     let orphan = write_file(&storage, 1, StateScope::Shared, "orphan", b"x");
-    for _ in 0..FAST.max_attempts {
-        store.inject(Operation::Delete, "orphan", Fault::Fail);
-    }
+    store.inject_times(Operation::Delete, "orphan", Fault::Fail, FAST.max_attempts);
     assert!(matches!(
         checkpoints.collect_garbage(),
         Err(StateError::Storage { .. })
