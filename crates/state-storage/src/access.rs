@@ -245,6 +245,36 @@ impl ObjectStoreCheckpointStorage {
         })
     }
 
+    /// Reads the whole stored object at `relative` as
+    /// [`get_object`](Self::get_object) does, refusing one of more than
+    /// `limit` bytes before loading it (a damaged or hostile `_metadata`
+    /// must not make the reader load gigabytes).
+    ///
+    /// # Errors
+    /// [`StateError::Corrupt`] for an object over the limit;
+    /// [`StateError::FileNotFound`], [`StateError::Storage`].
+    pub fn get_object_at_most(&self, relative: &str, limit: u64) -> Result<Bytes> {
+        let location = layout::resolve(&self.root, relative)?;
+        let store = Arc::clone(&self.store);
+        let path = relative.to_string();
+        let policy = self.retry;
+        self.run("get", relative, async move {
+            let result = retry(policy, || store.get(&location))
+                .await
+                .map_err(|e| from_store("get", &path, e))?;
+            if result.meta.size > limit {
+                return Err(StateError::corrupt(
+                    path,
+                    format!("{} bytes, more than the limit of {limit}", result.meta.size),
+                ));
+            }
+            result
+                .bytes()
+                .await
+                .map_err(|e| from_store("get", &path, e))
+        })
+    }
+
     /// Stores `bytes` (framing included) at `relative`; with `create_only`
     /// the put fails with `Ok(false)` when another object exists there
     /// already.

@@ -16,6 +16,10 @@ pub const METADATA_MAGIC: [u8; 4] = *b"KSMD";
 /// Version of the metadata layout this build writes and reads.
 pub const METADATA_VERSION: u8 = 1;
 
+/// The largest `_metadata` a reader loads (64 MiB: far more than the
+/// handles of thousands of operators); a larger one is corrupt.
+pub const MAX_METADATA_BYTES: u64 = 64 << 20;
+
 const HEADER_LEN: usize = METADATA_MAGIC.len() + 1;
 const CRC_LEN: usize = 4;
 

@@ -58,7 +58,7 @@ use state_api::{CheckpointStorageAccess, KeyedStateHandle, Result, StateError};
 
 use crate::access::ObjectStoreCheckpointStorage;
 use crate::layout::{self, DirectoryLayout, METADATA_FILE_NAME};
-use crate::metadata::{CheckpointKind, CompletedCheckpoint};
+use crate::metadata::{CheckpointKind, CompletedCheckpoint, MAX_METADATA_BYTES};
 
 /// The configuration key errors about savepoint locations name.
 const SAVEPOINT_DIR_KEY: &str = "execution.checkpointing.savepoint-dir";
@@ -219,7 +219,7 @@ impl Savepoint {
         let storage = storage.with_layout(DirectoryLayout::Savepoint);
         let shown = format!("{}/{METADATA_FILE_NAME}", storage.location());
         let bytes = storage
-            .get_object(METADATA_FILE_NAME)
+            .get_object_at_most(METADATA_FILE_NAME, MAX_METADATA_BYTES)
             .map_err(|e| match e {
                 StateError::FileNotFound { .. } => StateError::FileNotFound {
                     path: shown.clone(),

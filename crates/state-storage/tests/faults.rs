@@ -279,3 +279,20 @@ fn collection_survives_failing_deletes() {
     );
     assert!(listed(&storage).is_empty());
 }
+
+/// A `_metadata` (or any object read whole with a limit) larger than the
+/// limit is refused before a byte of it is loaded.
+#[test]
+fn oversized_objects_are_refused_before_loading() {
+    let (_store, storage) = faulty(FaultConfig::default());
+    let file = write_file(&storage, 1, StateScope::Exclusive, "big", &[7u8; 100]);
+    let err = storage.get_object_at_most(&file.path, 50).unwrap_err();
+    assert!(
+        matches!(&err, StateError::Corrupt { path, reason } if *path == file.path && reason.contains("more than the limit")),
+        "{err}"
+    );
+    assert_eq!(
+        storage.get_object_at_most(&file.path, 200).unwrap().len(),
+        116
+    );
+}

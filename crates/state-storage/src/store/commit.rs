@@ -6,7 +6,7 @@ use state_api::{KeyedStateHandle, Result, StateError, StateScope};
 
 use super::{CHECKPOINT_ID_KEY, CompletedCheckpointStore, is_in_dir};
 use crate::layout;
-use crate::metadata::CompletedCheckpoint;
+use crate::metadata::{CompletedCheckpoint, MAX_METADATA_BYTES};
 
 /// A checkpoint whose `_metadata` put failed in a way that may have stored
 /// it.
@@ -148,7 +148,7 @@ impl CompletedCheckpointStore {
         };
         let id = pending.checkpoint.checkpoint_id;
         let path = layout::metadata_path(id);
-        let stored = match self.storage.get_object(&path) {
+        let stored = match self.storage.get_object_at_most(&path, MAX_METADATA_BYTES) {
             Ok(stored) => Ok(stored == pending.bytes),
             Err(StateError::FileNotFound { .. }) => {
                 self.storage.put_object(&path, pending.bytes.clone(), true)

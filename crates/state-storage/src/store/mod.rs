@@ -84,7 +84,7 @@ pub use commit::Resolution;
 
 use crate::access::ObjectStoreCheckpointStorage;
 use crate::layout;
-use crate::metadata::{CheckpointKind, CompletedCheckpoint};
+use crate::metadata::{CheckpointKind, CompletedCheckpoint, MAX_METADATA_BYTES};
 use crate::registry::SharedStateRegistry;
 
 /// Configuration key named when `num_retained` is invalid.
@@ -458,7 +458,7 @@ fn read_metadata(
     checkpoint_id: u64,
 ) -> Result<Option<CompletedCheckpoint>> {
     let path = layout::metadata_path(checkpoint_id);
-    let bytes = match storage.get_object(&path) {
+    let bytes = match storage.get_object_at_most(&path, MAX_METADATA_BYTES) {
         Ok(bytes) => bytes,
         Err(StateError::FileNotFound { .. }) => return Ok(None),
         Err(e) => return Err(e),
