@@ -16,8 +16,8 @@ use state_job::events::EventStream;
 use state_job::job::{OPERATOR_ID, Options, resume_window, source_offset, state_config};
 use state_job::operator::KeySummary;
 use state_job::pipeline::{Pipeline, Restore};
+use state_storage::ObjectStoreCheckpointStorage;
 use state_storage::fault::{FaultConfig, FaultInjectingStore, Operation};
-use state_storage::{CompletedCheckpointStore, ObjectStoreCheckpointStorage};
 
 /// The job id of every crash-test job (one job directory per generation).
 pub(crate) const JOB_ID: &str = "crash-job";
@@ -184,7 +184,7 @@ fn life(plan: &WorkerPlan) -> Result<u8> {
     }
     drop(pipeline);
     state_api::lifecycle::wait_for_detached_deletions(Duration::from_secs(60));
-    let leaked = unreferenced(&store, &storage)?;
+    let leaked = store.unreferenced_files()?;
     println!(
         "final: {} checkpoints retained\nUNREFERENCED {}",
         store.checkpoints().len(),
@@ -273,23 +273,4 @@ fn first_difference(
         .keys()
         .find(|key| !expected.contains_key(key))
         .map(|key| format!("key {key} exists only after the restore"))
-}
-
-/// Files in the job directory that no retained checkpoint references.
-fn unreferenced(
-    store: &CompletedCheckpointStore,
-    storage: &ObjectStoreCheckpointStorage,
-) -> Result<Vec<String>> {
-    let mut referenced: Vec<String> = Vec::new();
-    for checkpoint in store.checkpoints() {
-        referenced.push(format!("chk-{}/_metadata", checkpoint.checkpoint_id));
-        for handle in checkpoint.operators.values().flatten() {
-            referenced.extend(handle.files().into_iter().map(|f| f.path.clone()));
-        }
-    }
-    Ok(storage
-        .list_files(None)?
-        .into_iter()
-        .filter(|path| !referenced.contains(path))
-        .collect())
 }

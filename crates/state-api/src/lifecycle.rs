@@ -128,14 +128,6 @@ impl SnapshotUploads {
         entry.files.extend(files);
     }
 
-    /// Snapshot `id` failed before it was handed to any checkpoint: its
-    /// partial uploads are deleted now.
-    pub fn failed(&self, storage: &Arc<dyn CheckpointStorageAccess>, files: Vec<FileHandle>) {
-        if !files.is_empty() {
-            delete_detached(Arc::clone(storage), files);
-        }
-    }
-
     /// Checkpoint `id` was committed: the store owns its files.
     pub fn complete(&self, id: u64) {
         let mut ledger = self.lock();

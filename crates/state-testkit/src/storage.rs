@@ -7,9 +7,9 @@ use object_store::ObjectStore;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use state_api::{CheckpointStorageAccess, Result};
+use state_storage::ObjectStoreCheckpointStorage;
 use state_storage::fault::{FaultConfig, FaultInjectingStore};
 use state_storage::retry::RetryPolicy;
-use state_storage::{ObjectStoreCheckpointStorage, ObjectStoreCheckpointStorage as Storage};
 
 /// Retries with waits of a millisecond or two: tests inject many faults.
 pub const FAST_RETRY: RetryPolicy = RetryPolicy {
@@ -29,7 +29,7 @@ pub fn faulty(
     job_id: &str,
 ) -> Result<(Arc<FaultInjectingStore>, Arc<ObjectStoreCheckpointStorage>)> {
     let store = Arc::new(FaultInjectingStore::new(Arc::new(InMemory::new()), config));
-    let storage = Storage::new(
+    let storage = ObjectStoreCheckpointStorage::new(
         Arc::clone(&store) as Arc<dyn ObjectStore>,
         Path::default(),
         job_id,

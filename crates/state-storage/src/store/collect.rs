@@ -20,7 +20,7 @@
 //!
 //! [`collect_garbage`]: CompletedCheckpointStore::collect_garbage
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 
 use state_api::{KeyedStateHandle, Result, StateError};
 
@@ -63,21 +63,14 @@ impl CompletedCheckpointStore {
     /// calling again retries).
     pub fn collect_garbage(&mut self) -> Result<GarbageReport> {
         let _ = self.retry_pending_discards();
-        let files = self.storage.list_files(None)?;
-        let keep = self.referenced_paths();
+        let (listed, unreferenced, kept_for_damaged) = self.classify()?;
         let mut report = GarbageReport {
-            listed: files.len(),
+            listed,
+            kept_for_damaged,
             ..GarbageReport::default()
         };
         let mut first_error: Option<StateError> = None;
-        for path in files {
-            if keep.contains(path.as_str()) || self.kept_by_layout(&path) {
-                continue;
-            }
-            if !self.damaged.is_empty() && super::is_in_dir(&path, layout::SHARED_DIR) {
-                report.kept_for_damaged += 1;
-                continue;
-            }
+        for path in unreferenced {
             match self.storage.delete_object(&path) {
                 Ok(()) => report.deleted.push(path),
                 Err(e) => {
@@ -95,19 +88,50 @@ impl CompletedCheckpointStore {
         }
     }
 
-    /// Files retained checkpoints and the pending commit reference, with
-    /// their `_metadata`.
-    fn referenced_paths(&self) -> HashSet<String> {
-        let mut keep = HashSet::new();
+    /// The files [`collect_garbage`](Self::collect_garbage) would delete
+    /// now, in path order, without deleting anything: what tests and tools
+    /// count as leaked.
+    ///
+    /// # Errors
+    /// [`StateError::Storage`] when listing fails.
+    pub fn unreferenced_files(&self) -> Result<Vec<String>> {
+        self.classify().map(|(_, unreferenced, _)| unreferenced)
+    }
+
+    /// Every file retained checkpoints and the pending commit reference,
+    /// with their `_metadata`, in path order.
+    pub fn referenced_files(&self) -> BTreeSet<String> {
         let checkpoints = self
             .checkpoints
             .values()
             .chain(self.pending_commit_checkpoint());
+        let mut keep = BTreeSet::new();
         for checkpoint in checkpoints {
             keep.insert(layout::metadata_path(checkpoint.checkpoint_id));
-            keep.extend(referenced_files(checkpoint));
+            keep.extend(handle_files(checkpoint));
         }
         keep
+    }
+
+    /// Lists the job directory: how many files, which are unreferenced,
+    /// and how many unreferenced shared files a damaged checkpoint keeps.
+    fn classify(&self) -> Result<(usize, Vec<String>, usize)> {
+        let files = self.storage.list_files(None)?;
+        let keep = self.referenced_files();
+        let listed = files.len();
+        let mut kept_for_damaged = 0;
+        let mut unreferenced = Vec::new();
+        for path in files {
+            if keep.contains(&path) || self.kept_by_layout(&path) {
+                continue;
+            }
+            if !self.damaged.is_empty() && super::is_in_dir(&path, layout::SHARED_DIR) {
+                kept_for_damaged += 1;
+                continue;
+            }
+            unreferenced.push(path);
+        }
+        Ok((listed, unreferenced, kept_for_damaged))
     }
 
     /// Whether the layout alone keeps `path`: task-owned files, and the
@@ -121,7 +145,7 @@ impl CompletedCheckpointStore {
 }
 
 /// Every file path a checkpoint's handles reference.
-fn referenced_files(checkpoint: &CompletedCheckpoint) -> impl Iterator<Item = String> + '_ {
+fn handle_files(checkpoint: &CompletedCheckpoint) -> impl Iterator<Item = String> + '_ {
     checkpoint
         .operators
         .values()

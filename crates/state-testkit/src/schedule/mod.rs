@@ -41,8 +41,8 @@ use state_api::conformance::Dump;
 use state_api::lifecycle::wait_for_detached_deletions;
 use state_api::snapshot::SavepointFormat;
 use state_api::{
-    BackendContext, CheckpointStorageAccess, KeyGroupRange, KeyedStateBackend, KeyedStateHandle,
-    SnapshotOptions, SnapshotType, StateError,
+    BackendContext, CheckpointStorageAccess, KeyGroupRange, KeyedStateBackend, SnapshotOptions,
+    SnapshotType, StateError,
 };
 use state_storage::fault::{FaultConfig, FaultInjectingStore};
 use state_storage::{
@@ -570,27 +570,13 @@ impl Run<'_> {
 
     /// Storage holds exactly the retained checkpoints' files and `_metadata`.
     fn check_only_referenced(&self) -> Result<(), String> {
-        let mut referenced: Vec<String> = self
-            .store
-            .checkpoints()
-            .flat_map(|c| {
-                c.operators
-                    .values()
-                    .flatten()
-                    .flat_map(KeyedStateHandle::files)
-                    .map(|f| f.path.clone())
-                    .chain([format!("chk-{}/_metadata", c.checkpoint_id)])
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        referenced.sort();
-        referenced.dedup();
+        let referenced = self.store.referenced_files();
         let stored = self.storage.list_files(None).map_err(|e| e.to_string())?;
-        if stored == referenced {
+        let extra: Vec<&String> = stored.iter().filter(|p| !referenced.contains(*p)).collect();
+        let missing: Vec<&String> = referenced.iter().filter(|p| !stored.contains(p)).collect();
+        if extra.is_empty() && missing.is_empty() {
             return Ok(());
         }
-        let extra: Vec<&String> = stored.iter().filter(|p| !referenced.contains(p)).collect();
-        let missing: Vec<&String> = referenced.iter().filter(|p| !stored.contains(p)).collect();
         Err(format!(
             "storage differs from the retained checkpoints' files: unreferenced {extra:?}, missing {missing:?}"
         ))
