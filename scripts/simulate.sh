@@ -7,6 +7,7 @@
 #
 #   scripts/simulate.sh            # 2000 seeds per schedule test
 #   scripts/simulate.sh 500
+#   STATE_SCHEDULE_FIRST_SEED=100000 scripts/simulate.sh 200   # fresh seeds
 #   STATE_SCHEDULE_SEED=17 cargo test -p state-heap --test lifecycle   # replay one seed
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -148,8 +148,10 @@ enum Notice {
 }
 
 /// The seeds a test runs: `default` seeds starting at `first`, or as many
-/// as the environment variable `STATE_SCHEDULE_SEEDS` says (long runs), or
-/// the one seed `STATE_SCHEDULE_SEED` names (to replay a failure).
+/// as the environment variable `STATE_SCHEDULE_SEEDS` says (long runs),
+/// starting at `STATE_SCHEDULE_FIRST_SEED` plus `first` when that is set
+/// (fresh seeds), or the one seed `STATE_SCHEDULE_SEED` names (to replay a
+/// failure).
 ///
 /// ```
 /// let seeds = state_testkit::schedule::seeds(100, 20);
@@ -160,7 +162,8 @@ pub fn seeds(first: u64, default: u64) -> std::ops::Range<u64> {
     if let Some(seed) = read("STATE_SCHEDULE_SEED") {
         return seed..seed + 1;
     }
-    first..first + read("STATE_SCHEDULE_SEEDS").unwrap_or(default)
+    let first = first.saturating_add(read("STATE_SCHEDULE_FIRST_SEED").unwrap_or(0));
+    first..first.saturating_add(read("STATE_SCHEDULE_SEEDS").unwrap_or(default))
 }
 
 /// Runs `schedule` on backends `create` builds, with `actions`.
