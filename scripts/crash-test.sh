@@ -10,6 +10,9 @@
 #   scripts/crash-test.sh 50              # a shorter run
 #   CRASH_TEST_STORAGE=local scripts/crash-test.sh 200   # local disk only
 #   CRASH_TEST_PROFILE=debug scripts/crash-test.sh 20    # no release build
+#   CRASH_TEST_MAX_LIFE_MS=1000 scripts/crash-test.sh     # shorter lives
+#   CRASH_TEST_OUT=target/crash-test-s3 CRASH_TEST_STORAGE=s3 scripts/crash-test.sh
+#                                         # a second run beside the first
 #
 # CI runs a short version as a test (crates/crash-test/tests/short.rs).
 set -euo pipefail
@@ -18,7 +21,8 @@ cd "$(dirname "$0")/.."
 TRIALS="${1:-1000}"
 PROFILE="${CRASH_TEST_PROFILE:-release}"
 STORAGES="${CRASH_TEST_STORAGE:-local s3}"
-OUT=target/crash-test
+OUT="${CRASH_TEST_OUT:-target/crash-test}"
+MAX_LIFE_MS="${CRASH_TEST_MAX_LIFE_MS:-3000}"
 
 scripts/setup.sh
 if [ "$PROFILE" = release ]; then
@@ -60,6 +64,7 @@ for storage in $STORAGES; do
             fi
             # shellcheck disable=SC2086 # $flags is a list of flags
             if ! "$BIN" run --trials "$TRIALS" --seed "$retained" --dir "$dir" \
+                --max-life-ms "$MAX_LIFE_MS" \
                 "${checkpoint_dir[@]}" -- $flags --num-retained "$retained" "${WORKLOAD[@]}" \
                 | sed "s/^crash-test /crash-test [$storage] /"; then
                 failed=1

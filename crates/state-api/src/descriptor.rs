@@ -56,6 +56,7 @@ impl StateKind {
 /// (`with_value_type_tag`, `with_namespace_type_tag`, and for map state
 /// `with_user_key_type_tag`); restore compares whatever was stored.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StateMeta {
     /// Unique name within the backend.
     pub name: String,

@@ -184,6 +184,7 @@ pub struct KeyGroupRange {
 /// The serialized form, checked by [`KeyGroupRange::new`] on the way in so a
 /// damaged handle can never produce a range with `start > end`.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawKeyGroupRange {
     start: u32,
     end: u32,

@@ -71,6 +71,7 @@ pub enum StateScope {
 /// One file in checkpoint storage, as written by a
 /// [`CheckpointOutputStream`](crate::storage::CheckpointOutputStream).
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FileHandle {
     /// Path relative to the storage root (the job directory), `/`-separated.
     pub path: String,
@@ -92,6 +93,7 @@ impl fmt::Debug for FileHandle {
 /// ([`crate::format`]): one file plus the offset of every key group's block,
 /// so a restore of any key-group subset reads only what it needs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct KeyGroupsStateHandle {
     /// Backend that wrote it (informational; every backend reads the format).
     pub backend: String,
@@ -110,6 +112,7 @@ pub struct KeyGroupsStateHandle {
 /// A file of a snapshot under the name the backend gave it locally (for
 /// RocksDB: `000042.sst`, `MANIFEST-000005`, ...).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NamedFile {
     /// The backend's local file name.
     pub name: String,
@@ -125,6 +128,7 @@ pub struct NamedFile {
 /// no retained checkpoint references them. Private files belong to this
 /// checkpoint alone.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct IncrementalStateHandle {
     /// Backend that wrote it; only that kind of backend restores it.
     pub backend: String,
@@ -150,6 +154,7 @@ pub struct IncrementalStateHandle {
 /// A log file may hold segments of several backends of one process; the
 /// segment carries its own checksum, and the file the storage's.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ChangelogSegment {
     /// The log file (shared scope: several checkpoints may reference it).
     pub file: FileHandle,
@@ -166,6 +171,7 @@ pub struct ChangelogSegment {
 /// The changes one log writer made to a key-group range between two
 /// sequence numbers, as a list of segments.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ChangelogPart {
     /// Key groups of the writer; records of other key groups are skipped.
     pub key_group_range: KeyGroupRange,
@@ -185,6 +191,7 @@ pub struct ChangelogPart {
 /// `key_group_range`; their files and the log files are in shared scope,
 /// since later checkpoints reference them until the next materialization.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ChangelogStateHandle {
     /// `"changelog"` plus the wrapped backend's name, e.g. `"changelog-heap"`.
     pub backend: String,
@@ -199,7 +206,7 @@ pub struct ChangelogStateHandle {
     /// Id of the materialization the handle builds on.
     pub materialization_id: u64,
     /// The wrapped backend's snapshot at that materialization.
-    #[serde(deserialize_with = "nesting::deserialize_materialized")]
+    #[serde(deserialize_with = "nesting::deserialize_nested")]
     pub materialized: Vec<KeyedStateHandle>,
     /// The changes after it, oldest part first.
     pub log: Vec<ChangelogPart>,
@@ -383,13 +390,11 @@ impl fmt::Debug for AsyncSnapshot {
 /// materialized part may itself be a changelog handle (a changelog backend
 /// wrapping another), but decoding hostile metadata must not recurse until
 /// the stack overflows.
-mod nesting {
+pub(crate) mod nesting {
     use std::cell::Cell;
 
     use serde::de::Error as _;
     use serde::{Deserialize, Deserializer};
-
-    use super::KeyedStateHandle;
 
     /// Nesting levels of handles inside handles that decode.
     pub(super) const MAX_HANDLE_NESTING: u32 = 8;
@@ -407,9 +412,11 @@ mod nesting {
         }
     }
 
-    pub(super) fn deserialize_materialized<'de, D: Deserializer<'de>>(
+    /// Decodes the handles inside a handle (a changelog handle's
+    /// materialized part), refusing more than [`MAX_HANDLE_NESTING`] levels.
+    pub(crate) fn deserialize_nested<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
         deserializer: D,
-    ) -> Result<Vec<KeyedStateHandle>, D::Error> {
+    ) -> Result<Vec<T>, D::Error> {
         let depth = DEPTH.with(|depth| {
             depth.set(depth.get() + 1);
             depth.get()
@@ -420,7 +427,7 @@ mod nesting {
                 "state handles nested more than {MAX_HANDLE_NESTING} levels deep"
             )));
         }
-        Vec::<KeyedStateHandle>::deserialize(deserializer)
+        Vec::<T>::deserialize(deserializer)
     }
 }
 

@@ -10,7 +10,7 @@
 //! | `ADD_OR_UPDATE_ELEMENT` (map put) | key group, key, namespace, user key, value |
 //! | `REMOVE_ELEMENT` (map remove) | key group, key, namespace, user key |
 //! | `MERGE_NS` | key group, key, target namespace, merged value (empty: none), source namespaces |
-//! | `METADATA` | the registered state's [`StateMeta`] (postcard) |
+//! | `METADATA` | the registered state's [`StateMeta`] (CBOR; postcard in version-1 segments) |
 //!
 //! Key groups and counts are varints, byte strings are varint-length
 //! prefixed. A record's sequence number is implicit: the segment's first
@@ -21,6 +21,8 @@
 //! which do not exist yet when a backend restores.
 
 use state_api::codec::{read_len_prefixed, read_varint, write_len_prefixed, write_varint};
+use state_api::format::evolving;
+use state_api::format::v1::{self, Upgrade as _};
 use state_api::{KeyGroup, StateMeta};
 
 /// What a record does.
@@ -109,9 +111,7 @@ pub(crate) fn write_merge(
 pub(crate) fn write_metadata(out: &mut Vec<u8>, state: u32, meta: &StateMeta) {
     out.push(Op::Metadata as u8);
     write_varint(out, u64::from(state));
-    // A StateMeta of strings and enums always encodes.
-    let encoded = postcard::to_allocvec(meta).unwrap_or_default();
-    write_len_prefixed(out, &encoded);
+    write_len_prefixed(out, &evolving::encode(meta));
 }
 
 /// A decoded record.
@@ -151,14 +151,27 @@ pub enum KeyedOp<'a> {
 }
 
 /// Reads the records of a segment body one by one.
+#[derive(Debug)]
 pub struct RecordReader<'a> {
     input: &'a [u8],
+    version: u8,
 }
 
 impl<'a> RecordReader<'a> {
-    /// Reads records from `input`.
+    /// Reads records written by this build from `input`.
     pub fn new(input: &'a [u8]) -> Self {
-        Self { input }
+        Self::of_version(input, crate::segment::VERSION)
+    }
+
+    /// Reads records of a segment of format `version` (which decides how
+    /// metadata records are encoded: postcard in version 1, CBOR since).
+    pub fn of_version(input: &'a [u8], version: u8) -> Self {
+        Self { input, version }
+    }
+
+    /// The bytes not read yet.
+    pub fn remaining(&self) -> &'a [u8] {
+        self.input
     }
 
     /// The next record, `Ok(None)` at the end; `Err` describes malformed
@@ -172,8 +185,12 @@ impl<'a> RecordReader<'a> {
         let state = self.varint_u32("state index")?;
         if op == Op::Metadata {
             let bytes = self.bytes("metadata")?;
-            let meta = postcard::from_bytes(bytes)
-                .map_err(|e| format!("metadata record does not decode: {e}"))?;
+            let meta = match self.version {
+                1 => v1::decode::<v1::StateMetaV1>(bytes)
+                    .and_then(|old| old.upgrade().map_err(|e| e.to_string())),
+                _ => evolving::decode(bytes),
+            }
+            .map_err(|e| format!("metadata record does not decode: {e}"))?;
             return Ok(Some(Record::Metadata { state, meta }));
         }
         let key_group = self.varint_u32("key group")?;

@@ -14,7 +14,7 @@ use state_api::{
 
 use crate::backend::Restored;
 use crate::materialize::Base;
-use crate::record::{KeyedOp, Record, RecordReader, Target};
+use crate::record::{KeyedOp, Record, Target};
 use crate::segment;
 
 /// Builds the wrapped backend from `context` and replays the logs of its
@@ -218,7 +218,7 @@ impl Replay<'_> {
         range: KeyGroupRange,
     ) -> Result<()> {
         let bytes = self.read(segment)?;
-        let (header, records) = segment::decode(&bytes, segment)?;
+        let (header, mut reader) = segment::decode(&bytes, segment)?;
         let path = segment.file.path.as_str();
         let corrupt = |reason: String| {
             StateError::corrupt(path, format!("log segment at {}: {reason}", segment.offset))
@@ -230,7 +230,6 @@ impl Replay<'_> {
             .iter()
             .map(|meta| self.skip.contains(&meta.name))
             .collect();
-        let mut reader = RecordReader::new(records);
         // Checked: a hostile header may put the numbers near u64::MAX.
         let end = header
             .first_sqn

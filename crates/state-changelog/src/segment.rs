@@ -1,8 +1,12 @@
 //! The segment format: the unit a log writer hands to the uploader.
 //!
 //! ```text
-//! "KSCS" | version u8 | records | trailer (postcard) | trailer length u32 LE | CRC-32C u32 LE
+//! "KSCS" | version u8 | records | trailer | trailer length u32 LE | CRC-32C u32 LE
 //! ```
+//!
+//! The trailer is a [`SegmentHeader`] in CBOR
+//! ([`state_api::format::evolving`]); version 1 used postcard for it and
+//! for the metadata records, and stays readable.
 //!
 //! The writer appends records right after the magic and closes the segment
 //! with the trailer, so handing a segment over copies nothing; the upload
@@ -13,16 +17,23 @@
 //! or several writers); the storage adds its own checksum over the file.
 
 use serde::{Deserialize, Serialize};
+use state_api::format::evolving;
+use state_api::format::v1::{self, KeyGroupRangeV1, StateMetaV1, Upgrade};
 use state_api::{ChangelogSegment, KeyGroupRange, Result, StateError, StateMeta};
 
+use crate::record::RecordReader;
+
 const MAGIC: &[u8; 4] = b"KSCS";
-const VERSION: u8 = 1;
+/// The segment format version this build writes; it reads every version
+/// from 1 on.
+pub(crate) const VERSION: u8 = 2;
 const PREFIX_LEN: usize = MAGIC.len() + 1;
 const CRC_LEN: usize = 4;
 const TRAILER_LEN_LEN: usize = 4;
 
 /// What a segment says about itself.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SegmentHeader {
     /// Sequence number of the first record.
     pub first_sqn: u64,
@@ -48,8 +59,7 @@ pub(crate) fn is_empty(buffer: &[u8]) -> bool {
 /// Closes the segment in `buffer` with its trailer (the CRC comes from
 /// [`checksum`] on the upload thread).
 pub(crate) fn finish(buffer: &mut Vec<u8>, header: &SegmentHeader) {
-    // A header of integers and strings always encodes.
-    let trailer = postcard::to_allocvec(header).unwrap_or_default();
+    let trailer = evolving::encode(header);
     buffer.extend_from_slice(&trailer);
     buffer.extend_from_slice(&(trailer.len() as u32).to_le_bytes());
 }
@@ -72,7 +82,7 @@ pub(crate) fn encode(header: &SegmentHeader, records: &[u8]) -> Vec<u8> {
 }
 
 /// Checks a segment read from its file against the handle that points to
-/// it and returns its header and records.
+/// it and returns its header and a reader of its records.
 ///
 /// # Errors
 /// [`StateError::Corrupt`] naming the file for a checksum mismatch, a bad
@@ -80,7 +90,7 @@ pub(crate) fn encode(header: &SegmentHeader, records: &[u8]) -> Vec<u8> {
 pub fn decode<'a>(
     bytes: &'a [u8],
     expected: &ChangelogSegment,
-) -> Result<(SegmentHeader, &'a [u8])> {
+) -> Result<(SegmentHeader, RecordReader<'a>)> {
     let path = expected.file.path.as_str();
     let corrupt = |reason: String| {
         StateError::corrupt(
@@ -111,7 +121,7 @@ pub fn decode<'a>(
             supported: u32::from(VERSION),
         });
     }
-    if version != VERSION {
+    if version == 0 {
         return Err(corrupt(format!("segment version {version} does not exist")));
     }
     let (rest, len_bytes) = content.split_at(content.len() - TRAILER_LEN_LEN);
@@ -122,8 +132,12 @@ pub fn decode<'a>(
         )));
     }
     let (records, trailer) = rest[PREFIX_LEN..].split_at(rest.len() - PREFIX_LEN - trailer_len);
-    let header: SegmentHeader = postcard::from_bytes(trailer)
-        .map_err(|e| corrupt(format!("trailer does not decode: {e}")))?;
+    let header = match version {
+        1 => v1::decode::<SegmentHeaderV1>(trailer)
+            .and_then(|old| old.upgrade().map_err(|e| e.to_string())),
+        _ => evolving::decode(trailer),
+    }
+    .map_err(|e| corrupt(format!("trailer does not decode: {e}")))?;
     let end = header.first_sqn.checked_add(header.record_count);
     if header.first_sqn != expected.first_sqn || end != Some(expected.end_sqn) {
         return Err(corrupt(format!(
@@ -131,7 +145,33 @@ pub fn decode<'a>(
             header.first_sqn, end, expected.first_sqn, expected.end_sqn
         )));
     }
-    Ok((header, records))
+    Ok((header, RecordReader::of_version(records, version)))
+}
+
+/// [`SegmentHeader`] in version 1, frozen (see [`state_api::format::v1`]).
+#[derive(Deserialize)]
+struct SegmentHeaderV1 {
+    first_sqn: u64,
+    record_count: u64,
+    key_group_range: KeyGroupRangeV1,
+    states: Vec<StateMetaV1>,
+}
+
+impl Upgrade for SegmentHeaderV1 {
+    type Current = SegmentHeader;
+
+    fn upgrade(self) -> Result<SegmentHeader> {
+        Ok(SegmentHeader {
+            first_sqn: self.first_sqn,
+            record_count: self.record_count,
+            key_group_range: self.key_group_range.upgrade()?,
+            states: self
+                .states
+                .into_iter()
+                .map(Upgrade::upgrade)
+                .collect::<Result<_>>()?,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -168,7 +208,35 @@ mod tests {
         let bytes = encode(&header(), b"records");
         let (decoded, records) = decode(&bytes, &handle(10, 12, bytes.len())).unwrap();
         assert_eq!(decoded, header());
-        assert_eq!(records, b"records");
+        assert_eq!(records.remaining(), b"records");
+    }
+
+    /// Version-1 segments (postcard trailer and metadata records) stay
+    /// readable. Today's types still encode in postcard as version 1 did;
+    /// the checked-in version-1 fixtures pin it for good.
+    #[test]
+    fn version_1_segments_are_read() {
+        let meta = header().states[0].clone();
+        let mut records = vec![crate::record::Op::Metadata as u8, 0];
+        state_api::codec::write_len_prefixed(&mut records, &postcard::to_allocvec(&meta).unwrap());
+        let mut bytes = MAGIC.to_vec();
+        bytes.push(1);
+        bytes.extend_from_slice(&records);
+        let trailer = postcard::to_allocvec(&header()).unwrap();
+        bytes.extend_from_slice(&trailer);
+        bytes.extend_from_slice(&(trailer.len() as u32).to_le_bytes());
+        let crc = checksum(&bytes);
+        bytes.extend_from_slice(&crc);
+        let (decoded, mut reader) = decode(&bytes, &handle(10, 12, bytes.len())).unwrap();
+        assert_eq!(decoded, header());
+        match reader.next_record().unwrap() {
+            Some(crate::record::Record::Metadata {
+                state: 0,
+                meta: read,
+            }) => assert_eq!(read, meta),
+            other => panic!("expected the metadata record, got {other:?}"),
+        }
+        assert!(reader.next_record().unwrap().is_none());
     }
 
     /// A segment of a later release (a higher version, its checksum
@@ -185,8 +253,8 @@ mod tests {
             matches!(
                 err,
                 StateError::UnsupportedVersion {
-                    found: 2,
-                    supported: 1,
+                    found: 3,
+                    supported: 2,
                     ..
                 }
             ),

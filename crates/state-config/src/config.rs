@@ -9,6 +9,7 @@ use std::time::Duration;
 use state_api::{Result, StateBackendFactory, StateError};
 use state_changelog::{ChangelogBackendFactory, DstlConfig, MaterializationConfig};
 use state_heap::HeapBackendFactory;
+#[cfg(feature = "rocksdb")]
 use state_rocksdb::{PredefinedOptions, RocksDbBackendFactory, RocksDbConfig, RocksDbMemory};
 use state_storage::{CompletedCheckpointStore, ObjectStoreCheckpointStorage};
 
@@ -63,8 +64,28 @@ struct Settings {
     rocksdb_local_dir: Option<PathBuf>,
     rocksdb_memory_bytes: usize,
     rocksdb_write_buffer_ratio: f64,
-    rocksdb_profile: PredefinedOptions,
+    rocksdb_profile: RocksDbProfile,
     rocksdb_transfer_threads: usize,
+}
+
+/// `state.backend.rocksdb.predefined-options`, kept apart from RocksDB's
+/// own type so that configuration parses in builds without RocksDB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RocksDbProfile {
+    Default,
+    SpinningDisk,
+    Flash,
+}
+
+#[cfg(feature = "rocksdb")]
+impl From<RocksDbProfile> for PredefinedOptions {
+    fn from(profile: RocksDbProfile) -> Self {
+        match profile {
+            RocksDbProfile::Default => PredefinedOptions::Default,
+            RocksDbProfile::SpinningDisk => PredefinedOptions::SpinningDisk,
+            RocksDbProfile::Flash => PredefinedOptions::Flash,
+        }
+    }
 }
 
 /// The configuration of the state layer: which keyed state backend, its
@@ -506,8 +527,9 @@ impl StateConfig {
     }
 
     /// `state.backend.rocksdb.predefined-options`.
+    #[cfg(feature = "rocksdb")]
     pub fn rocksdb_predefined_options(&self) -> PredefinedOptions {
-        self.settings.rocksdb_profile
+        self.settings.rocksdb_profile.into()
     }
 
     /// `state.backend.rocksdb.checkpoint.transfer.thread.num`.
@@ -532,6 +554,7 @@ impl StateConfig {
     ///
     /// # Errors
     /// [`StateError::Config`] if RocksDB rejects the memory settings.
+    #[cfg(feature = "rocksdb")]
     pub fn rocksdb_config(&self) -> Result<RocksDbConfig> {
         let s = &self.settings;
         let memory = RocksDbMemory::with_write_buffer_ratio(
@@ -548,7 +571,7 @@ impl StateConfig {
         };
         Ok(config
             .with_memory(memory)
-            .with_profile(s.rocksdb_profile)
+            .with_profile(s.rocksdb_profile.into())
             .with_incremental(s.incremental)
             .with_transfer_threads(s.rocksdb_transfer_threads))
     }
@@ -584,11 +607,21 @@ impl StateConfig {
     ///
     /// # Errors
     /// [`StateError::Config`] if RocksDB or the changelog reject their
-    /// settings.
+    /// settings, or for RocksDB in a build without the `rocksdb` feature.
     pub fn backend_factory(&self) -> Result<Arc<dyn StateBackendFactory>> {
         let plain: Arc<dyn StateBackendFactory> = match self.settings.backend {
             BackendType::HashMap => Arc::new(HeapBackendFactory::new()),
+            #[cfg(feature = "rocksdb")]
             BackendType::RocksDb => Arc::new(RocksDbBackendFactory::new(self.rocksdb_config()?)),
+            #[cfg(not(feature = "rocksdb"))]
+            BackendType::RocksDb => {
+                return Err(StateError::Config {
+                    key: keys::BACKEND_TYPE.into(),
+                    message: "this build has no RocksDB (state-config without its `rocksdb` \
+                              feature)"
+                        .into(),
+                });
+            }
         };
         if !self.settings.changelog_enabled {
             return Ok(plain);
@@ -754,9 +787,9 @@ impl StateConfig {
             rocksdb_memory_bytes: v.int(keys::ROCKSDB_MEMORY)?,
             rocksdb_write_buffer_ratio: v.float(keys::ROCKSDB_WRITE_BUFFER_RATIO)?,
             rocksdb_profile: match v.string(keys::ROCKSDB_PREDEFINED_OPTIONS)? {
-                "SPINNING_DISK_OPTIMIZED" => PredefinedOptions::SpinningDisk,
-                "FLASH_SSD_OPTIMIZED" => PredefinedOptions::Flash,
-                _ => PredefinedOptions::Default,
+                "SPINNING_DISK_OPTIMIZED" => RocksDbProfile::SpinningDisk,
+                "FLASH_SSD_OPTIMIZED" => RocksDbProfile::Flash,
+                _ => RocksDbProfile::Default,
             },
             rocksdb_transfer_threads: v.int(keys::ROCKSDB_TRANSFER_THREADS)?,
         };

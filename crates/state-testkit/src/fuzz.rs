@@ -10,11 +10,14 @@ use std::ops::Range;
 
 use bytes::Bytes;
 use state_api::codec::{self, ListElements};
+use state_api::format::evolving;
 use state_api::format::key_groups::KeyGroupsReader;
+use state_api::format::v1::{self, Upgrade as _};
 use state_api::{
     ChangelogSegment, CheckpointOutputStream, CheckpointStorageAccess, FileHandle, KeyGroupRange,
     KeyGroupsStateHandle, KeyedStateHandle, Result, StateError, StateScope,
 };
+use state_config::StateConfig;
 use state_storage::CompletedCheckpoint;
 use state_storage::framing;
 
@@ -22,13 +25,14 @@ use state_storage::framing;
 pub type Target = fn(&[u8]);
 
 /// The fuzz targets, by name (the directory names of the corpora).
-pub const TARGETS: [(&str, Target); 6] = [
+pub const TARGETS: [(&str, Target); 7] = [
     ("metadata", metadata),
     ("footer", footer),
     ("key_groups", key_groups),
     ("segment", segment),
     ("records", records),
     ("codec", codec),
+    ("config", config),
 ];
 
 /// `_metadata`: decode, then every view of the handles.
@@ -101,16 +105,23 @@ pub fn segment(data: &[u8]) {
         first_sqn,
         end_sqn,
     };
-    if let Ok((header, records)) = state_changelog::segment::decode(data, &expected(0, 0)) {
+    if let Ok((header, reader)) = state_changelog::segment::decode(data, &expected(0, 0)) {
         let end = header.first_sqn.saturating_add(header.record_count);
         let _ = state_changelog::segment::decode(data, &expected(header.first_sqn, end));
-        self::records(records);
+        read_records(reader);
     }
 }
 
-/// The records of a segment.
+/// The records of a segment, as every segment version encodes them.
 pub fn records(data: &[u8]) {
-    let mut reader = state_changelog::record::RecordReader::new(data);
+    for version in 1..=2 {
+        read_records(state_changelog::record::RecordReader::of_version(
+            data, version,
+        ));
+    }
+}
+
+fn read_records(mut reader: state_changelog::record::RecordReader<'_>) {
     for _ in 0..100_000 {
         match reader.next_record() {
             Ok(Some(_)) => {}
@@ -119,15 +130,51 @@ pub fn records(data: &[u8]) {
     }
 }
 
-/// The codec: lists, handles and keys.
+/// The codecs: lists, keys, and handles in every structure encoding
+/// (CBOR since version 2, frozen postcard of version 1, today's postcard).
 pub fn codec(data: &[u8]) {
     for element in ListElements::new(data) {
         if element.is_err() {
             break;
         }
     }
+    let _ = evolving::decode::<KeyedStateHandle>(data);
+    if let Ok(old) = v1::decode::<v1::KeyedStateHandleV1>(data) {
+        let _ = old.upgrade();
+    }
     let _ = codec::decode::<KeyedStateHandle>(data);
     let _ = codec::decode::<(u64, String, Vec<u8>)>(data);
+}
+
+/// Configuration: the bytes as YAML, TOML and JSON, and their lines as
+/// `key=value` pairs and as environment variables; then every view and an
+/// override of what parsed.
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let pairs: Vec<(&str, &str)> = text
+        .lines()
+        .map(|line| line.split_once('=').unwrap_or((line, "")))
+        .collect();
+    let parsed = [
+        StateConfig::from_yaml_str(text),
+        StateConfig::from_toml_str(text),
+        StateConfig::from_json_str(text),
+        StateConfig::from_pairs(pairs.iter().copied()),
+        StateConfig::from_env_vars(pairs.iter().copied()),
+    ];
+    for config in parsed.into_iter().flatten() {
+        let _ = (
+            config.backend_type(),
+            config.checkpoint_dir(),
+            config.num_retained(),
+            config.materialization_config(),
+            config.dstl_config(),
+            config.deprecated_keys(),
+        );
+        let _ = config.with_overrides(pairs.iter().copied());
+    }
 }
 
 /// Storage holding one file, for the key-group reader.

@@ -1,13 +1,15 @@
 //! Checked-in golden fixtures: a small checkpoint and a canonical
-//! savepoint of every backend, written by the code of format version 1,
-//! and damaged copies. Later versions of the code must read them: restore
-//! gives exactly the state they were taken of, and each damaged one the
-//! exact error.
+//! savepoint of every backend, for every format version (`fixtures/v1/`:
+//! postcard structures; `fixtures/v2/`: CBOR structures, see
+//! `state_api::format::evolving`), and damaged copies. Later versions of the
+//! code must read them all: restore gives exactly the state they were taken
+//! of, and each damaged one the exact error.
 //!
-//! The fixtures live in `fixtures/v1/` of this crate. They are written once
-//! (`STATE_WRITE_FIXTURES=1 cargo test -p state-testkit --test fixtures`)
-//! and never rewritten for a format change: a change that cannot read them
-//! is a breaking change of a stored format.
+//! The fixtures of the version this build writes are written once
+//! (`STATE_WRITE_FIXTURES=1 cargo test -p state-testkit --test fixtures --
+//! --test-threads=1`: the other test reads them)
+//! when the version is introduced, and never rewritten: a change that
+//! cannot read them is a breaking change of a stored format.
 
 #![allow(clippy::unwrap_used)]
 
@@ -38,8 +40,13 @@ const KEYS: u64 = 16;
 /// files of the first).
 const CHECKPOINT: u64 = 2;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/v1")
+/// Format versions with fixtures, oldest first; the last one is what this
+/// build writes.
+const VERSIONS: [u8; 2] = [1, 2];
+const WRITTEN: u8 = VERSIONS[VERSIONS.len() - 1];
+
+fn fixtures(version: u8) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("fixtures/v{version}"))
 }
 
 fn all() -> KeyGroupRange {
@@ -118,7 +125,7 @@ fn expected() -> Dump {
 /// Writes the fixtures of `name`: checkpoint 1, the changes, checkpoint 2
 /// (retaining one), and a canonical savepoint of the same state.
 fn write_fixture(name: &str, factory: &dyn StateBackendFactory) {
-    let dir = fixtures().join(name);
+    let dir = fixtures(WRITTEN).join(name);
     let _ = std::fs::remove_dir_all(&dir);
     let storage = Arc::new(ObjectStoreCheckpointStorage::local(&dir, "checkpoints").unwrap());
     let access: Arc<dyn CheckpointStorageAccess> = storage.clone();
@@ -200,22 +207,35 @@ fn restore(
     Ok(all_contents)
 }
 
-fn checkpoint_storage(name: &str) -> Arc<ObjectStoreCheckpointStorage> {
+fn checkpoint_storage(version: u8, name: &str) -> Arc<ObjectStoreCheckpointStorage> {
     Arc::new(
-        ObjectStoreCheckpointStorage::local_dir(fixtures().join(name).join("checkpoints")).unwrap(),
+        ObjectStoreCheckpointStorage::local_dir(fixtures(version).join(name).join("checkpoints"))
+            .unwrap(),
     )
 }
 
 #[test]
 fn fixtures_of_every_backend_restore_exactly() {
-    let local = tempfile::tempdir().unwrap();
     let write = std::env::var_os("STATE_WRITE_FIXTURES").is_some();
-    let expected = expected();
-    for (name, factory) in factories(local.path()) {
-        if write {
+    if write {
+        let local = tempfile::tempdir().unwrap();
+        for (name, factory) in factories(local.path()) {
             write_fixture(name, &*factory);
         }
-        let storage = checkpoint_storage(name);
+    }
+    for version in VERSIONS {
+        fixtures_restore_exactly(version);
+    }
+}
+
+fn fixtures_restore_exactly(version: u8) {
+    let local = tempfile::tempdir().unwrap();
+    let expected = expected();
+    for (name, factory) in factories(local.path()) {
+        let storage = checkpoint_storage(version, name);
+        let metadata = std::fs::read(storage_path(version, name, CHECKPOINT)).unwrap();
+        assert_eq!(metadata[4], version, "v{version}/{name}: _metadata version");
+        let name = format!("v{version}/{name}");
         let checkpoint = load_checkpoint(&storage, CHECKPOINT)
             .unwrap_or_else(|e| panic!("{name}: the checkpoint fixture does not load: {e}"));
         let handles = &checkpoint.operators[OPERATOR];
@@ -229,8 +249,8 @@ fn fixtures_of_every_backend_restore_exactly() {
         }
         // The canonical savepoint restores into every backend.
         let savepoint = Savepoint::open(
-            &fixtures()
-                .join(name)
+            &fixtures(version)
+                .join(name.trim_start_matches(&format!("v{version}/")))
                 .join("savepoint")
                 .display()
                 .to_string(),
@@ -250,11 +270,18 @@ fn fixtures_of_every_backend_restore_exactly() {
     }
 }
 
-/// A copy of the heap checkpoint fixture in a temporary directory, to
-/// damage.
-fn damaged_copy() -> (tempfile::TempDir, Arc<ObjectStoreCheckpointStorage>) {
+/// The `_metadata` file of checkpoint `id` of fixture `name`.
+fn storage_path(version: u8, name: &str, id: u64) -> PathBuf {
+    fixtures(version)
+        .join(name)
+        .join(format!("checkpoints/chk-{id}/_metadata"))
+}
+
+/// A copy of the heap checkpoint fixture of `version` in a temporary
+/// directory, to damage.
+fn damaged_copy(version: u8) -> (tempfile::TempDir, Arc<ObjectStoreCheckpointStorage>) {
     let dir = tempfile::tempdir().unwrap();
-    copy_dir(&fixtures().join("heap/checkpoints"), dir.path());
+    copy_dir(&fixtures(version).join("heap/checkpoints"), dir.path());
     let storage = Arc::new(ObjectStoreCheckpointStorage::local_dir(dir.path()).unwrap());
     (dir, storage)
 }
@@ -282,11 +309,17 @@ fn flip(path: &Path, offset: usize) {
 /// a `_metadata` of a later release, a damaged `_metadata`, a missing file.
 #[test]
 fn damaged_fixtures_give_exact_errors() {
+    for version in VERSIONS {
+        damaged_fixtures_of_version_give_exact_errors(version);
+    }
+}
+
+fn damaged_fixtures_of_version_give_exact_errors(version: u8) {
     let heap = HeapBackendFactory::new();
     let metadata = format!("chk-{CHECKPOINT}/_metadata");
 
     // A flipped byte in the middle of the key-group file.
-    let (dir, storage) = damaged_copy();
+    let (dir, storage) = damaged_copy(version);
     let checkpoint = load_checkpoint(&storage, CHECKPOINT).unwrap();
     let file = checkpoint.operators[OPERATOR][0].files()[0].clone();
     flip(&dir.path().join(&file.path), (file.size / 2) as usize);
@@ -303,11 +336,12 @@ fn damaged_fixtures_give_exact_errors() {
         "{err}"
     );
 
-    // A `_metadata` of a later release (version 2, its checksum over it).
-    let (dir, storage) = damaged_copy();
+    // A `_metadata` of a later release (a newer version, its checksum over
+    // it).
+    let (dir, storage) = damaged_copy(version);
     let path = dir.path().join(&metadata);
     let mut newer = std::fs::read(&path).unwrap();
-    newer[4] = 2;
+    newer[4] = WRITTEN + 1;
     let crc_at = newer.len() - 4;
     let crc = crc32c::crc32c(&newer[..crc_at]);
     newer[crc_at..].copy_from_slice(&crc.to_le_bytes());
@@ -316,13 +350,13 @@ fn damaged_fixtures_give_exact_errors() {
     assert_eq!(
         err.to_string(),
         format!(
-            "'{metadata}' is checkpoint metadata version 2, this build reads up to version 1: \
+            "'{metadata}' is checkpoint metadata version 3, this build reads up to version 2: \
              use a later release"
         )
     );
 
     // A damaged `_metadata` (its checksum).
-    let (dir, storage) = damaged_copy();
+    let (dir, storage) = damaged_copy(version);
     let length = std::fs::metadata(dir.path().join(&metadata)).unwrap().len() as usize;
     flip(&dir.path().join(&metadata), length - 1);
     let err = load_checkpoint(&storage, CHECKPOINT).unwrap_err();
@@ -332,7 +366,7 @@ fn damaged_fixtures_give_exact_errors() {
     );
 
     // A missing state file.
-    let (dir, storage) = damaged_copy();
+    let (dir, storage) = damaged_copy(version);
     std::fs::remove_file(dir.path().join(&file.path)).unwrap();
     let err = restore(&heap, storage, None, &checkpoint.operators[OPERATOR], 1).unwrap_err();
     assert_eq!(

@@ -19,9 +19,9 @@ fn corpus(target: &str) -> PathBuf {
         .join(target)
 }
 
-fn fixture(path: &str) -> PathBuf {
+fn fixture(version: u8, path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/v1")
+        .join(format!("fixtures/v{version}"))
         .join(path)
 }
 
@@ -46,26 +46,37 @@ fn corpora_replay_without_panics() {
     assert!(replayed >= TARGETS.len(), "{replayed} inputs");
 }
 
-/// Seeds from the fixtures: real `_metadata`, stored files, key-group
-/// files with their handles, log segments and their records, lists.
+/// Seeds from the fixtures of every format version: real `_metadata`,
+/// stored files, key-group files with their handles, log segments and
+/// their records, handles, lists.
 fn write_seeds() {
     let write = |target: &str, name: &str, bytes: &[u8]| {
         let dir = corpus(target);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(name), bytes).unwrap();
     };
-    for backend in [
-        "heap",
-        "rocksdb-full",
-        "changelog-heap",
-        "changelog-rocksdb",
-    ] {
-        let root = fixture(&format!("{backend}/checkpoints"));
-        let metadata = std::fs::read(root.join("chk-2/_metadata")).unwrap();
-        write("metadata", backend, &metadata);
-        let checkpoint = CompletedCheckpoint::decode("chk-2/_metadata", &metadata).unwrap();
-        for handle in checkpoint.operators.values().flatten() {
-            seeds_of(handle, &root, &write, backend);
+    for version in [1, 2] {
+        for backend in [
+            "heap",
+            "rocksdb-full",
+            "changelog-heap",
+            "changelog-rocksdb",
+        ] {
+            let root = fixture(version, &format!("{backend}/checkpoints"));
+            // Version 1's seeds keep their first names.
+            let name = match version {
+                1 => backend.to_string(),
+                _ => format!("v{version}-{backend}"),
+            };
+            let metadata = std::fs::read(root.join("chk-2/_metadata")).unwrap();
+            write("metadata", &name, &metadata);
+            let checkpoint = CompletedCheckpoint::decode("chk-2/_metadata", &metadata).unwrap();
+            for handle in checkpoint.operators.values().flatten() {
+                if version > 1 {
+                    write("codec", &name, &state_api::format::evolving::encode(handle));
+                }
+                seeds_of(handle, &root, &write, &name);
+            }
         }
     }
     let mut list = Vec::new();
@@ -96,7 +107,7 @@ fn seeds_of(handle: &KeyedStateHandle, root: &Path, write: &dyn Fn(&str, &str, &
                     &stored[segment.offset as usize..(segment.offset + segment.length) as usize];
                 write("segment", &format!("{name}-{index}"), bytes);
                 if let Ok((_, records)) = state_changelog::segment::decode(bytes, segment) {
-                    write("records", &format!("{name}-{index}"), records);
+                    write("records", &format!("{name}-{index}"), records.remaining());
                 }
             }
         }

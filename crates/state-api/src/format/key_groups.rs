@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! header      "KSKG" | format version u8 | codec version u8
-//! meta block  len u32 LE | crc32c u32 LE | postcard(FileMeta)
+//! meta block  len u32 LE | crc32c u32 LE | FileMeta (CBOR, see evolving; postcard in version 1)
 //! per key group, in order of the range:
 //!   block     len u64 LE | crc32c u32 LE | records
 //! record      varint(state index) | lp(key) | lp(namespace) | [lp(user key), map state only] | lp(value)
@@ -21,6 +21,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::v1::Upgrade as _;
 use crate::codec::{
     CODEC_VERSION, read_len_prefixed, read_varint, write_len_prefixed, write_varint,
 };
@@ -33,14 +34,17 @@ use crate::storage::{CheckpointOutputStream, CheckpointStorageAccess};
 /// First bytes of every key-group file.
 pub const MAGIC: [u8; 4] = *b"KSKG";
 
-/// Version of this layout.
-pub const FORMAT_VERSION: u8 = 1;
+/// Version of this layout this build writes; it reads every version from 1
+/// on. Version 2 encodes the metadata block in [`super::evolving`]'s CBOR,
+/// version 1 in postcard.
+pub const FORMAT_VERSION: u8 = 2;
 
 const HEADER_LEN: usize = MAGIC.len() + 2;
 const BLOCK_HEADER_LEN: usize = 8 + 4;
 
 /// Metadata stored at the start of a key-group file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FileMeta {
     /// The job's max parallelism.
     pub max_parallelism: u32,
@@ -94,7 +98,7 @@ impl KeyGroupsWriter {
             key_group_range,
             states,
         };
-        let meta_bytes = crate::codec::encode(&meta)?;
+        let meta_bytes = super::evolving::encode(&meta);
         let mut header = Vec::with_capacity(HEADER_LEN + 8 + meta_bytes.len());
         header.extend_from_slice(&MAGIC);
         header.extend_from_slice(&[FORMAT_VERSION, CODEC_VERSION]);
@@ -412,20 +416,22 @@ fn check_versions(path: &str, head: &[u8]) -> Result<()> {
     if head[4] <= FORMAT_VERSION && head[5] <= CODEC_VERSION {
         return Ok(());
     }
-    // The version bytes have no checksum of their own: a version-1 file
-    // with a damaged version byte still parses as version 1, a file of a
-    // later release does not (later versions must keep it so).
-    let mut as_current = head.to_vec();
-    as_current[4] = FORMAT_VERSION;
-    as_current[5] = CODEC_VERSION;
-    if parse_header(&as_current).is_ok() {
-        return Err(StateError::corrupt(
-            path,
-            format!(
-                "damaged version bytes ({}, {}) in an otherwise valid version-{FORMAT_VERSION} header",
-                head[4], head[5]
-            ),
-        ));
+    // The version bytes have no checksum of their own: a file of a known
+    // version with a damaged version byte still parses as that version, a
+    // file of a later release does not (later versions must keep it so).
+    for version in 1..=FORMAT_VERSION {
+        let mut as_known = head.to_vec();
+        as_known[4] = version;
+        as_known[5] = CODEC_VERSION;
+        if parse_header(&as_known).is_ok() {
+            return Err(StateError::corrupt(
+                path,
+                format!(
+                    "damaged version bytes ({}, {}) in an otherwise valid version-{version} header",
+                    head[4], head[5]
+                ),
+            ));
+        }
     }
     if head[4] > FORMAT_VERSION {
         return Err(newer("key-group snapshot", head[4], FORMAT_VERSION));
@@ -437,10 +443,10 @@ fn parse_header(head: &[u8]) -> std::result::Result<FileMeta, String> {
     if head.len() < HEADER_LEN + 8 || head[..4] != MAGIC {
         return Err("not a key-group snapshot file (bad magic)".into());
     }
-    if head[4] != FORMAT_VERSION {
+    let version = head[4];
+    if version == 0 || version > FORMAT_VERSION {
         return Err(format!(
-            "unsupported format version {} (this build reads {FORMAT_VERSION})",
-            head[4]
+            "unsupported format version {version} (this build reads 1 to {FORMAT_VERSION})"
         ));
     }
     if head[5] != CODEC_VERSION {
@@ -457,7 +463,12 @@ fn parse_header(head: &[u8]) -> std::result::Result<FileMeta, String> {
     if crc32c::crc32c(meta_bytes) != crc {
         return Err("metadata checksum mismatch".into());
     }
-    crate::codec::decode(meta_bytes).map_err(|e| format!("metadata does not decode: {e}"))
+    let meta = match version {
+        1 => super::v1::decode::<super::v1::FileMetaV1>(meta_bytes)
+            .and_then(|old| old.upgrade().map_err(|e| e.to_string())),
+        _ => super::evolving::decode(meta_bytes),
+    };
+    meta.map_err(|e| format!("metadata does not decode: {e}"))
 }
 
 #[cfg(test)]
@@ -643,30 +654,31 @@ mod tests {
 
     /// A file of a later release (a higher version, a header this build
     /// cannot parse) is a clear error naming the version; a damaged version
-    /// byte of a valid version-1 header is corruption.
+    /// byte of a valid header is corruption.
     #[test]
     fn newer_versions_are_named() {
         let files: &'static Files = Box::leak(Box::default());
         let handle = write_sample(files);
         let original = files.0.lock().unwrap()["f"].clone();
+        let newer_version = FORMAT_VERSION + 1;
         let mut newer = original.clone();
-        newer[4] = 2;
-        newer[10] ^= 0xff; // a version-2 header differs from version 1's
+        newer[4] = newer_version;
+        newer[10] ^= 0xff; // a newer header differs from the known ones
         files.0.lock().unwrap().insert("f".into(), newer);
         let err = read(files, &handle, KeyGroupRange::new(10, 20).unwrap()).unwrap_err();
         assert!(
             matches!(
                 err,
                 StateError::UnsupportedVersion {
-                    found: 2,
-                    supported: 1,
+                    found,
+                    supported: 2,
                     ..
-                }
+                } if found == u32::from(newer_version)
             ),
             "{err}"
         );
         let mut damaged = original;
-        damaged[4] = 2;
+        damaged[4] = newer_version;
         files.0.lock().unwrap().insert("f".into(), damaged);
         let err = read(files, &handle, KeyGroupRange::new(10, 20).unwrap()).unwrap_err();
         assert!(err.to_string().contains("damaged version bytes"), "{err}");

@@ -764,9 +764,9 @@ pub(crate) fn newer_metadata_version_fails_open(env: &Env) {
     store
         .add(checkpoint_with_exclusive(&storage, 2, &[]))
         .unwrap();
-    // What a later release writes: version 2, its checksum over it.
+    // What a later release writes: a newer version, its checksum over it.
     let mut newer = storage.get_object("chk-2/_metadata").unwrap().to_vec();
-    newer[4] = 2;
+    newer[4] = state_storage::metadata::METADATA_VERSION + 1;
     let crc_at = newer.len() - 4;
     let crc = crc32c::crc32c(&newer[..crc_at]);
     newer[crc_at..].copy_from_slice(&crc.to_le_bytes());
@@ -779,8 +779,8 @@ pub(crate) fn newer_metadata_version_fails_open(env: &Env) {
             matches!(
                 err,
                 StateError::UnsupportedVersion {
-                    found: 2,
-                    supported: 1,
+                    found: 3,
+                    supported: 2,
                     ..
                 }
             ),
