@@ -263,7 +263,7 @@ fn random_schedules(factory: &ChangelogBackendFactory, seeds: std::ops::Range<u6
 fn random_schedules_over_heap() {
     random_schedules(
         &changelog_heap(test_dstl(), manual_materialization()),
-        schedule::seeds(0, 30),
+        schedule::seeds(0, 300),
         0.0,
     );
 }
@@ -273,7 +273,7 @@ fn random_schedules_over_rocksdb() {
     let local = tempfile::tempdir().unwrap();
     random_schedules(
         &changelog_rocksdb(local.path(), test_dstl(), manual_materialization()),
-        schedule::seeds(0, 12),
+        schedule::seeds(0, 30),
         0.0,
     );
 }
@@ -282,7 +282,7 @@ fn random_schedules_over_rocksdb() {
 fn random_schedules_with_storage_faults_over_heap() {
     random_schedules(
         &changelog_heap(test_dstl(), manual_materialization()),
-        schedule::seeds(100, 20),
+        schedule::seeds(1000, 100),
         0.1,
     );
 }
@@ -292,7 +292,7 @@ fn random_schedules_with_storage_faults_over_rocksdb() {
     let local = tempfile::tempdir().unwrap();
     random_schedules(
         &changelog_rocksdb(local.path(), test_dstl(), manual_materialization()),
-        schedule::seeds(100, 8),
+        schedule::seeds(1000, 20),
         0.1,
     );
 }

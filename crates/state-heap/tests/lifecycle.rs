@@ -24,10 +24,10 @@ fn run(seeds: std::ops::Range<u64>, fault_rate: f64) {
 
 #[test]
 fn random_schedules() {
-    run(schedule::seeds(0, 300), 0.0);
+    run(schedule::seeds(0, 2000), 0.0);
 }
 
 #[test]
 fn random_schedules_with_storage_faults() {
-    run(schedule::seeds(1000, 100), 0.1);
+    run(schedule::seeds(10_000, 500), 0.1);
 }

@@ -96,7 +96,7 @@ fn an_incremental_checkpoint_after_a_full_one_refers_to_no_deleted_file() {
 #[test]
 fn random_schedules() {
     let (_dir, factory) = factory(true);
-    for seed in schedule::seeds(0, 12) {
+    for seed in schedule::seeds(0, 30) {
         let create = |context| factory.create_backend(context);
         if let Err(e) = schedule::run(&Schedule::new(seed), create, &mut Compact) {
             panic!("{e}");
@@ -108,7 +108,7 @@ fn random_schedules() {
 #[test]
 fn random_schedules_with_storage_faults() {
     let (_dir, factory) = factory(true);
-    for seed in schedule::seeds(100, 8) {
+    for seed in schedule::seeds(1000, 20) {
         let schedule = Schedule {
             fault_rate: 0.1,
             num_retained: 1,
