@@ -20,6 +20,8 @@
 //!   notices are lost, a new store opens and collects garbage, and a new
 //!   job restores the latest checkpoint at a random parallelism.
 //!
+//! After every step, every file a retained checkpoint references must
+//! exist (a deleted one is the usual way a committed checkpoint is lost).
 //! Every [`Schedule::verify_every`] steps, and at the end, every retained
 //! checkpoint is restored (at parallelism 1: all key groups in one backend)
 //! and compared with the state at its synchronous phase. At the end the job
@@ -212,6 +214,8 @@ where
     };
     for step in 0..schedule.steps {
         run.step(&mut job, &create, actions, &mut rng, step)
+            .map_err(|e| fail(step, e))?;
+        run.check_referenced_files_exist()
             .map_err(|e| fail(step, e))?;
         if step % schedule.verify_every == schedule.verify_every - 1 {
             for backend in &mut job.backends {
@@ -569,6 +573,34 @@ impl Run<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Every file the retained checkpoints reference, and their
+    /// `_metadata`, is in storage (listed without storage faults). A
+    /// pending commit's are not checked: its `_metadata` may never have
+    /// been written.
+    fn check_referenced_files_exist(&self) -> Result<(), String> {
+        self.faults.set_enabled(false);
+        let stored = self.storage.list_files(None);
+        self.faults.set_enabled(self.faults_on);
+        let stored: std::collections::BTreeSet<String> =
+            stored.map_err(|e| e.to_string())?.into_iter().collect();
+        let mut missing = Vec::new();
+        for checkpoint in self.store.checkpoints() {
+            let metadata = checkpoint.metadata_path();
+            let files = checkpoint.files().into_iter().map(|file| &file.path);
+            for path in files.chain(std::iter::once(&metadata)) {
+                if !stored.contains(path) {
+                    missing.push(path.clone());
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "files of retained checkpoints are gone: {missing:?}"
+        ))
     }
 
     /// Storage holds exactly the retained checkpoints' files and `_metadata`.
