@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -24,6 +24,8 @@ use state_api::{
 
 use crate::factory::RocksDbConfig;
 use crate::keys::{CurrentKey, KeyLayout, prefix_successor};
+pub(crate) use crate::local_dir::LocalDir;
+use crate::local_dir::sweep_abandoned;
 use crate::snapshot::UploadTracker;
 use crate::{options, restore, snapshot};
 
@@ -34,102 +36,6 @@ pub const BACKEND_NAME: &str = "rocksdb";
 /// The RocksDB handle type this crate uses (column families owned by the
 /// DB; the backend is used from one thread at a time).
 pub(crate) type Db = DBWithThreadMode<SingleThreaded>;
-
-/// A local directory removed (recursively) when dropped.
-#[derive(Debug)]
-pub(crate) struct LocalDir {
-    path: PathBuf,
-    /// The locked [`OWNER_LOCK`] file of a backend's working directory: held
-    /// while the process lives, released by the OS when it dies.
-    _owner: Option<std::fs::File>,
-}
-
-/// Name of the lock file in a backend's working directory. A directory
-/// whose lock file can be locked belongs to a process that is gone.
-pub(crate) const OWNER_LOCK: &str = "owner.lock";
-
-impl LocalDir {
-    /// Creates `path` (and its parents) as a backend's working directory,
-    /// locked by this process (see [`sweep_abandoned`]).
-    pub(crate) fn create(path: PathBuf) -> Result<Self> {
-        std::fs::create_dir_all(&path).map_err(|e| local_error("create directory", &path, e))?;
-        // Locked under a temporary name, then renamed: the lock file never
-        // exists unlocked while its owner lives, so a sweep cannot take it.
-        let temporary = path.join(format!("{OWNER_LOCK}.new"));
-        let owner = std::fs::File::create(&temporary)
-            .map_err(|e| local_error("create lock file", &temporary, e))?;
-        owner
-            .try_lock()
-            .map_err(|e| local_error("lock", &temporary, std::io::Error::other(e.to_string())))?;
-        let lock = path.join(OWNER_LOCK);
-        std::fs::rename(&temporary, &lock).map_err(|e| local_error("rename", &lock, e))?;
-        Ok(Self {
-            path,
-            _owner: Some(owner),
-        })
-    }
-
-    /// Takes ownership of `path` without creating it (RocksDB will).
-    pub(crate) fn adopt(path: PathBuf) -> Self {
-        Self { path, _owner: None }
-    }
-
-    /// The directory.
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for LocalDir {
-    fn drop(&mut self) {
-        // Best effort: a leftover directory wastes disk but loses nothing.
-        let _ = remove_owned_dir(&self.path);
-    }
-}
-
-/// Removes a working directory with its lock file last: a process killed
-/// halfway leaves the lock file, so the next sweep finds the rest.
-fn remove_owned_dir(dir: &Path) -> std::io::Result<()> {
-    let lock = dir.join(OWNER_LOCK);
-    if !lock.exists() {
-        return std::fs::remove_dir_all(dir);
-    }
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        if entry.file_name() == OWNER_LOCK {
-            continue;
-        }
-        if entry.file_type()?.is_dir() {
-            std::fs::remove_dir_all(entry.path())?;
-        } else {
-            std::fs::remove_file(entry.path())?;
-        }
-    }
-    std::fs::remove_file(&lock)?;
-    std::fs::remove_dir(dir)
-}
-
-/// Removes the working directories in `local_dir` of backends whose
-/// process is gone (killed, crashed): those whose [`OWNER_LOCK`] can be
-/// locked. Directories of live backends, of this process or another, stay
-/// locked; directories without a lock file are not a backend's and stay
-/// too. Returns how many were removed. Best effort: errors are skipped.
-pub(crate) fn sweep_abandoned(local_dir: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(local_dir) else {
-        return 0;
-    };
-    let mut removed = 0;
-    for entry in entries.flatten() {
-        let dir = entry.path();
-        let Ok(lock) = std::fs::File::open(dir.join(OWNER_LOCK)) else {
-            continue;
-        };
-        if lock.try_lock().is_ok() && remove_owned_dir(&dir).is_ok() {
-            removed += 1;
-        }
-    }
-    removed
-}
 
 /// A [`StateError::Backend`] for a RocksDB failure.
 pub(crate) fn db_error(e: rocksdb::Error) -> StateError {

@@ -56,6 +56,7 @@
 mod backend;
 mod factory;
 mod keys;
+mod local_dir;
 mod merge;
 mod options;
 mod restore;

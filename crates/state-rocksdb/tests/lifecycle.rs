@@ -250,17 +250,18 @@ fn working_directories_of_dead_processes_are_removed() {
     let access = access(&storage);
     let (dir, factory) = factory(true);
     let live = factory.create_backend(context(&access)).unwrap();
-    // A killed process leaves its directory with an unlocked lock file
-    // (the OS releases the lock of a dead process), a DB and snapshots.
+    // A killed process leaves its directory and, beside it, an unlocked
+    // lock file (the OS releases the lock of a dead process).
     let dead = dir.path().join("op-dead-instance");
     std::fs::create_dir_all(dead.join("db")).unwrap();
-    std::fs::write(dead.join("owner.lock"), b"").unwrap();
+    std::fs::write(dir.path().join("op-dead-instance.owner"), b"").unwrap();
     std::fs::write(dead.join("db").join("000012.sst"), vec![0u8; 4096]).unwrap();
     let foreign = dir.path().join("not-a-backend");
     std::fs::create_dir_all(&foreign).unwrap();
 
     let second = factory.create_backend(context(&access)).unwrap();
     assert!(!dead.exists(), "the dead process's directory is removed");
+    assert!(!dir.path().join("op-dead-instance.owner").exists());
     assert!(live.local_dir().exists() && second.local_dir().exists());
     assert!(foreign.exists());
     drop(live);
