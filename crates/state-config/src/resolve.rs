@@ -86,9 +86,15 @@ impl Problems {
     }
 }
 
+/// Unknown keys that get a "did you mean" hint; later ones are only named
+/// (each hint compares the key with every option, so a document of
+/// thousands of unknown keys would otherwise take seconds to refuse).
+const HINTED_UNKNOWN_KEYS: usize = 16;
+
 /// Checks `entries` and gives each option set its typed value.
 pub(crate) fn resolve(entries: &[Entry]) -> Result<BTreeMap<&'static str, Resolved>, StateError> {
     let mut problems = Problems::default();
+    let mut unknown_keys = 0;
     let mut by_option: BTreeMap<&'static str, Vec<(usize, &Entry)>> = BTreeMap::new();
     let mut order: Vec<&'static str> = Vec::new();
     for (position, entry) in entries.iter().enumerate() {
@@ -100,10 +106,12 @@ pub(crate) fn resolve(entries: &[Entry]) -> Result<BTreeMap<&'static str, Resolv
                 }
                 list.push((position, entry));
             }
-            None => {
+            None if unknown_keys < HINTED_UNKNOWN_KEYS => {
+                unknown_keys += 1;
                 let (key, message) = unknown_key(&entry.key, &entry.value);
                 problems.push_at(position, key, message);
             }
+            None => problems.push_at(position, entry.key.clone(), "unknown key"),
         }
     }
     let mut resolved = BTreeMap::new();
@@ -198,18 +206,25 @@ fn unknown_key(key: &str, value: &Raw) -> (String, String) {
     (key.to_string(), message)
 }
 
-/// The candidate closest to `wanted`, if it is close enough to be a typo.
+/// The candidate closest to `wanted`, if it is close enough to be a typo
+/// (optimal string alignment distance: edits and swapped neighbours, with
+/// two rows of memory, not the full table Damerau-Levenshtein needs).
 pub(crate) fn suggest<'a>(
     wanted: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
     let wanted_lower = wanted.to_ascii_lowercase();
     let limit = (wanted.len() / 10).max(2);
+    let length = wanted.chars().count();
     candidates
         .into_iter()
+        // Cheap lower bounds of the distance first: a long or hostile key
+        // must not cost length² per option.
+        .filter(|c| c.chars().count().abs_diff(length) <= limit)
+        .filter(|c| bag_distance(&wanted_lower, c).is_none_or(|bound| bound <= limit))
         .map(|c| {
             (
-                strsim::damerau_levenshtein(&wanted_lower, &c.to_ascii_lowercase()),
+                strsim::osa_distance(&wanted_lower, &c.to_ascii_lowercase()),
                 c,
             )
         })
@@ -218,10 +233,31 @@ pub(crate) fn suggest<'a>(
         .map(|(_, c)| c)
 }
 
+/// A lower bound of the edit distance between two ASCII strings (compared
+/// case-insensitively): the larger of the byte counts one has and the other
+/// lacks. `None` for non-ASCII strings, where bytes are not characters.
+fn bag_distance(a: &str, b: &str) -> Option<usize> {
+    if !a.is_ascii() || !b.is_ascii() {
+        return None;
+    }
+    let mut counts = [0i32; 128];
+    for byte in a.bytes() {
+        counts[usize::from(byte.to_ascii_lowercase())] += 1;
+    }
+    for byte in b.bytes() {
+        counts[usize::from(byte.to_ascii_lowercase())] -= 1;
+    }
+    let surplus: i32 = counts.iter().filter(|&&n| n > 0).sum();
+    let deficit: i32 = counts.iter().filter(|&&n| n < 0).map(|n| -n).sum();
+    usize::try_from(surplus.max(deficit)).ok()
+}
+
 /// "the keys under 'a.b.' are: …" for the longest dotted prefix of `key`
 /// that some option shares, else every key.
 fn known_keys_near(key: &str) -> String {
-    let parts: Vec<&str> = key.split('.').collect();
+    // No option has more than a few parts; a key of thousands of dots
+    // needs no thousands of prefixes.
+    let parts: Vec<&str> = key.split('.').take(12).collect();
     for n in (1..parts.len()).rev() {
         let prefix = format!("{}.", parts[..n].join("."));
         let near: Vec<&str> = OPTIONS
@@ -235,4 +271,34 @@ fn known_keys_near(key: &str) -> String {
     }
     let all: Vec<&str> = OPTIONS.iter().map(|o| o.key).collect();
     format!("the known keys are: {}", all.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bag_distance_bounds_the_edit_distance() {
+        for (a, b) in [
+            ("state.backend.type", "state.backend.tpye"),
+            ("state.backend.type", "state.backed.type"),
+            ("abc", "xyz"),
+            ("", "abc"),
+        ] {
+            let bound = bag_distance(a, b).unwrap();
+            assert!(bound <= strsim::osa_distance(a, b), "{a} {b}");
+        }
+        assert_eq!(bag_distance("tpye", "TYPE"), Some(0));
+        assert_eq!(bag_distance("é", "e"), None);
+    }
+
+    #[test]
+    fn typos_get_hints_and_long_keys_do_not_cost_much() {
+        let keys = ["state.backend.type", "state.checkpoints.num-retained"];
+        assert_eq!(
+            suggest("state.backend.tpye", keys),
+            Some("state.backend.type")
+        );
+        assert_eq!(suggest(&"x.".repeat(50_000), keys), None);
+    }
 }
