@@ -10,6 +10,7 @@
 
 pub mod barrier;
 pub mod channel;
+pub mod coordinator;
 pub mod input;
 
 pub use barrier::{AlignmentType, CheckpointBarrier, CheckpointOptions, CheckpointingMode};

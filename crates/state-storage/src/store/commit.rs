@@ -204,8 +204,15 @@ impl CompletedCheckpointStore {
         self.subsume()
     }
 
-    /// Refuses an id at or below one the store knows.
-    fn check_id_increases(&self, id: u64) -> Result<()> {
+    /// The lowest id [`add`](Self::add) accepts now: above every id the
+    /// store retains, is discarding, found damaged or committed (or tried
+    /// to). A coordinator starts its ids here.
+    pub fn next_checkpoint_id(&self) -> u64 {
+        self.id_floor().map_or(1, |(floor, _)| floor.saturating_add(1))
+    }
+
+    /// The highest id the store knows, and what it is.
+    fn id_floor(&self) -> Option<(u64, &'static str)> {
         let retained = self.checkpoints.keys().next_back().copied();
         let pending = self.pending.iter().map(|d| d.checkpoint_id).max();
         let damaged = self.damaged.keys().next_back().copied();
@@ -218,11 +225,15 @@ impl CompletedCheckpointStore {
                 "the newest checkpoint this store committed",
             ),
         ];
-        let Some((floor, what)) = known
+        known
             .into_iter()
             .filter_map(|(known, what)| known.map(|k| (k, what)))
             .max_by_key(|(known, _)| *known)
-        else {
+    }
+
+    /// Refuses an id at or below one the store knows.
+    fn check_id_increases(&self, id: u64) -> Result<()> {
+        let Some((floor, what)) = self.id_floor() else {
             return Ok(());
         };
         if id > floor {
