@@ -11,6 +11,8 @@ use state_changelog::{ChangelogBackendFactory, DstlConfig, MaterializationConfig
 use state_heap::HeapBackendFactory;
 #[cfg(feature = "rocksdb")]
 use state_rocksdb::{PredefinedOptions, RocksDbBackendFactory, RocksDbConfig, RocksDbMemory};
+use state_runtime::CheckpointingMode;
+use state_runtime::coordinator::CheckpointConfig;
 use state_storage::{CompletedCheckpointStore, ObjectStoreCheckpointStorage};
 
 use crate::options::{self as keys, OPTIONS};
@@ -66,6 +68,7 @@ struct Settings {
     rocksdb_write_buffer_ratio: f64,
     rocksdb_profile: RocksDbProfile,
     rocksdb_transfer_threads: usize,
+    checkpointing: CheckpointConfig,
 }
 
 /// `state.backend.rocksdb.predefined-options`, kept apart from RocksDB's
@@ -493,6 +496,31 @@ impl StateConfig {
         self.settings.ignore_unclaimed_state
     }
 
+    /// The checkpoint coordinator's settings
+    /// (`execution.checkpointing.interval`, `min-pause`,
+    /// `max-concurrent-checkpoints`, `timeout`,
+    /// `tolerable-failed-checkpoints`, `mode`, `unaligned.enabled`,
+    /// `aligned-checkpoint-timeout`), checked as Flink checks them.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use state_runtime::CheckpointingMode;
+    ///
+    /// let config = state_config::StateConfig::from_pairs([
+    ///     ("execution.checkpointing.interval", "30 s"),
+    ///     ("execution.checkpointing.unaligned.enabled", "true"),
+    ///     ("execution.checkpointing.aligned-checkpoint-timeout", "5 s"),
+    /// ])?;
+    /// let checkpointing = config.checkpoint_config();
+    /// assert_eq!(checkpointing.interval, Some(Duration::from_secs(30)));
+    /// assert_eq!(checkpointing.mode, CheckpointingMode::ExactlyOnce);
+    /// assert_eq!(checkpointing.timeout, Duration::from_secs(600));
+    /// # Ok::<(), state_api::StateError>(())
+    /// ```
+    pub fn checkpoint_config(&self) -> &CheckpointConfig {
+        &self.settings.checkpointing
+    }
+
     /// `state.changelog.enabled`.
     pub fn changelog_enabled(&self) -> bool {
         self.settings.changelog_enabled
@@ -792,7 +820,21 @@ impl StateConfig {
                 _ => RocksDbProfile::Default,
             },
             rocksdb_transfer_threads: v.int(keys::ROCKSDB_TRANSFER_THREADS)?,
+            checkpointing: CheckpointConfig {
+                interval: v.optional_duration(keys::CHECKPOINT_INTERVAL)?,
+                min_pause: v.duration(keys::CHECKPOINT_MIN_PAUSE)?,
+                max_concurrent: v.int(keys::CHECKPOINT_MAX_CONCURRENT)?,
+                timeout: v.duration(keys::CHECKPOINT_TIMEOUT)?,
+                tolerable_failed: v.int(keys::CHECKPOINT_TOLERABLE_FAILED)?,
+                mode: match v.string(keys::CHECKPOINT_MODE)? {
+                    "AT_LEAST_ONCE" => CheckpointingMode::AtLeastOnce,
+                    _ => CheckpointingMode::ExactlyOnce,
+                },
+                unaligned: v.bool(keys::CHECKPOINT_UNALIGNED)?,
+                aligned_checkpoint_timeout: v.duration(keys::CHECKPOINT_ALIGNED_TIMEOUT)?,
+            },
         };
+        settings.checkpointing.validate()?;
         Ok(Self { settings, resolved })
     }
 }
@@ -835,6 +877,14 @@ impl Values<'_> {
         match self.get(key)? {
             Typed::Duration(d) => Ok(*d),
             _ => Err(internal(key)),
+        }
+    }
+
+    fn optional_duration(&self, key: &'static str) -> Result<Option<Duration>> {
+        match self.0.get(key) {
+            None => Ok(None),
+            Some(Typed::Duration(d)) => Ok(Some(*d)),
+            Some(_) => Err(internal(key)),
         }
     }
 

@@ -15,6 +15,23 @@ pub const CHECKPOINT_DIR: &str = "execution.checkpointing.dir";
 pub const SAVEPOINT_DIR: &str = "execution.checkpointing.savepoint-dir";
 /// `execution.checkpointing.num-retained`.
 pub const NUM_RETAINED: &str = "execution.checkpointing.num-retained";
+/// `execution.checkpointing.interval`.
+pub const CHECKPOINT_INTERVAL: &str = "execution.checkpointing.interval";
+/// `execution.checkpointing.min-pause`.
+pub const CHECKPOINT_MIN_PAUSE: &str = "execution.checkpointing.min-pause";
+/// `execution.checkpointing.max-concurrent-checkpoints`.
+pub const CHECKPOINT_MAX_CONCURRENT: &str = "execution.checkpointing.max-concurrent-checkpoints";
+/// `execution.checkpointing.timeout`.
+pub const CHECKPOINT_TIMEOUT: &str = "execution.checkpointing.timeout";
+/// `execution.checkpointing.tolerable-failed-checkpoints`.
+pub const CHECKPOINT_TOLERABLE_FAILED: &str =
+    "execution.checkpointing.tolerable-failed-checkpoints";
+/// `execution.checkpointing.mode`.
+pub const CHECKPOINT_MODE: &str = "execution.checkpointing.mode";
+/// `execution.checkpointing.unaligned.enabled`.
+pub const CHECKPOINT_UNALIGNED: &str = "execution.checkpointing.unaligned.enabled";
+/// `execution.checkpointing.aligned-checkpoint-timeout`.
+pub const CHECKPOINT_ALIGNED_TIMEOUT: &str = "execution.checkpointing.aligned-checkpoint-timeout";
 /// `execution.state-recovery.path`.
 pub const RECOVERY_PATH: &str = "execution.state-recovery.path";
 /// `execution.state-recovery.ignore-unclaimed-state`.
@@ -223,6 +240,68 @@ pub static OPTIONS: &[OptionDef] = &[
         },
         Some("1"),
         "Completed checkpoints kept; older ones are subsumed and their unused files deleted.",
+    ),
+    opt(
+        CHECKPOINT_INTERVAL,
+        &[],
+        OptionType::Duration { allow_zero: false },
+        None,
+        "Time between periodic checkpoints (at least 10 ms); unset, periodic checkpoints are off. Triggers follow a fixed plan without drift.",
+    ),
+    opt(
+        CHECKPOINT_MIN_PAUSE,
+        &[],
+        OptionType::Duration { allow_zero: true },
+        Some("0 ms"),
+        "Least time from a checkpoint's completion to the next trigger.",
+    ),
+    opt(
+        CHECKPOINT_MAX_CONCURRENT,
+        &[],
+        OptionType::Integer {
+            min: 1,
+            max: u64::MAX,
+        },
+        Some("1"),
+        "Checkpoints pending at once; periodic triggers wait while this many are pending.",
+    ),
+    opt(
+        CHECKPOINT_TIMEOUT,
+        &[],
+        OptionType::Duration { allow_zero: false },
+        Some("10 min"),
+        "A checkpoint not completed this long after its trigger expires (aborted, counted as a failure).",
+    ),
+    opt(
+        CHECKPOINT_TOLERABLE_FAILED,
+        &[],
+        OptionType::Integer {
+            min: 0,
+            max: u64::MAX,
+        },
+        Some("0"),
+        "Consecutive counted checkpoint failures (declines, expiries, failed commits) tolerated; one more fails the job over.",
+    ),
+    opt(
+        CHECKPOINT_MODE,
+        &[],
+        OptionType::Enum(&["EXACTLY_ONCE", "AT_LEAST_ONCE"]),
+        Some("EXACTLY_ONCE"),
+        "`EXACTLY_ONCE` aligns barriers (or persists in-flight records when unaligned); `AT_LEAST_ONCE` never blocks an input, so records may be replayed after a restore.",
+    ),
+    opt(
+        CHECKPOINT_UNALIGNED,
+        &["execution.checkpointing.unaligned"],
+        OptionType::Bool,
+        Some("false"),
+        "Unaligned checkpoints: barriers overtake queued records, which are persisted as channel state (exactly-once mode only; savepoints stay aligned).",
+    ),
+    opt(
+        CHECKPOINT_ALIGNED_TIMEOUT,
+        &["execution.checkpointing.alignment-timeout"],
+        OptionType::Duration { allow_zero: true },
+        Some("0 ms"),
+        "With unaligned checkpoints: 0 starts every checkpoint unaligned; more starts aligned and switches to unaligned when the alignment lasts longer than this since the trigger.",
     ),
     opt(
         RECOVERY_PATH,

@@ -14,6 +14,8 @@ use state_api::{
 use state_changelog::{DstlConfig, MaterializationConfig};
 use state_config::{BackendType, OPTIONS, StateConfig, env_var_name};
 use state_rocksdb::PredefinedOptions;
+use state_runtime::CheckpointingMode;
+use state_runtime::coordinator::CheckpointConfig;
 
 /// Every option set to a value other than its default, as flat YAML.
 const FULL_FLAT_YAML: &str = "
@@ -22,6 +24,14 @@ execution.checkpointing.incremental: true
 execution.checkpointing.dir: memory:///ckpt
 execution.checkpointing.savepoint-dir: file:///savepoints
 execution.checkpointing.num-retained: 3
+execution.checkpointing.interval: 30 s
+execution.checkpointing.min-pause: 5 s
+execution.checkpointing.max-concurrent-checkpoints: 2
+execution.checkpointing.timeout: 3 min
+execution.checkpointing.tolerable-failed-checkpoints: 4
+execution.checkpointing.mode: AT_LEAST_ONCE
+execution.checkpointing.unaligned.enabled: true
+execution.checkpointing.aligned-checkpoint-timeout: 2 s
 execution.state-recovery.path: /savepoints/savepoint-1-2
 execution.state-recovery.ignore-unclaimed-state: true
 state.changelog.enabled: true
@@ -73,6 +83,14 @@ execution:
     dir: memory:///ckpt
     savepoint-dir: file:///savepoints
     num-retained: 3
+    interval: 30000
+    min-pause: 5s
+    max-concurrent-checkpoints: 2
+    timeout: 180 s
+    tolerable-failed-checkpoints: 4
+    mode: at_least_once
+    unaligned: {enabled: true}
+    aligned-checkpoint-timeout: 2000 ms
   state-recovery:
     path: /savepoints/savepoint-1-2
     ignore-unclaimed-state: true
@@ -85,6 +103,14 @@ incremental = true
 dir = "memory:///ckpt"
 savepoint-dir = "file:///savepoints"
 num-retained = 3
+interval = "30 s"
+min-pause = "5 s"
+max-concurrent-checkpoints = 2
+timeout = "3 min"
+tolerable-failed-checkpoints = 4
+mode = "AT_LEAST_ONCE"
+unaligned.enabled = true
+aligned-checkpoint-timeout = "2 s"
 [execution.state-recovery]
 path = "/savepoints/savepoint-1-2"
 ignore-unclaimed-state = true
@@ -113,7 +139,10 @@ checkpoint.transfer.thread.num = 2
 const FULL_JSON: &str = r#"{
   "state.backend.type": "rocksdb",
   "execution": {
-    "checkpointing": {"incremental": true, "dir": "memory:///ckpt", "savepoint-dir": "file:///savepoints", "num-retained": 3},
+    "checkpointing": {"incremental": true, "dir": "memory:///ckpt", "savepoint-dir": "file:///savepoints", "num-retained": 3,
+      "interval": "30 s", "min-pause": "5 s", "max-concurrent-checkpoints": 2, "timeout": "3 min",
+      "tolerable-failed-checkpoints": 4, "mode": "AT_LEAST_ONCE", "unaligned.enabled": true,
+      "aligned-checkpoint-timeout": "2 s"},
     "state-recovery": {"path": "/savepoints/savepoint-1-2", "ignore-unclaimed-state": true}
   },
   "state.changelog": {
@@ -224,6 +253,19 @@ fn every_option_is_read_into_its_setting() {
     assert_eq!(rocksdb.profile, PredefinedOptions::Flash);
     assert_eq!(rocksdb.transfer_threads, 2);
     assert!(rocksdb.incremental);
+    assert_eq!(
+        c.checkpoint_config(),
+        &CheckpointConfig {
+            interval: Some(Duration::from_secs(30)),
+            min_pause: Duration::from_secs(5),
+            max_concurrent: 2,
+            timeout: Duration::from_secs(180),
+            tolerable_failed: 4,
+            mode: CheckpointingMode::AtLeastOnce,
+            unaligned: true,
+            aligned_checkpoint_timeout: Duration::from_secs(2),
+        }
+    );
 }
 
 #[test]
@@ -266,6 +308,40 @@ fn defaults_are_flinks_and_the_backends() {
         c.rocksdb_transfer_threads(),
         state_rocksdb::DEFAULT_TRANSFER_THREADS
     );
+    assert_eq!(c.checkpoint_config(), &CheckpointConfig::default());
+}
+
+#[test]
+fn checkpointing_settings_are_checked_as_flink_checks_them() {
+    let (key, message) = config_error(StateConfig::from_pairs([(
+        "execution.checkpointing.interval",
+        "5 ms",
+    )]));
+    assert_eq!(key, "execution.checkpointing.interval");
+    assert!(message.contains("minimum"), "{message}");
+    let (key, _) = config_error(StateConfig::from_pairs([(
+        "execution.checkpointing.max-concurrent-checkpoints",
+        "0",
+    )]));
+    assert_eq!(key, "execution.checkpointing.max-concurrent-checkpoints");
+    let (key, message) = config_error(StateConfig::from_pairs([(
+        "execution.checkpointing.mode",
+        "twice",
+    )]));
+    assert_eq!(key, "execution.checkpointing.mode");
+    assert!(message.contains("EXACTLY_ONCE"), "{message}");
+    // Flink's older names still work, and are reported.
+    let c = StateConfig::from_pairs([
+        ("execution.checkpointing.unaligned", "true"),
+        ("execution.checkpointing.alignment-timeout", "1 s"),
+    ])
+    .unwrap();
+    assert!(c.checkpoint_config().unaligned);
+    assert_eq!(
+        c.checkpoint_config().aligned_checkpoint_timeout,
+        Duration::from_secs(1)
+    );
+    assert_eq!(c.deprecated_keys().len(), 2);
 }
 
 #[test]

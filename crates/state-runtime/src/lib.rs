@@ -1,12 +1,107 @@
 //! The checkpoint protocol around the keyed state backends, as a library a
-//! stream runtime embeds: numbered barriers that travel with the records,
-//! the barrier handler that aligns a task's inputs (exactly once, at least
-//! once, unaligned, aligned with a timeout), and in-process channels whose
-//! barriers can overtake queued records, which then become channel state.
+//! stream runtime embeds (Flink's checkpoint coordinator, barriers and
+//! barrier alignment):
 //!
-//! Transport-agnostic where it matters: [`input::BarrierHandler`] is a state
-//! machine that sees events and returns actions, so a runtime with network
-//! channels uses it as the in-process [`channel`] does.
+//! * [`coordinator`]: triggers checkpoints on Flink's schedule, collects the
+//!   tasks' acknowledgements, commits completed checkpoints through the
+//!   completed-checkpoint store (resolving unclear commits by reading back)
+//!   and tells tasks the outcome, through a transport-agnostic
+//!   [`TaskGateway`](coordinator::TaskGateway);
+//! * [`barrier`]: the barriers that travel with the records and their
+//!   options (aligned, unaligned, at least once, alignment timeout);
+//! * [`input`]: the barrier handler of a task with several input channels,
+//!   a state machine that says when to snapshot, which channels to block
+//!   and which in-flight records to persist;
+//! * [`channel`]: in-process bounded channels with back-pressure, whose
+//!   barriers can overtake queued records.
+//!
+//! # Embedding it
+//! One source and one downstream task in a single thread, driven by hand
+//! where a runtime would use threads and RPC:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::{Duration, Instant};
+//!
+//! use parking_lot::Mutex;
+//! use state_runtime::CheckpointBarrier;
+//! use state_runtime::channel::{InputGate, Received};
+//! use state_runtime::coordinator::{
+//!     CheckpointConfig, CheckpointCoordinator, CheckpointEvent, Notification, TaskGateway,
+//!     TaskId, TaskSnapshot,
+//! };
+//! use state_runtime::input::{BarrierHandler, HandlerAction};
+//! use state_storage::{CompletedCheckpointStore, ObjectStoreCheckpointStorage};
+//!
+//! /// Triggers wait here for the source (a runtime would send an RPC).
+//! #[derive(Clone, Default)]
+//! struct Inbox(Arc<Mutex<Vec<CheckpointBarrier>>>);
+//!
+//! impl TaskGateway for Inbox {
+//!     fn trigger(&mut self, _task: &TaskId, barrier: CheckpointBarrier) {
+//!         self.0.lock().push(barrier);
+//!     }
+//!     fn notify(&mut self, task: &TaskId, notification: Notification) {
+//!         // A task passes it on to its backends' notify_checkpoint_* calls.
+//!         println!("{task}: {notification:?}");
+//!     }
+//! }
+//!
+//! let storage = Arc::new(ObjectStoreCheckpointStorage::in_memory("job")?);
+//! let store = CompletedCheckpointStore::open(storage, 1)?;
+//! let inbox = Inbox::default();
+//! let (source, counter) = (TaskId::new("source", 0), TaskId::new("counter", 0));
+//! let mut coordinator = CheckpointCoordinator::new(
+//!     CheckpointConfig::every(Duration::from_secs(1)),
+//!     "job",
+//!     [source.clone(), counter.clone()],
+//!     [source.clone()],
+//!     store,
+//!     Box::new(inbox.clone()),
+//! )?;
+//! coordinator.start(Duration::ZERO, Duration::from_secs(1));
+//!
+//! let (gate, senders) = InputGate::<u64>::new(1, 64);
+//! let mut handler = BarrierHandler::new(1);
+//! let now = Duration::from_secs(1);
+//! coordinator.tick(now); // checkpoint 1 is triggered at the source
+//! for record in 0..10 {
+//!     senders[0].send(record).unwrap();
+//! }
+//! let triggered: Vec<CheckpointBarrier> = inbox.0.lock().drain(..).collect();
+//! for barrier in triggered {
+//!     // The source snapshots (its offset), acknowledges, emits the barrier.
+//!     coordinator.acknowledge(&source, barrier.id, TaskSnapshot::default(), Default::default(), now);
+//!     senders[0].send_barrier(barrier).unwrap();
+//! }
+//! let mut sum = 0;
+//! let mut completed = Vec::new();
+//! while let Some((channel, item)) = gate.recv(|c| !handler.is_blocked(c), Some(Instant::now())) {
+//!     match item {
+//!         Received::Record(value) => sum += value,
+//!         Received::Barrier { barrier, .. } => {
+//!             for action in handler.on_barrier(channel, &barrier, now) {
+//!                 if let HandlerAction::Trigger(trigger) = action {
+//!                     // Snapshot the keyed backends here; acknowledge with
+//!                     // their handles once the asynchronous phase is done.
+//!                     completed.extend(coordinator.acknowledge(
+//!                         &counter,
+//!                         trigger.barrier.id,
+//!                         TaskSnapshot::default(),
+//!                         Default::default(),
+//!                         now,
+//!                     ));
+//!                 }
+//!             }
+//!         }
+//!         _ => {}
+//!     }
+//! }
+//! assert_eq!(sum, 45);
+//! assert!(matches!(&completed[..], [CheckpointEvent::Completed(c)] if c.id == 1));
+//! assert_eq!(coordinator.store().latest().unwrap().checkpoint_id, 1);
+//! # Ok::<(), state_api::StateError>(())
+//! ```
 
 pub mod barrier;
 pub mod channel;

@@ -208,7 +208,8 @@ impl CompletedCheckpointStore {
     /// store retains, is discarding, found damaged or committed (or tried
     /// to). A coordinator starts its ids here.
     pub fn next_checkpoint_id(&self) -> u64 {
-        self.id_floor().map_or(1, |(floor, _)| floor.saturating_add(1))
+        self.id_floor()
+            .map_or(1, |(floor, _)| floor.saturating_add(1))
     }
 
     /// The highest id the store knows, and what it is.
