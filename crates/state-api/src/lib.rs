@@ -23,6 +23,10 @@
 //!   storage ([`CheckpointStorageAccess`]), with checksums on every file.
 //! * [`format`](mod@format): the key-group snapshot format every backend can read: one
 //!   block per key group, each with its own checksum and offset.
+//! * [`channel_state`]: handles and file format of the in-flight records
+//!   unaligned checkpoints persist.
+//! * [`operator_state`]: handles and file format of operator (non-keyed)
+//!   state, which the runtime crate's operator state backend writes.
 //! * [`registry`]: the registration rules every backend applies.
 //! * [`codec`]: the one binary encoding (postcard 1.x) and the list encoding.
 //! * [`error`]: the one error type, [`StateError`].
@@ -37,12 +41,14 @@
 //! ```
 
 pub mod backend;
+pub mod channel_state;
 pub mod codec;
 pub mod descriptor;
 pub mod error;
 pub mod format;
 pub mod key_group;
 pub mod lifecycle;
+pub mod operator_state;
 pub mod registry;
 pub mod snapshot;
 pub mod state;

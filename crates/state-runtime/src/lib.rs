@@ -13,7 +13,12 @@
 //!   a state machine that says when to snapshot, which channels to block
 //!   and which in-flight records to persist;
 //! * [`channel`]: in-process bounded channels with back-pressure, whose
-//!   barriers can overtake queued records.
+//!   barriers can overtake queued records;
+//! * [`channel_state`]: the in-flight records of unaligned checkpoints,
+//!   persisted and recovered (re-routed by key group at another
+//!   parallelism);
+//! * [`operator_state`]: non-keyed state of sources and sinks (list state
+//!   split or unioned, broadcast state).
 //!
 //! # Embedding it
 //! One source and one downstream task in a single thread, driven by hand
@@ -105,7 +110,27 @@
 
 pub mod barrier;
 pub mod channel;
+pub mod channel_state;
 pub mod coordinator;
 pub mod input;
+pub mod operator_state;
 
 pub use barrier::{AlignmentType, CheckpointBarrier, CheckpointOptions, CheckpointingMode};
+
+/// Writes `bytes` as one exclusive file of checkpoint `checkpoint_id`,
+/// starting over on storage errors ([`state_api::storage::write_with_retries`]).
+fn write_exclusive(
+    storage: &dyn state_api::CheckpointStorageAccess,
+    checkpoint_id: u64,
+    name_hint: &str,
+    bytes: &[u8],
+) -> state_api::Result<state_api::FileHandle> {
+    use std::io::Write as _;
+    state_api::storage::write_with_retries(|| {
+        let mut out =
+            storage.create_output(checkpoint_id, state_api::StateScope::Exclusive, name_hint)?;
+        out.write_all(bytes)
+            .map_err(|e| state_api::StateError::storage("write", name_hint.to_string(), e))?;
+        out.close()
+    })
+}

@@ -12,15 +12,18 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use state_api::channel_state::ChannelStateHandle;
 use state_api::format::{evolving, v1::Upgrade as _};
+use state_api::operator_state::OperatorStateHandle;
 use state_api::{FileHandle, KeyedStateHandle, Result, StateError, StateScope};
 
 /// First bytes of every metadata file.
 pub const METADATA_MAGIC: [u8; 4] = *b"KSMD";
 
 /// Version of the metadata layout this build writes; it reads every
-/// version from 1 on.
-pub const METADATA_VERSION: u8 = 2;
+/// version from 1 on. Version 3 added operator and channel state; versions 2 and 3
+/// share the CBOR structures (fields added with defaults).
+pub const METADATA_VERSION: u8 = 3;
 
 /// The largest `_metadata` a reader loads (64 MiB: far more than the
 /// handles of thousands of operators); a larger one is corrupt.
@@ -66,6 +69,15 @@ pub struct CompletedCheckpoint {
     /// State of the job itself rather than of keyed operators, by name: for
     /// example source offsets (Flink's "master states"). Opaque bytes.
     pub master_states: BTreeMap<String, Vec<u8>>,
+    /// Operator (non-keyed) state handles per operator id, one per
+    /// instance that had any (since version 3; empty in older files).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub operator_states: BTreeMap<String, Vec<OperatorStateHandle>>,
+    /// In-flight records persisted by unaligned checkpoints, per operator
+    /// id (of the task's first operator), one per instance that had any
+    /// (since version 3; empty in older files).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub channel_states: BTreeMap<String, Vec<ChannelStateHandle>>,
 }
 
 impl CompletedCheckpoint {
@@ -83,6 +95,8 @@ impl CompletedCheckpoint {
             kind,
             operators: BTreeMap::new(),
             master_states: BTreeMap::new(),
+            operator_states: BTreeMap::new(),
+            channel_states: BTreeMap::new(),
         }
     }
 
@@ -99,6 +113,56 @@ impl CompletedCheckpoint {
         self
     }
 
+    /// Adds operator state handles of operator `operator_id` (builder
+    /// style).
+    pub fn with_operator_state(
+        mut self,
+        operator_id: impl Into<String>,
+        handles: Vec<OperatorStateHandle>,
+    ) -> Self {
+        self.operator_states
+            .entry(operator_id.into())
+            .or_default()
+            .extend(handles);
+        self
+    }
+
+    /// Adds channel state handles of operator `operator_id` (builder
+    /// style).
+    pub fn with_channel_state(
+        mut self,
+        operator_id: impl Into<String>,
+        handles: Vec<ChannelStateHandle>,
+    ) -> Self {
+        self.channel_states
+            .entry(operator_id.into())
+            .or_default()
+            .extend(handles);
+        self
+    }
+
+    /// Every file every handle references (keyed, operator and channel
+    /// state), with
+    /// repeats (a shared file may be in several handles).
+    pub fn handle_files(&self) -> impl Iterator<Item = &FileHandle> {
+        self.operators
+            .values()
+            .flatten()
+            .flat_map(KeyedStateHandle::files)
+            .chain(
+                self.operator_states
+                    .values()
+                    .flatten()
+                    .map(|handle| &handle.file),
+            )
+            .chain(
+                self.channel_states
+                    .values()
+                    .flatten()
+                    .map(|handle| &handle.file),
+            )
+    }
+
     /// Adds a master state (builder style).
     pub fn with_master_state(mut self, name: impl Into<String>, bytes: Vec<u8>) -> Self {
         self.master_states.insert(name.into(), bytes);
@@ -108,10 +172,8 @@ impl CompletedCheckpoint {
     /// Every file the checkpoint references, each once, in path order.
     pub fn files(&self) -> Vec<&FileHandle> {
         let mut files: BTreeMap<&str, &FileHandle> = BTreeMap::new();
-        for handle in self.operators.values().flatten() {
-            for file in handle.files() {
-                files.insert(&file.path, file);
-            }
+        for file in self.handle_files() {
+            files.insert(&file.path, file);
         }
         files.into_values().collect()
     }
@@ -276,6 +338,8 @@ mod v1 {
                 },
                 operators,
                 master_states: self.master_states,
+                operator_states: BTreeMap::new(),
+                channel_states: BTreeMap::new(),
             })
         }
     }
@@ -283,6 +347,8 @@ mod v1 {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use state_api::channel_state::InFlightRun;
+    use state_api::operator_state::{OperatorStateMode, OperatorStateSection};
     use state_api::{KeyGroupRange, KeyGroupsStateHandle};
 
     use super::*;
@@ -308,6 +374,40 @@ pub(crate) mod tests {
     }
 
     fn sample() -> CompletedCheckpoint {
+        keyed_sample()
+            .with_operator_state(
+                "op-a",
+                vec![OperatorStateHandle {
+                    subtask: 0,
+                    parallelism: 1,
+                    file: file("chk-3/o-1", StateScope::Exclusive, 4),
+                    sections: vec![OperatorStateSection {
+                        name: "offsets".into(),
+                        mode: OperatorStateMode::SplitDistribute,
+                        offset: 5,
+                        elements: 0,
+                    }],
+                }],
+            )
+            .with_channel_state(
+                "op-b",
+                vec![ChannelStateHandle {
+                    subtask: 1,
+                    parallelism: 2,
+                    channels: 2,
+                    file: file("chk-3/c-1", StateScope::Exclusive, 6),
+                    runs: vec![InFlightRun {
+                        channel: 1,
+                        key_group: Some(7),
+                        offset: 5,
+                        records: 1,
+                    }],
+                }],
+            )
+    }
+
+    /// Keyed state only, as versions 1 and 2 hold.
+    fn keyed_sample() -> CompletedCheckpoint {
         CompletedCheckpoint::new("job", 3, 1_700_000_000_000, CheckpointKind::Checkpoint)
             .with_operator(
                 "op-a",
@@ -324,6 +424,8 @@ pub(crate) mod tests {
                 ],
             )
     }
+
+    const METADATA_VERSION_U32: u32 = METADATA_VERSION as u32;
 
     #[test]
     fn round_trip() {
@@ -344,11 +446,20 @@ pub(crate) mod tests {
             |files: Vec<&FileHandle>| files.iter().map(|f| f.path.clone()).collect::<Vec<_>>();
         assert_eq!(
             paths(cp.files()),
-            ["chk-3/a-1", "shared/s-1", "taskowned/t-1"]
+            [
+                "chk-3/a-1",
+                "chk-3/c-1",
+                "chk-3/o-1",
+                "shared/s-1",
+                "taskowned/t-1"
+            ]
         );
         assert_eq!(paths(cp.shared_files()), ["shared/s-1"]);
-        assert_eq!(paths(cp.exclusive_files()), ["chk-3/a-1"]);
-        assert_eq!(cp.state_size(), 35);
+        assert_eq!(
+            paths(cp.exclusive_files()),
+            ["chk-3/a-1", "chk-3/c-1", "chk-3/o-1"]
+        );
+        assert_eq!(cp.state_size(), 45);
         assert_eq!(cp.metadata_path(), "chk-3/_metadata");
     }
 
@@ -385,7 +496,7 @@ pub(crate) mod tests {
             CompletedCheckpoint::decode("chk-3/_metadata", &bad),
             Err(StateError::UnsupportedVersion {
                 found: 9,
-                supported: 2,
+                supported: METADATA_VERSION_U32,
                 ..
             })
         ));
@@ -409,7 +520,7 @@ pub(crate) mod tests {
     #[test]
     fn trailing_bytes_are_rejected() {
         for (version, mut payload) in [
-            (1, postcard::to_allocvec(&sample()).unwrap()),
+            (1, postcard::to_allocvec(&keyed_sample()).unwrap()),
             (2, evolving::encode(&sample())),
         ] {
             payload.push(0);
@@ -422,7 +533,20 @@ pub(crate) mod tests {
     /// version 1 did; the checked-in version-1 fixtures pin it for good.
     #[test]
     fn version_1_is_read() {
-        let v1 = sealed(1, &postcard::to_allocvec(&sample()).unwrap());
-        assert_eq!(CompletedCheckpoint::decode("m", &v1).unwrap(), sample());
+        let v1 = sealed(1, &postcard::to_allocvec(&keyed_sample()).unwrap());
+        assert_eq!(
+            CompletedCheckpoint::decode("m", &v1).unwrap(),
+            keyed_sample()
+        );
+    }
+
+    /// Version 2 (no operator state field) reads with its default.
+    #[test]
+    fn version_2_is_read() {
+        let v2 = sealed(2, &evolving::encode(&keyed_sample()));
+        assert_eq!(
+            CompletedCheckpoint::decode("m", &v2).unwrap(),
+            keyed_sample()
+        );
     }
 }

@@ -9,10 +9,12 @@
 use std::ops::Range;
 
 use bytes::Bytes;
+use state_api::channel_state::{InFlightRun, read_run};
 use state_api::codec::{self, ListElements};
 use state_api::format::evolving;
 use state_api::format::key_groups::KeyGroupsReader;
 use state_api::format::v1::{self, Upgrade as _};
+use state_api::operator_state::{OperatorStateMode, OperatorStateSection, read_section};
 use state_api::{
     ChangelogSegment, CheckpointOutputStream, CheckpointStorageAccess, FileHandle, KeyGroupRange,
     KeyGroupsStateHandle, KeyedStateHandle, Result, StateError, StateScope,
@@ -25,7 +27,7 @@ use state_storage::framing;
 pub type Target = fn(&[u8]);
 
 /// The fuzz targets, by name (the directory names of the corpora).
-pub const TARGETS: [(&str, Target); 7] = [
+pub const TARGETS: [(&str, Target); 8] = [
     ("metadata", metadata),
     ("footer", footer),
     ("key_groups", key_groups),
@@ -33,6 +35,7 @@ pub const TARGETS: [(&str, Target); 7] = [
     ("records", records),
     ("codec", codec),
     ("config", config),
+    ("state_files", state_files),
 ];
 
 /// `_metadata`: decode, then every view of the handles.
@@ -46,6 +49,12 @@ pub fn metadata(data: &[u8]) {
                 handle.files(),
                 handle.key_group_range(),
             );
+        }
+        for handle in checkpoint.operator_states.values().flatten() {
+            let _ = handle.state_size();
+        }
+        for handle in checkpoint.channel_states.values().flatten() {
+            let _ = handle.records();
         }
     }
 }
@@ -212,4 +221,47 @@ impl CheckpointStorageAccess for OneFile {
     fn location(&self) -> String {
         "fuzz://".into()
     }
+}
+
+/// Operator state and channel state files: the first 17 bytes choose a run
+/// (offset u64 LE, count u64 LE, a mode byte), the rest is the file.
+pub fn state_files(data: &[u8]) {
+    let Some((head, file)) = data.split_first_chunk::<17>() else {
+        return;
+    };
+    let word = |at: usize| {
+        let mut bytes = [0; 8];
+        bytes.copy_from_slice(&head[at..at + 8]);
+        u64::from_le_bytes(bytes)
+    };
+    let (offset, count) = (word(0), word(8));
+    let mode = [
+        OperatorStateMode::SplitDistribute,
+        OperatorStateMode::Union,
+        OperatorStateMode::Broadcast,
+    ][usize::from(head[16] % 3)];
+    let section = OperatorStateSection {
+        name: "fuzz".into(),
+        mode,
+        offset,
+        elements: count,
+    };
+    let _ = read_section("fuzz", file, &section);
+    let run = InFlightRun {
+        channel: 0,
+        key_group: None,
+        offset,
+        records: count,
+    };
+    let _ = read_run("fuzz", file, &run);
+}
+
+/// The input [`state_files`] reads for a run at `offset` of `count`
+/// elements with `mode` (0 split, 1 union, 2 broadcast) in `file`.
+pub fn state_files_input(offset: u64, count: u64, mode: u8, file: &[u8]) -> Vec<u8> {
+    let mut input = offset.to_le_bytes().to_vec();
+    input.extend_from_slice(&count.to_le_bytes());
+    input.push(mode);
+    input.extend_from_slice(file);
+    input
 }

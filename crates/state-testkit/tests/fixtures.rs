@@ -1,7 +1,8 @@
 //! Checked-in golden fixtures: a small checkpoint and a canonical
 //! savepoint of every backend, for every format version (`fixtures/v1/`:
 //! postcard structures; `fixtures/v2/`: CBOR structures, see
-//! `state_api::format::evolving`), and damaged copies. Later versions of the
+//! `state_api::format::evolving`; `fixtures/v3/`: the checkpoints also hold
+//! operator state and in-flight records), and damaged copies. Later versions of the
 //! code must read them all: restore gives exactly the state they were taken
 //! of, and each damaged one the exact error.
 //!
@@ -18,6 +19,7 @@ use std::sync::Arc;
 
 use state_api::conformance::Dump;
 use state_api::key_group::key_group_range_for_operator;
+use state_api::operator_state::OperatorStateMode;
 use state_api::snapshot::SavepointFormat;
 use state_api::{
     BackendContext, CheckpointStorageAccess, KeyGroupRange, KeyedStateHandle, SnapshotOptions,
@@ -26,6 +28,8 @@ use state_api::{
 use state_changelog::{ChangelogBackendFactory, DstlConfig, MaterializationConfig};
 use state_heap::HeapBackendFactory;
 use state_rocksdb::{RocksDbBackendFactory, RocksDbConfig, RocksDbMemory};
+use state_runtime::channel_state::{InFlightWriter, recover};
+use state_runtime::operator_state::OperatorStateBackend;
 use state_storage::{
     CheckpointKind, CompletedCheckpoint, CompletedCheckpointStore, ObjectStoreCheckpointStorage,
     Savepoint, SavepointWriter, load_checkpoint,
@@ -42,7 +46,11 @@ const CHECKPOINT: u64 = 2;
 
 /// Format versions with fixtures, oldest first; the last one is what this
 /// build writes.
-const VERSIONS: [u8; 2] = [1, 2];
+const VERSIONS: [u8; 3] = [1, 2, 3];
+/// The first version whose checkpoints hold operator state.
+const OPERATOR_STATE_SINCE: u8 = 3;
+/// The operator state the checkpoint fixtures hold (since version 3).
+const SOURCE: &str = "source";
 const WRITTEN: u8 = VERSIONS[VERSIONS.len() - 1];
 
 fn fixtures(version: u8) -> PathBuf {
@@ -146,10 +154,18 @@ fn write_fixture(name: &str, factory: &dyn StateBackendFactory) {
             .run()
             .unwrap()
             .handle;
+        let operator_state = source_offsets(id).snapshot(id, &*access).unwrap().unwrap();
+        let mut in_flight = InFlightWriter::new(id, 0, 1, 2);
+        for (channel, key_group, record) in in_flight_records(id) {
+            in_flight.add(channel, Some(key_group), &record).unwrap();
+        }
+        let channel_state = in_flight.finish(&*access).unwrap().unwrap();
         let subsumed = store
             .add(
                 CompletedCheckpoint::new("fixture", id, id, CheckpointKind::Checkpoint)
-                    .with_operator(OPERATOR, vec![handle]),
+                    .with_operator(OPERATOR, vec![handle])
+                    .with_operator_state(SOURCE, vec![operator_state])
+                    .with_channel_state(OPERATOR, vec![channel_state]),
             )
             .unwrap();
         backend.notify_checkpoint_complete(id).unwrap();
@@ -174,15 +190,48 @@ fn write_fixture(name: &str, factory: &dyn StateBackendFactory) {
         .run()
         .unwrap()
         .handle;
+    let operator_state = source_offsets(3)
+        .snapshot(3, &*writer.storage())
+        .unwrap()
+        .unwrap();
     writer
         .commit(
             CompletedCheckpoint::new("fixture", 3, 3, CheckpointKind::Savepoint)
-                .with_operator(OPERATOR, vec![handle]),
+                .with_operator(OPERATOR, vec![handle])
+                .with_operator_state(SOURCE, vec![operator_state]),
         )
         .unwrap();
     drop(backend);
     state_api::lifecycle::wait_for_detached_deletions(std::time::Duration::from_secs(10));
     store.collect_garbage().unwrap();
+}
+
+/// The operator state of the fixtures' source at checkpoint `id`: a list
+/// split on rescaling, a union list and a broadcast map.
+fn source_offsets(id: u64) -> OperatorStateBackend {
+    let mut state = OperatorStateBackend::new(0, 1);
+    state.list_state("offsets").extend([
+        format!("split-a@{id}").into_bytes(),
+        format!("split-b@{id}").into_bytes(),
+    ]);
+    state
+        .register_list("watermarks", OperatorStateMode::Union)
+        .unwrap()
+        .push(id.to_le_bytes().to_vec());
+    state
+        .broadcast_state("rules")
+        .insert(b"threshold".to_vec(), b"10".to_vec());
+    state
+}
+
+/// The in-flight records the fixtures' checkpoint `id` persisted:
+/// (channel, key group, record).
+fn in_flight_records(id: u64) -> Vec<(u32, u32, Vec<u8>)> {
+    vec![
+        (0, 3, format!("first@{id}").into_bytes()),
+        (1, 100, format!("second@{id}").into_bytes()),
+        (0, 3, format!("third@{id}").into_bytes()),
+    ]
 }
 
 /// Restores `handles` at `parallelism` and returns the union of contents.
@@ -239,6 +288,53 @@ fn fixtures_restore_exactly(version: u8) {
         let checkpoint = load_checkpoint(&storage, CHECKPOINT)
             .unwrap_or_else(|e| panic!("{name}: the checkpoint fixture does not load: {e}"));
         let handles = &checkpoint.operators[OPERATOR];
+        if version >= OPERATOR_STATE_SINCE {
+            let handles = &checkpoint.operator_states[SOURCE];
+            let restored = OperatorStateBackend::restore(handles, 0, 1, &*storage)
+                .unwrap_or_else(|e| panic!("{name}: operator state: {e}"));
+            assert_eq!(
+                restored,
+                source_offsets(CHECKPOINT),
+                "{name}: operator state"
+            );
+            // Rescaled to two instances: the split list is cut in two, the
+            // union list and the broadcast map go to both.
+            for subtask in 0..2 {
+                let rescaled =
+                    OperatorStateBackend::restore(handles, subtask, 2, &*storage).unwrap();
+                assert_eq!(rescaled.list("offsets").len(), 1, "{name}");
+                assert_eq!(rescaled.list("watermarks").len(), 1, "{name}");
+                assert_eq!(rescaled.map("rules"), restored.map("rules"), "{name}");
+            }
+            // The in-flight records: all of them at the same parallelism,
+            // by key group at another.
+            let handles = &checkpoint.channel_states[OPERATOR];
+            let recovered = recover(handles, 0, 1, Some(all()), &*storage)
+                .unwrap_or_else(|e| panic!("{name}: channel state: {e}"));
+            let flat: Vec<(u32, Vec<u8>)> = recovered
+                .iter()
+                .flat_map(|r| {
+                    r.records
+                        .iter()
+                        .map(move |record| (r.channel, record.clone()))
+                })
+                .collect();
+            let expected: Vec<(u32, Vec<u8>)> = in_flight_records(CHECKPOINT)
+                .into_iter()
+                .map(|(channel, _, record)| (channel, record))
+                .collect();
+            assert_eq!(flat, expected, "{name}: channel state");
+            let low = key_group_range_for_operator(MAX_PARALLELISM, 2, 0).unwrap();
+            let rescaled = recover(handles, 0, 2, Some(low), &*storage).unwrap();
+            assert_eq!(
+                rescaled.iter().map(|r| r.records.len()).sum::<usize>(),
+                2,
+                "{name}"
+            );
+        } else {
+            assert!(checkpoint.operator_states.is_empty(), "{name}");
+            assert!(checkpoint.channel_states.is_empty(), "{name}");
+        }
         for parallelism in [1, 2] {
             let restored = restore(&*factory, storage.clone(), None, handles, parallelism)
                 .unwrap_or_else(|e| panic!("{name}: checkpoint fixture at {parallelism}: {e}"));
@@ -256,6 +352,20 @@ fn fixtures_restore_exactly(version: u8) {
                 .to_string(),
         )
         .unwrap_or_else(|e| panic!("{name}: the savepoint fixture does not open: {e}"));
+        if version >= OPERATOR_STATE_SINCE {
+            let restored = OperatorStateBackend::restore(
+                &savepoint.metadata().operator_states[SOURCE],
+                0,
+                1,
+                &*savepoint.storage(),
+            )
+            .unwrap_or_else(|e| panic!("{name}: savepoint operator state: {e}"));
+            assert_eq!(
+                restored,
+                source_offsets(3),
+                "{name}: savepoint operator state"
+            );
+        }
         for (target, target_factory) in factories(local.path()) {
             let restored = restore(
                 &*target_factory,
@@ -350,8 +460,9 @@ fn damaged_fixtures_of_version_give_exact_errors(version: u8) {
     assert_eq!(
         err.to_string(),
         format!(
-            "'{metadata}' is checkpoint metadata version 3, this build reads up to version 2: \
-             use a later release"
+            "'{metadata}' is checkpoint metadata version {}, this build reads up to version \
+             {WRITTEN}: use a later release",
+            WRITTEN + 1
         )
     );
 

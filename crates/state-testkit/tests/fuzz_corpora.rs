@@ -10,8 +10,9 @@
 use std::path::{Path, PathBuf};
 
 use state_api::KeyedStateHandle;
+use state_api::operator_state::OperatorStateMode;
 use state_storage::CompletedCheckpoint;
-use state_testkit::fuzz::TARGETS;
+use state_testkit::fuzz::{TARGETS, state_files_input};
 
 fn corpus(target: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -55,7 +56,7 @@ fn write_seeds() {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(name), bytes).unwrap();
     };
-    for version in [1, 2] {
+    for version in [1, 2, 3] {
         for backend in [
             "heap",
             "rocksdb-full",
@@ -76,6 +77,27 @@ fn write_seeds() {
                     write("codec", &name, &state_api::format::evolving::encode(handle));
                 }
                 seeds_of(handle, &root, &write, &name);
+            }
+            for handle in checkpoint.operator_states.values().flatten() {
+                let stored = std::fs::read(root.join(&handle.file.path)).unwrap();
+                let file = &stored[..handle.file.size as usize];
+                for (index, section) in handle.sections.iter().enumerate() {
+                    let mode = match section.mode {
+                        OperatorStateMode::SplitDistribute => 0,
+                        OperatorStateMode::Union => 1,
+                        OperatorStateMode::Broadcast => 2,
+                    };
+                    let input = state_files_input(section.offset, section.elements, mode, file);
+                    write("state_files", &format!("{name}-operator-{index}"), &input);
+                }
+            }
+            for handle in checkpoint.channel_states.values().flatten() {
+                let stored = std::fs::read(root.join(&handle.file.path)).unwrap();
+                let file = &stored[..handle.file.size as usize];
+                for (index, run) in handle.runs.iter().enumerate() {
+                    let input = state_files_input(run.offset, run.records, 0, file);
+                    write("state_files", &format!("{name}-channel-{index}"), &input);
+                }
             }
         }
     }

@@ -181,6 +181,29 @@ pub fn inspect(snapshot: &RestoreSource, json: bool, out: &mut dyn Write) -> Res
             )?;
         }
     }
+    for (operator, handles) in &m.operator_states {
+        let _ = writeln!(
+            text,
+            "operator state of '{operator}': {} instance(s)",
+            handles.len()
+        );
+        for handle in handles {
+            let states: Vec<String> = handle
+                .sections
+                .iter()
+                .map(|s| format!("{} ({:?}, {} elements)", s.name, s.mode, s.elements))
+                .collect();
+            let _ = writeln!(
+                text,
+                "  [{}/{}] {} {}: {}",
+                handle.subtask,
+                handle.parallelism,
+                handle.file.path,
+                human_bytes(handle.file.size),
+                states.join(", ")
+            );
+        }
+    }
     out.write_all(text.as_bytes()).map_err(io_error)
 }
 

@@ -11,6 +11,8 @@ use std::fmt;
 use std::time::Duration;
 
 use state_api::KeyedStateHandle;
+use state_api::channel_state::ChannelStateHandle;
+use state_api::operator_state::OperatorStateHandle;
 
 use crate::barrier::CheckpointBarrier;
 
@@ -70,6 +72,12 @@ pub trait TaskGateway: Send {
 pub struct TaskSnapshot {
     /// Keyed state handles, by operator id.
     pub keyed: BTreeMap<String, Vec<KeyedStateHandle>>,
+    /// Operator (non-keyed) state handles, by operator id (see
+    /// [`OperatorStateBackend`](crate::operator_state::OperatorStateBackend)).
+    pub operator: BTreeMap<String, OperatorStateHandle>,
+    /// In-flight records persisted by an unaligned checkpoint, by the
+    /// operator id of the task's first operator.
+    pub channel: BTreeMap<String, ChannelStateHandle>,
 }
 
 impl TaskSnapshot {
@@ -86,13 +94,43 @@ impl TaskSnapshot {
         self
     }
 
+    /// A snapshot with the operator state handle of `operator_id`
+    /// (builder style).
+    pub fn with_operator_state(
+        mut self,
+        operator_id: impl Into<String>,
+        handle: OperatorStateHandle,
+    ) -> Self {
+        self.operator.insert(operator_id.into(), handle);
+        self
+    }
+
+    /// A snapshot with the channel state handle of `operator_id` (builder
+    /// style).
+    pub fn with_channel_state(
+        mut self,
+        operator_id: impl Into<String>,
+        handle: ChannelStateHandle,
+    ) -> Self {
+        self.channel.insert(operator_id.into(), handle);
+        self
+    }
+
     /// Bytes of state the snapshot references.
     pub fn state_size(&self) -> u64 {
-        self.keyed
+        let keyed: u64 = self
+            .keyed
             .values()
             .flatten()
             .map(KeyedStateHandle::state_size)
-            .sum()
+            .sum();
+        let operator: u64 = self
+            .operator
+            .values()
+            .map(OperatorStateHandle::state_size)
+            .sum();
+        let channel: u64 = self.channel.values().map(|h| h.file.size).sum();
+        keyed + operator + channel
     }
 }
 

@@ -532,6 +532,12 @@ impl CheckpointCoordinator {
             for (operator, handles) in &snapshot.keyed {
                 checkpoint = checkpoint.with_operator(operator.clone(), handles.clone());
             }
+            for (operator, handle) in &snapshot.channel {
+                checkpoint = checkpoint.with_channel_state(operator.clone(), vec![handle.clone()]);
+            }
+            for (operator, handle) in &snapshot.operator {
+                checkpoint = checkpoint.with_operator_state(operator.clone(), vec![handle.clone()]);
+            }
         }
         let already_referenced = self.store.referenced_files();
         let persisted: u64 = checkpoint

@@ -642,3 +642,43 @@ fn completion_sets_flinks_metrics() {
         DebugValue::Counter(1)
     );
 }
+
+#[test]
+fn operator_state_is_committed_restored_and_collected_with_its_checkpoint() {
+    use crate::operator_state::OperatorStateBackend;
+
+    let mut f = fixture(CheckpointConfig::default(), 1);
+    for id in 1..=2u64 {
+        f.coordinator
+            .trigger(ms(id), SnapshotType::Checkpoint, false);
+        let mut offsets = OperatorStateBackend::new(0, 1);
+        offsets
+            .list_state("offsets")
+            .push(id.to_le_bytes().to_vec());
+        let handle = offsets.snapshot(id, &*f.storage).unwrap().unwrap();
+        f.coordinator.acknowledge(
+            &source(),
+            id,
+            TaskSnapshot::default().with_operator_state("source", handle),
+            TaskCheckpointMetrics::default(),
+            ms(id),
+        );
+        f.coordinator.acknowledge(
+            &sink(),
+            id,
+            TaskSnapshot::default(),
+            TaskCheckpointMetrics::default(),
+            ms(id),
+        );
+    }
+    let store = f.coordinator.store();
+    let latest = store.latest().unwrap();
+    let restored =
+        OperatorStateBackend::restore(&latest.operator_states["source"], 0, 2, &*f.storage)
+            .unwrap();
+    assert_eq!(restored.list("offsets"), [2u64.to_le_bytes().to_vec()]);
+    // Checkpoint 1's operator state went with it; nothing is unreferenced.
+    assert!(store.unreferenced_files().unwrap().is_empty());
+    let files = f.storage.list_files(None).unwrap();
+    assert!(files.iter().all(|f| !f.starts_with("chk-1/")), "{files:?}");
+}

@@ -22,7 +22,7 @@
 
 use std::collections::BTreeSet;
 
-use state_api::{KeyedStateHandle, Result, StateError};
+use state_api::{Result, StateError};
 
 use super::CompletedCheckpointStore;
 use crate::layout;
@@ -146,10 +146,5 @@ impl CompletedCheckpointStore {
 
 /// Every file path a checkpoint's handles reference.
 fn handle_files(checkpoint: &CompletedCheckpoint) -> impl Iterator<Item = String> + '_ {
-    checkpoint
-        .operators
-        .values()
-        .flatten()
-        .flat_map(KeyedStateHandle::files)
-        .map(|file| file.path.clone())
+    checkpoint.handle_files().map(|file| file.path.clone())
 }

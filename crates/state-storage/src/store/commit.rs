@@ -2,7 +2,7 @@
 //! put, and the resolution of a put whose outcome is unknown.
 
 use bytes::Bytes;
-use state_api::{KeyedStateHandle, Result, StateError, StateScope};
+use state_api::{Result, StateError, StateScope};
 
 use super::{CHECKPOINT_ID_KEY, CompletedCheckpointStore, is_in_dir};
 use crate::layout;
@@ -255,12 +255,7 @@ impl CompletedCheckpointStore {
         let id = checkpoint.checkpoint_id;
         // Every handle's files, not the deduplicated view: a path must not
         // escape its directory under any of the scopes it is claimed with.
-        let files = checkpoint
-            .operators
-            .values()
-            .flatten()
-            .flat_map(KeyedStateHandle::files);
-        for file in files {
+        for file in checkpoint.handle_files() {
             // Rejects `..`, empty segments and absolute paths.
             layout::resolve(self.storage.root(), &file.path)?;
             let rule = match file.scope {

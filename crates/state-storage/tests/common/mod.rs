@@ -53,6 +53,7 @@ macro_rules! backend_tests {
             reopen_subsumes_beyond_retention,
             zero_retained_is_rejected,
             files_outside_their_scope_directory_are_rejected,
+            operator_state_files_are_checked_and_collected,
             checkpoint_ids_must_increase,
             savepoints_are_never_subsumed,
             shared_file_deleted_before_commit_fails_the_add,
@@ -778,11 +779,9 @@ pub(crate) fn newer_metadata_version_fails_open(env: &Env) {
         assert!(
             matches!(
                 err,
-                StateError::UnsupportedVersion {
-                    found: 3,
-                    supported: 2,
-                    ..
-                }
+                StateError::UnsupportedVersion { found, supported, .. }
+                    if found == u32::from(state_storage::metadata::METADATA_VERSION) + 1
+                        && supported == u32::from(state_storage::metadata::METADATA_VERSION)
             ),
             "{err}"
         );
@@ -1065,4 +1064,46 @@ pub(crate) fn shared_file_deleted_before_commit_fails_the_add(env: &Env) {
     let cp3 = checkpoint_with_exclusive(&storage, 3, &[&new]);
     assert_eq!(store.add(cp3).unwrap(), [2]);
     assert_eq!(store.registry().references(&new.path), [3]);
+}
+
+/// Operator state handles (metadata version 3) are committed, checked and
+/// collected like keyed ones: a file outside its checkpoint's directory is
+/// refused, and a subsumed checkpoint's operator state goes with it.
+pub(crate) fn operator_state_files_are_checked_and_collected(env: &Env) {
+    use state_api::operator_state::{OperatorStateHandle, OperatorStateMode, OperatorStateSection};
+    let storage = env.storage();
+    let mut store = CompletedCheckpointStore::open(Arc::clone(&storage), 1).unwrap();
+    let operator_state = |id: u64, file: FileHandle| {
+        CompletedCheckpoint::new("job", id, id, CheckpointKind::Checkpoint).with_operator_state(
+            "source",
+            vec![OperatorStateHandle {
+                subtask: 0,
+                parallelism: 1,
+                file,
+                sections: vec![OperatorStateSection {
+                    name: "offsets".into(),
+                    mode: OperatorStateMode::SplitDistribute,
+                    offset: 5,
+                    elements: 0,
+                }],
+            }],
+        )
+    };
+    let first = write_file(&storage, 1, StateScope::Exclusive, "operator", b"KSOS\x01");
+    store.add(operator_state(1, first.clone())).unwrap();
+    assert_rejected_file(
+        store.add(operator_state(2, first.clone())),
+        &first.path,
+        "chk-2/",
+    );
+    let second = write_file(&storage, 2, StateScope::Exclusive, "operator", b"KSOS\x01");
+    assert_eq!(store.add(operator_state(2, second.clone())).unwrap(), [1]);
+    assert!(!exists(&storage, &first));
+    assert!(exists(&storage, &second));
+    assert!(store.unreferenced_files().unwrap().is_empty());
+    let reopened = CompletedCheckpointStore::open(Arc::clone(&storage), 1).unwrap();
+    assert_eq!(
+        reopened.latest().unwrap().operator_states["source"][0].file,
+        second
+    );
 }
