@@ -13,7 +13,6 @@
 //!   coordinator resolves it through the store before it triggers or adds
 //!   another checkpoint, and tells the backends whatever that finds.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -150,17 +149,17 @@ impl Coordinator {
             };
             return self.abort(pipeline, store, id, &cause);
         }
-        let checkpoint = CompletedCheckpoint {
-            job_id: self.job_id.clone(),
-            checkpoint_id: id,
-            timestamp_ms: now_ms(),
-            kind: CheckpointKind::Checkpoint,
-            operators: BTreeMap::from([(OPERATOR_ID.to_string(), finished.handles.clone())]),
-            master_states: BTreeMap::from([(
-                SOURCE_OFFSET.to_string(),
-                state_api::codec::encode(&finished.source_offset)?,
-            )]),
-        };
+        let checkpoint = CompletedCheckpoint::new(
+            self.job_id.clone(),
+            id,
+            now_ms(),
+            CheckpointKind::Checkpoint,
+        )
+        .with_operator(OPERATOR_ID, finished.handles.clone())
+        .with_master_state(
+            SOURCE_OFFSET,
+            state_api::codec::encode(&finished.source_offset)?,
+        );
         match store.add(checkpoint) {
             Ok(subsumed) => {
                 pipeline.notify_complete(id, &subsumed)?;

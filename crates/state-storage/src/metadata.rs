@@ -52,8 +52,12 @@ impl CheckpointKind {
 }
 
 /// A completed checkpoint: the content of its `_metadata` file.
+///
+/// Built with [`new`](Self::new) and the `with_*` methods: fields are
+/// added as the format grows (`#[non_exhaustive]`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct CompletedCheckpoint {
     /// The job it belongs to.
     pub job_id: String,

@@ -204,6 +204,26 @@ pub fn inspect(snapshot: &RestoreSource, json: bool, out: &mut dyn Write) -> Res
             );
         }
     }
+    for (operator, handles) in &m.channel_states {
+        let _ = writeln!(
+            text,
+            "in-flight records of '{operator}': {} instance(s)",
+            handles.len()
+        );
+        for handle in handles {
+            let _ = writeln!(
+                text,
+                "  [{}/{}] {} {}: {} records in {} runs from {} channels",
+                handle.subtask,
+                handle.parallelism,
+                handle.file.path,
+                human_bytes(handle.file.size),
+                handle.records(),
+                handle.runs.len(),
+                handle.channels
+            );
+        }
+    }
     out.write_all(text.as_bytes()).map_err(io_error)
 }
 

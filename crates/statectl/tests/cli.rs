@@ -512,3 +512,31 @@ fn dump_reads_changelog_checkpoints() {
         Some(0)
     );
 }
+
+/// A version-3 checkpoint (the checked-in fixture) lists its operator state
+/// and in-flight records, and verify checks their files too.
+#[test]
+fn inspect_and_verify_show_operator_and_channel_state() {
+    let checkpoint = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../state-testkit/fixtures/v3/heap/checkpoints/chk-2"
+    );
+    let out = statectl(&["inspect", checkpoint]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for expected in [
+        "operator state of 'source': 1 instance(s)",
+        "offsets (SplitDistribute, 2 elements), watermarks (Union, 1 elements), rules (Broadcast, 1 elements)",
+        "in-flight records of 'op': 1 instance(s)",
+        "3 records in 3 runs from 2 channels",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+    let verified = statectl(&["verify", checkpoint]);
+    assert_eq!(verified.status.code(), Some(0), "{}", stdout(&verified));
+    assert!(
+        stdout(&verified).contains("3 files"),
+        "{}",
+        stdout(&verified)
+    );
+}
