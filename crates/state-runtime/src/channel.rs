@@ -226,15 +226,7 @@ impl<R: Clone> InputGate<R> {
                 let Some(Item::Barrier(barrier)) = queue.items.remove(position) else {
                     unreachable!("position found a barrier");
                 };
-                let overtaken = queue
-                    .items
-                    .iter()
-                    .take(position)
-                    .filter_map(|item| match item {
-                        Item::Record(record) => Some(record.clone()),
-                        _ => None,
-                    })
-                    .collect();
+                let overtaken = records_in(queue.items.iter().take(position));
                 queue.priority.push_back(Received::Barrier {
                     barrier: barrier.to_unaligned(),
                     overtaken,
@@ -275,6 +267,17 @@ impl<R> Drop for InputGate<R> {
         self.shared.state.lock().closed = true;
         self.shared.writable.notify_all();
     }
+}
+
+/// Copies of the records among `items` (what a barrier jumping ahead of
+/// them carries as channel state).
+fn records_in<'a, R: Clone + 'a>(items: impl Iterator<Item = &'a Item<R>>) -> Vec<R> {
+    items
+        .filter_map(|item| match item {
+            Item::Record(record) => Some(record.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 fn take_next<R>(
@@ -357,14 +360,7 @@ impl<R: Clone> ChannelSender<R> {
             Some(id) if id == barrier.id
         );
         if barrier.options.alignment == AlignmentType::Unaligned || promoted {
-            let overtaken = queue
-                .items
-                .iter()
-                .filter_map(|item| match item {
-                    Item::Record(record) => Some(record.clone()),
-                    _ => None,
-                })
-                .collect();
+            let overtaken = records_in(queue.items.iter());
             queue.priority.push_back(Received::Barrier {
                 barrier: barrier.to_unaligned(),
                 overtaken,

@@ -124,6 +124,20 @@ impl PendingCheckpoint {
     }
 }
 
+/// How long after a failed attempt an unclear commit is read back again.
+const RESOLVE_RETRY: Duration = Duration::from_millis(100);
+
+/// A fully acknowledged checkpoint whose `_metadata` put has an unknown
+/// outcome, with what its completion will report.
+#[derive(Debug)]
+struct Unresolved {
+    pending: PendingCheckpoint,
+    persisted: u64,
+    full_size: u64,
+    /// When the next read-back is due (for [`CheckpointCoordinator::next_wakeup`]).
+    retry_at: Duration,
+}
+
 /// A savepoint asked for and not started yet.
 #[derive(Clone, Copy, Debug)]
 struct SavepointRequest {
@@ -144,7 +158,7 @@ pub struct CheckpointCoordinator {
     /// Fully acknowledged, waiting for an unclear commit to be resolved.
     ready: VecDeque<PendingCheckpoint>,
     /// The checkpoint whose commit has an unknown outcome.
-    unresolved: Option<PendingCheckpoint>,
+    unresolved: Option<Unresolved>,
     periodic: bool,
     next_trigger_at: Option<Duration>,
     last_completion_at: Option<Duration>,
@@ -252,7 +266,7 @@ impl CheckpointCoordinator {
 
     /// The checkpoint whose commit has an unknown outcome, if any.
     pub fn unresolved_commit(&self) -> Option<u64> {
-        self.unresolved.as_ref().map(PendingCheckpoint::id)
+        self.unresolved.as_ref().map(|u| u.pending.id())
     }
 
     /// The id the next trigger will use.
@@ -268,11 +282,14 @@ impl CheckpointCoordinator {
             .pending
             .values()
             .map(|p| p.triggered_at.saturating_add(self.config.timeout));
-        let trigger = self.next_trigger_at.filter(|_| self.periodic);
-        let retry = self
-            .unresolved
-            .as_ref()
-            .map(|p| p.triggered_at.saturating_add(Duration::from_millis(100)));
+        // A trigger that has to wait (an unclear commit, the concurrency
+        // limit) is no reason to wake: a completion re-examines it.
+        let can_trigger = self.periodic
+            && self.unresolved.is_none()
+            && self.ready.is_empty()
+            && self.pending.len() < self.config.max_concurrent;
+        let trigger = self.next_trigger_at.filter(|_| can_trigger);
+        let retry = self.unresolved.as_ref().map(|u| u.retry_at);
         expiries.chain(trigger).chain(retry).min()
     }
 
@@ -557,8 +574,12 @@ impl CheckpointCoordinator {
                     id,
                     error: source.to_string(),
                 });
-                self.stats.unresolved_sizes = Some((persisted, full_size));
-                self.unresolved = Some(pending);
+                self.unresolved = Some(Unresolved {
+                    pending,
+                    persisted,
+                    full_size,
+                    retry_at: now.saturating_add(RESOLVE_RETRY),
+                });
             }
             Err(error) => {
                 self.pending.insert(id, pending);
@@ -576,19 +597,27 @@ impl CheckpointCoordinator {
         let Some(unresolved) = self.unresolved.take() else {
             return;
         };
-        let id = unresolved.id();
+        let id = unresolved.pending.id();
         match self.store.resolve_pending_commit() {
             Ok(Resolution::Committed { subsumed, .. }) => {
-                let (persisted, full_size) = self.stats.unresolved_sizes.take().unwrap_or_default();
-                self.completed(unresolved, subsumed, persisted, full_size, now, events);
+                let Unresolved {
+                    pending,
+                    persisted,
+                    full_size,
+                    ..
+                } = unresolved;
+                self.completed(pending, subsumed, persisted, full_size, now, events);
             }
             Ok(Resolution::NotCommitted { .. } | Resolution::NothingPending) => {
-                self.pending.insert(id, unresolved);
+                self.pending.insert(id, unresolved.pending);
                 self.abort(id, FailureReason::NotCommitted, now, events);
             }
             Err(error) => {
                 tracing::debug!(checkpoint_id = id, %error, "commit still unresolved");
-                self.unresolved = Some(unresolved);
+                self.unresolved = Some(Unresolved {
+                    retry_at: now.saturating_add(RESOLVE_RETRY),
+                    ..unresolved
+                });
                 return;
             }
         }

@@ -63,8 +63,6 @@ pub struct CheckpointStats {
     pub failed: u64,
     /// The newest completed checkpoint's figures.
     pub last_completed: Option<CompletedCheckpointStats>,
-    /// Sizes of the checkpoint whose commit is unresolved.
-    pub(super) unresolved_sizes: Option<(u64, u64)>,
 }
 
 impl CheckpointStats {

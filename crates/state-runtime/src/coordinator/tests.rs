@@ -172,6 +172,11 @@ fn periodic_triggers_follow_the_plan_and_wait_for_the_pending_one() {
     assert_eq!(f.calls.take(), vec![Call::Trigger(source(), 1)]);
     // One may be pending: the slot at 2,000 waits, and is not fired twice.
     assert!(triggered(&f.coordinator.tick(ms(2_000))).is_empty());
+    // Waiting for the pending one, the only wake-up is its timeout.
+    assert_eq!(
+        f.coordinator.next_wakeup(),
+        Some(ms(1_000) + f.coordinator.config().timeout)
+    );
     let events = ack_all(&mut f, 1, ms(2_500));
     assert!(
         matches!(&events[..], [CheckpointEvent::Completed(c)] if c.id == 1 && c.duration == ms(1_500))
@@ -362,6 +367,8 @@ fn an_unclear_commit_is_resolved_by_reading_back_before_anything_else() {
         [CheckpointEvent::CommitOutcomeUnknown { id: 2, .. }]
     ));
     assert_eq!(f.coordinator.unresolved_commit(), Some(2));
+    // The read-back is due shortly after the failed put, not in a loop.
+    assert_eq!(f.coordinator.next_wakeup(), Some(ms(210) + RESOLVE_RETRY));
     // Nobody is told anything; nothing is deleted; nothing is triggered.
     assert!(f.calls.take().is_empty());
     f.faults.inject_times(
