@@ -40,7 +40,7 @@ if [[ " $STORAGES " == *" s3 "* ]]; then
     export AWS_ENDPOINT="$STATE_S3_ENDPOINT" AWS_ALLOW_HTTP=true
 fi
 
-WORKLOAD=(--keys 500 --events 100000000 --checkpoint-interval 2000)
+WORKLOAD=(--keys 500 --events 100000000)
 CONFIGS=(
     "heap|"
     "rocksdb-incremental|--backend rocksdb"
@@ -64,7 +64,7 @@ for storage in $STORAGES; do
             fi
             # shellcheck disable=SC2086 # $flags is a list of flags
             if ! "$BIN" run --trials "$TRIALS" --seed "$retained" --dir "$dir" \
-                --max-life-ms "$MAX_LIFE_MS" \
+                --max-life-ms "$MAX_LIFE_MS" --checkpoint-events 2000 \
                 "${checkpoint_dir[@]}" -- $flags --num-retained "$retained" "${WORKLOAD[@]}" \
                 | sed "s/^crash-test /crash-test [$storage] /"; then
                 failed=1

@@ -46,6 +46,8 @@ pub(crate) struct DriverPlan {
     pub(crate) checkpoint_dir: Option<String>,
     /// The job's flags (backend, workload), without directories.
     pub(crate) job_flags: Vec<String>,
+    /// Events between checkpoint triggers in every life.
+    pub(crate) checkpoint_events: u64,
 }
 
 /// What a driver run saw.
@@ -199,6 +201,8 @@ fn worker_args(
         "worker".to_string(),
         "--parallelism".to_string(),
         (1 + rng.below(3)).to_string(),
+        "--checkpoint-events".to_string(),
+        plan.checkpoint_events.to_string(),
     ];
     if let Some(point) = crash_point {
         args.extend(["--crash-at".to_string(), point.to_string()]);

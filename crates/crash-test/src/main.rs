@@ -25,9 +25,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use state_job::job::Options;
+use state_job::options::Options;
 
 mod driver;
+mod harness;
 mod worker;
 
 /// Command line.
@@ -65,6 +66,9 @@ enum Command {
         /// default: under --dir.
         #[arg(long)]
         checkpoint_dir: Option<String>,
+        /// Events between checkpoint triggers.
+        #[arg(long, default_value_t = 2_000)]
+        checkpoint_events: u64,
         /// The job's flags (see state-job --help), after `--`.
         #[arg(last = true)]
         job_flags: Vec<String>,
@@ -82,6 +86,9 @@ enum Command {
         /// count unreferenced files.
         #[arg(long)]
         final_events: Option<u64>,
+        /// Events between checkpoint triggers.
+        #[arg(long, default_value_t = 2_000)]
+        checkpoint_events: u64,
         /// The job's flags, after `--`.
         #[arg(last = true)]
         job_flags: Vec<String>,
@@ -97,9 +104,11 @@ fn main() -> ExitCode {
             max_life_ms,
             lives_per_job,
             checkpoint_dir,
+            checkpoint_events,
             job_flags,
         } => {
             let plan = driver::DriverPlan {
+                checkpoint_events,
                 trials,
                 seed,
                 dir,
@@ -140,6 +149,7 @@ fn main() -> ExitCode {
             parallelism,
             crash_at,
             final_events,
+            checkpoint_events,
             job_flags,
         } => {
             let crash_at = match crash_at.as_deref().map(worker::CrashPoint::parse) {
@@ -164,6 +174,7 @@ fn main() -> ExitCode {
                 parallelism,
                 crash_at,
                 final_events,
+                checkpoint_events,
             }))
         }
     }

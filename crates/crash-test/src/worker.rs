@@ -11,11 +11,13 @@ use object_store::ObjectStore;
 use object_store::path::Path;
 use state_api::{CheckpointStorageAccess, Result, StateError};
 use state_heap::HeapBackendFactory;
-use state_job::coordinator::Coordinator;
 use state_job::events::EventStream;
-use state_job::job::{OPERATOR_ID, Options, resume_window, source_offset, state_config};
 use state_job::operator::KeySummary;
-use state_job::pipeline::{Pipeline, Restore};
+use state_job::options::{Options, state_config};
+
+use crate::harness::coordinator::Coordinator;
+use crate::harness::pipeline::{Pipeline, Restore};
+use crate::harness::{OPERATOR_ID, resume_window, source_offset};
 use state_storage::ObjectStoreCheckpointStorage;
 use state_storage::fault::{FaultConfig, FaultInjectingStore, Operation};
 
@@ -85,6 +87,8 @@ pub(crate) struct WorkerPlan {
     /// The final life: process this many events, take one more checkpoint,
     /// stop, and count unreferenced files instead of running until killed.
     pub(crate) final_events: Option<u64>,
+    /// Events between checkpoint triggers.
+    pub(crate) checkpoint_events: u64,
 }
 
 /// Runs one life; returns the exit code.
@@ -172,7 +176,15 @@ fn life(plan: &WorkerPlan) -> Result<u8> {
         Some(events) => offset.saturating_add(events).min(o.events),
         None => o.events,
     };
-    coordinator.run(&mut pipeline, &mut store, &access, &stream, offset, end, o)?;
+    coordinator.run(
+        &mut pipeline,
+        &mut store,
+        &access,
+        &stream,
+        offset,
+        end,
+        plan.checkpoint_events,
+    )?;
     coordinator.drain(&mut pipeline, &mut store)?;
     if plan.final_events.is_none() {
         println!("finished the stream at offset {end}");

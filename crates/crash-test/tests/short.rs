@@ -29,6 +29,8 @@ fn crash_with(
             &lives.to_string(),
             "--max-life-ms",
             "1500",
+            "--checkpoint-events",
+            "1500",
         ])
         .arg("--dir")
         .arg(dir.path());
@@ -40,8 +42,6 @@ fn crash_with(
         "300",
         "--events",
         "100000000",
-        "--checkpoint-interval",
-        "1500",
     ]);
     let output = command.output().expect("crash-test runs");
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -21,6 +21,7 @@ pub struct EventStream {
     seed: u64,
     keys: u64,
     len: u64,
+    time_step_ms: u64,
 }
 
 impl EventStream {
@@ -30,7 +31,25 @@ impl EventStream {
             seed,
             keys: keys.max(1),
             len,
+            time_step_ms: 10,
         }
+    }
+
+    /// The same stream with `step` ms of event time between events
+    /// (default 10), so that streams of different lengths span the same
+    /// event time.
+    pub fn with_time_step(mut self, step_ms: u64) -> Self {
+        self.time_step_ms = step_ms.max(1);
+        self
+    }
+
+    /// The offsets of split `split` of `splits`: `split`, `split + splits`,
+    /// ... (a partition of the stream, as a source reads it).
+    pub fn first_offset_of_split(split: u32, splits: u32, from: u64) -> u64 {
+        let (split, splits) = (u64::from(split), u64::from(splits.max(1)));
+        // The smallest offset >= from with offset % splits == split.
+        let base = from - from % splits + split;
+        if base >= from { base } else { base + splits }
     }
 
     /// Number of events.
@@ -51,7 +70,7 @@ impl EventStream {
             offset,
             key: (r >> 8) % key_space,
             value: (r >> 40) % 1_000,
-            timestamp_ms: offset * 10,
+            timestamp_ms: offset * self.time_step_ms,
         }
     }
 
@@ -80,5 +99,13 @@ mod tests {
         let tail: Vec<Event> = stream.from_offset(600).collect();
         assert_eq!(&all[600..], &tail[..]);
         assert!(all.iter().all(|e| e.key < 100));
+    }
+
+    #[test]
+    fn a_split_starts_at_its_first_offset_at_or_after_a_position() {
+        assert_eq!(EventStream::first_offset_of_split(3, 8, 0), 3);
+        assert_eq!(EventStream::first_offset_of_split(3, 8, 3), 3);
+        assert_eq!(EventStream::first_offset_of_split(3, 8, 4), 11);
+        assert_eq!(EventStream::first_offset_of_split(0, 8, 17), 24);
     }
 }

@@ -1,7 +1,8 @@
-//! The job's keyed operator: per-key aggregates in every kind of state, and
-//! per-key tumbling-window counts closed by the event-time clock.
+//! The job's keyed operator: per-key aggregates in every kind of state,
+//! per-key tumbling-window counts closed by the event-time clock, and the
+//! sum of a second input's adjustments.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 
 use state_api::{
@@ -15,8 +16,8 @@ use crate::events::Event;
 /// Length of the tumbling windows, in event-time ms.
 pub const WINDOW_MS: u64 = 10_000;
 
-/// How many recent values the list state keeps per key.
-const RECENT: usize = 4;
+/// How many of its largest values the list state keeps per key.
+const TOP: usize = 4;
 
 /// Mean number of events per closed window: accumulator (windows, events).
 #[derive(Clone, Copy, Debug, Default)]
@@ -57,14 +58,29 @@ pub struct KeySummary {
     pub sum: u64,
     /// Largest value.
     pub max: Option<u64>,
-    /// The last few values, oldest first.
-    pub recent: Vec<u64>,
+    /// The four largest values, ascending.
+    pub top_values: Vec<u64>,
     /// Events per value bucket (value / 100).
     pub buckets: Vec<(u8, u64)>,
     /// Counts of windows not closed yet: (window, events).
     pub open_windows: Vec<(u64, u64)>,
     /// Mean events per closed window.
     pub mean_window_size: Option<f64>,
+    /// Adjustments (the second input) seen.
+    pub adjustment_count: u64,
+    /// Sum of the adjustments' values.
+    pub adjustments: u64,
+}
+
+/// What closing a window on one instance produced: the sink's input.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WindowTotals {
+    /// The window.
+    pub window: u64,
+    /// Keys that had events in it.
+    pub keys: u64,
+    /// Events in it over those keys.
+    pub events: u64,
 }
 
 /// The operator's state handles; one instance per subtask.
@@ -72,23 +88,27 @@ pub struct KeyedAggregator {
     count: ValueState<u64>,
     sum: ReducingState<u64>,
     max: ReducingState<u64>,
-    recent: ListState<u64>,
+    top_values: ListState<u64>,
     buckets: MapState<u8, u64>,
     window_count: ValueState<u64, u64>,
     closed_windows: AggregatingState<MeanWindowSize>,
+    adjustment_count: ValueState<u64>,
+    adjustments: ReducingState<u64>,
 }
 
 impl KeyedAggregator {
     /// The names of the states the operator registers: what a restore
     /// checks a savepoint's states against.
-    pub const STATE_NAMES: [&'static str; 7] = [
+    pub const STATE_NAMES: [&'static str; 9] = [
         "count",
         "sum",
         "max",
-        "recent",
+        "top-values",
         "buckets",
         "window-count",
         "closed-windows",
+        "adjustment-count",
+        "adjustments",
     ];
 
     /// Registers (or, after a restore, re-opens) the operator's states.
@@ -106,7 +126,7 @@ impl KeyedAggregator {
                 .reducing_state(ReducingStateDescriptor::new("max", |a: &u64, b: &u64| {
                     *a.max(b)
                 }))?,
-            recent: backend.list_state(ListStateDescriptor::new("recent"))?,
+            top_values: backend.list_state(ListStateDescriptor::new("top-values"))?,
             buckets: backend.map_state(MapStateDescriptor::new("buckets"))?,
             window_count: backend
                 .value_state(ValueStateDescriptor::new("window-count").with_default(0))?,
@@ -114,7 +134,39 @@ impl KeyedAggregator {
                 "closed-windows",
                 MeanWindowSize,
             ))?,
+            adjustment_count: backend
+                .value_state(ValueStateDescriptor::new("adjustment-count").with_default(0))?,
+            adjustments: backend.reducing_state(ReducingStateDescriptor::new(
+                "adjustments",
+                |a: &u64, b: &u64| a + b,
+            ))?,
         })
+    }
+
+    /// Processes one record of the second input (an adjustment of its
+    /// key): counts it and adds its value.
+    ///
+    /// # Errors
+    /// State errors.
+    pub fn adjust(&mut self, backend: &mut dyn KeyedStateBackend, event: &Event) -> Result<()> {
+        backend.set_key(&event.key)?;
+        let count = self.adjustment_count.value(backend)?.unwrap_or(0);
+        self.adjustment_count.update(backend, &(count + 1))?;
+        self.adjustments.add(backend, &event.value)
+    }
+
+    /// The windows that have a count for some key (after a restore: the
+    /// windows still to close).
+    ///
+    /// # Errors
+    /// State errors.
+    pub fn open_windows(&self, backend: &mut dyn KeyedStateBackend) -> Result<BTreeSet<u64>> {
+        let mut windows = BTreeSet::new();
+        backend.for_each_key_and_namespace(self.window_count.id(), &mut |_, ns| {
+            windows.insert(state_api::codec::decode(ns)?);
+            Ok(ControlFlow::Continue(()))
+        })?;
+        Ok(windows)
     }
 
     /// Processes one event of a key this subtask owns.
@@ -127,13 +179,18 @@ impl KeyedAggregator {
         self.count.update(backend, &(count + 1))?;
         self.sum.add(backend, &event.value)?;
         self.max.add(backend, &event.value)?;
-        let mut recent = self.recent.get(backend)?;
-        if recent.len() >= RECENT {
-            recent.drain(..=recent.len() - RECENT);
-            recent.push(event.value);
-            self.recent.update(backend, &recent)?;
+        // The largest values, not the latest: records of one key come from
+        // several source instances, whose interleaving differs from run to
+        // run, and the result must not depend on it.
+        let mut top = self.top_values.get(backend)?;
+        if top.len() < TOP {
+            self.top_values.add(backend, &event.value)?;
         } else {
-            self.recent.add(backend, &event.value)?;
+            top.sort_unstable();
+            if top[0] < event.value {
+                top[0] = event.value;
+                self.top_values.update(backend, &top)?;
+            }
         }
         let bucket = (event.value / 100) as u8;
         let in_bucket = self.buckets.get(backend, &bucket)?.unwrap_or(0);
@@ -145,18 +202,30 @@ impl KeyedAggregator {
     }
 
     /// Closes `window` for every key that has it: folds its count into the
-    /// closed-window statistics and clears it (window clean-up).
+    /// closed-window statistics and clears it (window clean-up). Returns
+    /// what it closed.
     ///
     /// # Errors
     /// State errors.
-    pub fn close_window(&mut self, backend: &mut dyn KeyedStateBackend, window: u64) -> Result<()> {
+    pub fn close_window(
+        &mut self,
+        backend: &mut dyn KeyedStateBackend,
+        window: u64,
+    ) -> Result<WindowTotals> {
         self.window_count.set_namespace(&window)?;
         let (window_count, closed) = (&self.window_count, &self.closed_windows);
+        let mut totals = WindowTotals {
+            window,
+            ..WindowTotals::default()
+        };
         backend.apply_to_all_keys(window_count.id(), &window, |b| {
             let events = window_count.value(b)?.unwrap_or(0);
+            totals.keys += 1;
+            totals.events += events;
             closed.add(b, &events)?;
             window_count.clear(b)
-        })
+        })?;
+        Ok(totals)
     }
 
     /// Reads back everything kept for every key of this subtask.
@@ -176,7 +245,14 @@ impl KeyedAggregator {
                 .push(state_api::codec::decode(ns)?);
             Ok(ControlFlow::Continue(()))
         })?;
-        let keys: Vec<u64> = backend.keys(self.count.id(), &state_api::VoidNamespace)?;
+        // A key may have adjustments and no events yet, or the reverse.
+        let mut keys: BTreeSet<u64> = backend
+            .keys(self.count.id(), &state_api::VoidNamespace)?
+            .into_iter()
+            .collect();
+        let adjusted: Vec<u64> =
+            backend.keys(self.adjustment_count.id(), &state_api::VoidNamespace)?;
+        keys.extend(adjusted);
         let mut out = BTreeMap::new();
         for key in keys {
             backend.set_key(&key)?;
@@ -190,10 +266,16 @@ impl KeyedAggregator {
                 count: self.count.value(backend)?.unwrap_or(0),
                 sum: self.sum.get(backend)?.unwrap_or(0),
                 max: self.max.get(backend)?,
-                recent: self.recent.get(backend)?,
+                top_values: {
+                    let mut top = self.top_values.get(backend)?;
+                    top.sort_unstable();
+                    top
+                },
                 buckets: self.buckets.entries(backend)?,
                 open_windows,
                 mean_window_size: self.closed_windows.get(backend)?,
+                adjustment_count: self.adjustment_count.value(backend)?.unwrap_or(0),
+                adjustments: self.adjustments.get(backend)?.unwrap_or(0),
             };
             out.insert(key, summary);
         }

@@ -183,7 +183,7 @@ fn run(unaligned: bool, checkpoints: usize) -> Vec<Figures> {
     let encoder: RecordEncoder<(u64, Vec<u8>)> = Box::new(|record| {
         let mut bytes = record.0.to_le_bytes().to_vec();
         bytes.extend_from_slice(&record.1);
-        Ok((Some((record.0 % 128) as u32), bytes))
+        Ok(Some((Some((record.0 % 128) as u32), bytes)))
     });
     let input = CheckpointedInput::new(gate, 0, 0, 1, access, encoder);
     {

@@ -274,6 +274,15 @@ impl CheckpointCoordinator {
         self.next_id
     }
 
+    /// Continues ids after `id` (builder style): a runtime restarting after
+    /// a failover passes the highest id the failed attempt triggered, so
+    /// that no id is used twice (Flink keeps its id counter in the HA
+    /// services for the same reason). The store's ids are respected too.
+    pub fn continuing_after(mut self, id: u64) -> Self {
+        self.next_id = self.next_id.max(id.saturating_add(1));
+        self
+    }
+
     /// When [`tick`](Self::tick) has something to do next: a periodic
     /// trigger, a pending checkpoint's timeout, or (soon) a retry of an
     /// unresolved commit.

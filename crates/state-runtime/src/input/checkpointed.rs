@@ -18,8 +18,10 @@ use crate::channel::{InputGate, Received};
 use crate::channel_state::InFlightWriter;
 
 /// Encodes a record for channel state: its key group on keyed edges, and
-/// its bytes.
-pub type RecordEncoder<R> = Box<dyn Fn(&R) -> Result<(Option<u32>, Vec<u8>)> + Send>;
+/// its bytes; `None` for a control element that is not channel state (a
+/// watermark: its producer emits a newer one after recovery, and a
+/// watermark cannot be re-routed by key group).
+pub type RecordEncoder<R> = Box<dyn Fn(&R) -> Result<Option<(Option<u32>, Vec<u8>)>> + Send>;
 
 /// What the task does next.
 #[derive(Debug)]
@@ -270,8 +272,9 @@ impl<R: Clone> CheckpointedInput<R> {
     }
 
     fn capture(&mut self, channel: usize, record: &R) -> Result<()> {
-        if let Some(writer) = self.writer.as_mut() {
-            let (key_group, bytes) = (self.encoder)(record)?;
+        if let Some(writer) = self.writer.as_mut()
+            && let Some((key_group, bytes)) = (self.encoder)(record)?
+        {
             writer.add(channel as u32, key_group, &bytes)?;
         }
         Ok(())

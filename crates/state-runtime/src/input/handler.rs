@@ -200,6 +200,12 @@ impl BarrierHandler {
         self.open.iter().all(|open| !open)
     }
 
+    /// Whether `channel` delivered its end (its watermark is then
+    /// infinite).
+    pub fn has_ended(&self, channel: usize) -> bool {
+        !self.open[channel]
+    }
+
     /// When the running alignment switches to unaligned, if it can; the
     /// task calls [`on_timer`](Self::on_timer) then.
     pub fn next_deadline(&self) -> Option<Duration> {

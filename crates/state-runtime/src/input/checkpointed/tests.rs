@@ -19,8 +19,12 @@ fn input(
     let storage: Arc<dyn CheckpointStorageAccess> =
         Arc::new(ObjectStoreCheckpointStorage::in_memory("job").unwrap());
     let (gate, senders) = InputGate::new(channels, 64);
-    let encoder: RecordEncoder<u64> =
-        Box::new(|record: &u64| Ok((Some((*record % 128) as u32), record.to_le_bytes().to_vec())));
+    let encoder: RecordEncoder<u64> = Box::new(|record: &u64| {
+        Ok(Some((
+            Some((*record % 128) as u32),
+            record.to_le_bytes().to_vec(),
+        )))
+    });
     let input = CheckpointedInput::new(gate, 0, 0, 1, Arc::clone(&storage), encoder);
     (input, senders, storage)
 }

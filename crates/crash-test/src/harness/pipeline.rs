@@ -1,4 +1,4 @@
-//! The running job: one subtask (backend + operator) per parallel instance,
+//! The crash test's job, single-threaded: one subtask (backend + operator) per parallel instance,
 //! records routed by key group as `keyBy` does, and the two-phase checkpoint
 //! of all subtasks.
 
@@ -15,8 +15,8 @@ use state_api::{
     Result, SnapshotOptions, SnapshotResult, SnapshotType, StateBackendFactory, StateError,
 };
 
-use crate::events::Event;
-use crate::operator::{KeySummary, KeyedAggregator, WINDOW_MS};
+use state_job::events::Event;
+use state_job::operator::{KeySummary, KeyedAggregator, WINDOW_MS};
 
 /// One parallel instance of the keyed operator.
 struct Subtask {
@@ -26,7 +26,7 @@ struct Subtask {
 
 /// What a pipeline restores its state from.
 #[derive(Clone, Default)]
-pub struct Restore {
+pub(crate) struct Restore {
     /// The handles of the job's operator (taken at any parallelism).
     pub handles: Vec<KeyedStateHandle>,
     /// Where the handles are when not in the job's own checkpoint storage
@@ -37,7 +37,7 @@ pub struct Restore {
 }
 
 /// All subtasks of the job at one parallelism.
-pub struct Pipeline {
+pub(crate) struct Pipeline {
     max_parallelism: u32,
     subtasks: Vec<Subtask>,
     /// The window of the last event processed; a later window closes it.
@@ -46,7 +46,7 @@ pub struct Pipeline {
 }
 
 /// A checkpoint whose synchronous phases ran and whose uploads are running.
-pub struct PendingCheckpoint {
+pub(crate) struct PendingCheckpoint {
     /// The checkpoint id.
     pub checkpoint_id: u64,
     /// Source offset the checkpoint covers: events before it are in the state.
@@ -58,7 +58,7 @@ pub struct PendingCheckpoint {
 }
 
 /// A checkpoint whose uploads all finished.
-pub struct FinishedCheckpoint {
+pub(crate) struct FinishedCheckpoint {
     /// The checkpoint id.
     pub checkpoint_id: u64,
     /// Source offset it covers.
@@ -77,7 +77,7 @@ pub struct FinishedCheckpoint {
 
 impl PendingCheckpoint {
     /// Whether every upload has finished.
-    pub fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         self.uploads.iter().all(JoinHandle::is_finished)
     }
 
@@ -85,7 +85,7 @@ impl PendingCheckpoint {
     ///
     /// # Errors
     /// The first upload error; the checkpoint must then be aborted.
-    pub fn finish(self) -> Result<FinishedCheckpoint> {
+    pub(crate) fn finish(self) -> Result<FinishedCheckpoint> {
         let mut handles = Vec::with_capacity(self.uploads.len());
         let mut uploaded_bytes = 0;
         let mut first_error = None;
@@ -129,7 +129,7 @@ impl Pipeline {
     ///
     /// # Errors
     /// Invalid parallelism, restore failures.
-    pub fn start(
+    pub(crate) fn start(
         factory: &dyn StateBackendFactory,
         storage: Arc<dyn CheckpointStorageAccess>,
         max_parallelism: u32,
@@ -166,7 +166,7 @@ impl Pipeline {
     ///
     /// # Errors
     /// State errors.
-    pub fn process(&mut self, event: &Event) -> Result<()> {
+    pub(crate) fn process(&mut self, event: &Event) -> Result<()> {
         let window = event.timestamp_ms / WINDOW_MS;
         if let Some(current) = self.current_window.filter(|w| *w < window) {
             for subtask in &mut self.subtasks {
@@ -191,7 +191,7 @@ impl Pipeline {
     ///
     /// # Errors
     /// A failed synchronous phase.
-    pub fn trigger_checkpoint(
+    pub(crate) fn trigger_checkpoint(
         &mut self,
         checkpoint_id: u64,
         source_offset: u64,
@@ -212,7 +212,7 @@ impl Pipeline {
     ///
     /// # Errors
     /// A failed synchronous phase.
-    pub fn trigger_snapshot(
+    pub(crate) fn trigger_snapshot(
         &mut self,
         checkpoint_id: u64,
         source_offset: u64,
@@ -263,7 +263,7 @@ impl Pipeline {
     ///
     /// # Errors
     /// Backend errors.
-    pub fn notify_complete(&mut self, checkpoint_id: u64, subsumed: &[u64]) -> Result<()> {
+    pub(crate) fn notify_complete(&mut self, checkpoint_id: u64, subsumed: &[u64]) -> Result<()> {
         for subtask in &mut self.subtasks {
             subtask.backend.notify_checkpoint_complete(checkpoint_id)?;
             for id in subsumed {
@@ -277,7 +277,7 @@ impl Pipeline {
     ///
     /// # Errors
     /// Backend errors.
-    pub fn notify_aborted(&mut self, checkpoint_id: u64) -> Result<()> {
+    pub(crate) fn notify_aborted(&mut self, checkpoint_id: u64) -> Result<()> {
         for subtask in &mut self.subtasks {
             subtask.backend.notify_checkpoint_aborted(checkpoint_id)?;
         }
@@ -288,7 +288,7 @@ impl Pipeline {
     ///
     /// # Errors
     /// State errors.
-    pub fn summarize(&mut self) -> Result<BTreeMap<u64, KeySummary>> {
+    pub(crate) fn summarize(&mut self) -> Result<BTreeMap<u64, KeySummary>> {
         let mut all = BTreeMap::new();
         for subtask in &mut self.subtasks {
             all.extend(subtask.operator.summarize(&mut *subtask.backend)?);

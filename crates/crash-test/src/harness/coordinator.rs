@@ -1,4 +1,6 @@
-//! The job's checkpoint coordinator: triggers checkpoints of the pipeline,
+//! The crash test's checkpoint coordinator (the main job's before it became
+//! a multi-task dataflow on `state-runtime`): triggers checkpoints of the
+//! single-threaded pipeline every so many events,
 //! commits them to the checkpoint store, and tells the backends the outcome
 //! only once it is certain.
 //!
@@ -14,18 +16,19 @@
 //!   another checkpoint, and tells the backends whatever that finds.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use state_api::{CheckpointStorageAccess, Result, StateError};
 use state_storage::{CheckpointKind, CompletedCheckpoint, CompletedCheckpointStore, Resolution};
 
-use crate::events::EventStream;
-use crate::job::{OPERATOR_ID, Options, SOURCE_OFFSET};
-use crate::pipeline::{FinishedCheckpoint, PendingCheckpoint, Pipeline};
+use state_job::events::EventStream;
+
+use super::pipeline::{FinishedCheckpoint, PendingCheckpoint, Pipeline};
+use super::{OPERATOR_ID, SOURCE_OFFSET};
 
 /// A minimal checkpoint coordinator: triggers, completes and aborts
 /// checkpoints of the pipeline and records them.
-pub struct Coordinator {
+pub(crate) struct Coordinator {
     pub(crate) job_id: String,
     /// Id of the next checkpoint.
     pub next_id: u64,
@@ -40,7 +43,7 @@ pub struct Coordinator {
 
 impl Coordinator {
     /// A coordinator whose first checkpoint gets id `next_id`.
-    pub fn new(job_id: String, next_id: u64) -> Self {
+    pub(crate) fn new(job_id: String, next_id: u64) -> Self {
         Self {
             job_id,
             next_id,
@@ -54,7 +57,7 @@ impl Coordinator {
     /// Processes events `from..to`, triggering a checkpoint every
     /// `checkpoint_interval` events and completing finished ones.
     #[allow(clippy::too_many_arguments)]
-    pub fn run(
+    pub(crate) fn run(
         &mut self,
         pipeline: &mut Pipeline,
         store: &mut CompletedCheckpointStore,
@@ -62,12 +65,12 @@ impl Coordinator {
         stream: &EventStream,
         from: u64,
         to: u64,
-        o: &Options,
+        checkpoint_every: u64,
     ) -> Result<()> {
         let progress_every = (stream.event_count() / 10).max(1);
         for offset in from..to {
             if offset > from
-                && offset % o.checkpoint_interval.max(1) == 0
+                && offset % checkpoint_every.max(1) == 0
                 && self.pending.is_none()
                 && self.resolve(pipeline, store)?
             {
@@ -209,7 +212,7 @@ impl Coordinator {
     ///
     /// # Errors
     /// A failed synchronous phase, backend errors on notification.
-    pub fn checkpoint_now(
+    pub(crate) fn checkpoint_now(
         &mut self,
         pipeline: &mut Pipeline,
         store: &mut CompletedCheckpointStore,
@@ -229,7 +232,7 @@ impl Coordinator {
 
     /// At the end of the stream: waits for a pending checkpoint, completes
     /// it, and resolves what is unresolved.
-    pub fn drain(
+    pub(crate) fn drain(
         &mut self,
         pipeline: &mut Pipeline,
         store: &mut CompletedCheckpointStore,
@@ -237,58 +240,10 @@ impl Coordinator {
         self.complete_pending(pipeline, store)?;
         self.resolve(pipeline, store).map(|_| ())
     }
-
-    /// The failure: a checkpoint in flight never completes. Its upload
-    /// threads are joined first (a real crash kills them with the process),
-    /// so no file appears after its directory is removed. A commit with
-    /// unknown outcome is left to the next process, whose store finds its
-    /// `_metadata` or not.
-    pub fn abandon_pending(&mut self, store: &mut CompletedCheckpointStore) -> Result<()> {
-        if let Some(pending) = self.pending.take() {
-            let id = pending.checkpoint_id;
-            let _ = pending.finish();
-            store.discard_pending(id)?;
-            println!("  checkpoint {id} was in flight at the failure and is discarded");
-            self.aborted.push(id);
-        }
-        Ok(())
-    }
-
-    /// Prints the completed and aborted checkpoints.
-    pub fn print_summary(&self, restore_time: Duration, equal: bool) {
-        println!("\nsummary");
-        println!(
-            "  {:>4}  {:>10}  {:>12}  {:>12}  {:>10}  {:>10}",
-            "id", "offset", "state", "uploaded", "sync", "total"
-        );
-        for c in &self.completed {
-            println!(
-                "  {:>4}  {:>10}  {:>12}  {:>12}  {:>10.2?}  {:>10.2?}",
-                c.checkpoint_id,
-                c.source_offset,
-                human_bytes(c.state_size),
-                human_bytes(c.uploaded_bytes),
-                c.sync_duration,
-                c.total_duration
-            );
-        }
-        if !self.aborted.is_empty() {
-            println!("  aborted checkpoints: {:?}", self.aborted);
-        }
-        println!("  restore time: {restore_time:.2?}");
-        println!(
-            "  result: {}",
-            if equal {
-                "OK: final state equals the run without failure"
-            } else {
-                "FAILED: final state differs"
-            }
-        );
-    }
 }
 
 /// `1234567` → `"1.18 MiB"`.
-pub fn human_bytes(bytes: u64) -> String {
+pub(crate) fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
     let mut value = bytes as f64;
     let mut unit = 0;
@@ -304,7 +259,7 @@ pub fn human_bytes(bytes: u64) -> String {
 }
 
 /// Wall-clock milliseconds since the epoch.
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
