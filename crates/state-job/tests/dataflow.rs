@@ -126,9 +126,7 @@ fn rocksdb_and_changelog_recover_with_equal_state() {
         let report = run_with(dir.path(), &args);
         assert!(report.passed, "{backend}: {report:?}");
         assert!(report.restored_checkpoint.is_some(), "{backend}");
-        // Not asserted here: after failovers these backends leave a few
-        // files that only the final garbage collection deletes (an open
-        // finding; the heap test asserts 0).
+        // Not asserted: see the aligned test on files left after failovers.
         assert_eq!(
             std::fs::read_dir(local.path()).unwrap().count(),
             0,
