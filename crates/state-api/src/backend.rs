@@ -321,6 +321,29 @@ impl BackendContext {
     }
 }
 
+/// The handles an instance serving `range` restores from: those whose key
+/// groups intersect it (as a job manager hands them out, at any
+/// parallelism).
+///
+/// ```
+/// use state_api::backend::handles_for_range;
+/// use state_api::KeyGroupRange;
+///
+/// let range = KeyGroupRange::new(0, 63)?;
+/// assert!(handles_for_range(&[], range).is_empty());
+/// # Ok::<(), state_api::StateError>(())
+/// ```
+pub fn handles_for_range(
+    handles: &[KeyedStateHandle],
+    range: KeyGroupRange,
+) -> Vec<KeyedStateHandle> {
+    handles
+        .iter()
+        .filter(|h| !h.key_group_range().intersection(&range).is_empty())
+        .cloned()
+        .collect()
+}
+
 /// Checks that `handles` can restore a backend of `range`: the same max
 /// parallelism, each handle intersecting the range, no two overlapping inside
 /// it, and together covering all of it. A gap means a handle is missing,

@@ -2,9 +2,10 @@
 //! thread, fed by the tasks' reports, with the attempt's failure injected
 //! when the job has come far enough.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::RecvTimeoutError;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use state_api::{Result, StateError};
 use state_runtime::coordinator::{
@@ -18,6 +19,9 @@ use crate::options::FailureKind;
 
 /// Longest wait for a report before the coordinator is ticked.
 const POLL: Duration = Duration::from_millis(20);
+/// How long the injected storage outage lasts unless the job fails over
+/// first (a commit caught in it is then resolved in place).
+const STORAGE_OUTAGE: Duration = Duration::from_millis(500);
 
 /// The failure an attempt injects.
 #[derive(Clone, Copy, Debug)]
@@ -60,14 +64,17 @@ pub fn clock() -> Duration {
         .unwrap_or_default()
 }
 
-/// Runs `dataflow` under `coordinator` until it finishes or fails over.
+/// Runs `dataflow` under `coordinator` until it finishes or fails over,
+/// injecting the failures at the front of `injections` one after another
+/// (a failure the attempt survives, such as a short storage outage, is
+/// followed by the next in the same attempt).
 ///
 /// # Errors
 /// Errors collecting the final state; every task ending without a report.
 pub fn drive(
     dataflow: Dataflow,
     mut coordinator: CheckpointCoordinator,
-    injection: Option<Injection>,
+    injections: &mut VecDeque<Injection>,
     faults: Option<&FaultInjectingStore>,
     log: &mut CheckpointLog,
 ) -> Result<AttemptEnd> {
@@ -75,8 +82,10 @@ pub fn drive(
     coordinator.start(clock(), interval);
     let mut sources_left = dataflow.sources.len();
     let mut tasks_left = dataflow.tasks.len();
-    let mut pending_injection = injection.filter(|i| i.kind != FailureKind::Task);
-    let mut crash_armed = false;
+    // A task failure armed in the tasks and not fired yet.
+    let mut armed_task_failure: Option<Injection> = None;
+    let mut armed_crash: Option<Injection> = None;
+    let mut outage_ends: Option<Instant> = None;
     loop {
         let now = clock();
         let wait = coordinator
@@ -92,15 +101,14 @@ pub fn drive(
                 metrics,
             }) => {
                 events = coordinator.acknowledge(&task, id, snapshot, metrics, clock());
-                if crash_armed && coordinator.pending_ids().contains(&id) {
+                if armed_crash.is_some() && coordinator.pending_ids().contains(&id) {
                     println!(
                         "FAILURE injected: the job stops dead while checkpoint {id} is acknowledged by some tasks (no notices, no clean-up)"
                     );
+                    // No `stop`: a dead process tells nobody anything.
                     drop(coordinator);
-                    dataflow.cancel();
-                    return Ok(AttemptEnd::FailedOver {
-                        cause: "crash during a checkpoint".into(),
-                    });
+                    give_back(injections, &mut armed_task_failure);
+                    return Ok(fail_over(dataflow, "crash during a checkpoint"));
                 }
             }
             Ok(TaskReport::Decline { id, reason }) => {
@@ -117,18 +125,14 @@ pub fn drive(
             Ok(TaskReport::Finished(_)) => {
                 tasks_left -= 1;
                 if tasks_left == 0 {
-                    record(&events, log);
                     return dataflow.finish().map(AttemptEnd::Finished);
                 }
             }
             Ok(TaskReport::Failed(task, error)) => {
                 println!("FAILURE: task {task} failed: {error}");
-                let events = coordinator.task_failed(clock());
-                record(&events, log);
-                dataflow.cancel();
-                return Ok(AttemptEnd::FailedOver {
-                    cause: format!("task {task} failed"),
-                });
+                give_back(injections, &mut armed_crash);
+                record(&coordinator.task_failed(clock()), log);
+                return Ok(fail_over(dataflow, &format!("task {task} failed")));
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
@@ -137,37 +141,102 @@ pub fn drive(
         }
         events.extend(coordinator.tick(clock()));
         record(&events, log);
-        if let Some(CheckpointEvent::TolerableFailuresExceeded { id, failures }) = events
-            .iter()
-            .find(|e| matches!(e, CheckpointEvent::TolerableFailuresExceeded { .. }))
-        {
-            println!(
-                "FAILOVER: checkpoint {id} was the {failures}. failed checkpoint in a row, more than execution.checkpointing.tolerable-failed-checkpoints allows"
+        if let Some(cause) = events.iter().find_map(failover_cause) {
+            println!("FAILOVER: {cause}");
+            // Failures armed and not fired yet come in the next attempt.
+            give_back(injections, &mut armed_crash);
+            give_back(injections, &mut armed_task_failure);
+            record(
+                &coordinator.stop(clock(), FailureReason::CoordinatorSuspended),
+                log,
             );
-            let events = coordinator.stop(clock(), FailureReason::CoordinatorSuspended);
-            record(&events, log);
-            dataflow.cancel();
-            return Ok(AttemptEnd::FailedOver {
-                cause: "too many failed checkpoints".into(),
-            });
+            return Ok(fail_over(dataflow, &cause));
         }
-        if let Some(injection) =
-            pending_injection.take_if(|i| dataflow.progress.load(Ordering::Relaxed) >= i.at)
+        if let (Some(ends), Some(faults)) = (outage_ends, faults)
+            && Instant::now() >= ends
         {
-            match injection.kind {
-                FailureKind::Storage => {
-                    println!(
-                        "FAILURE injected at offset {}: the checkpoint storage refuses every write",
-                        injection.at
-                    );
-                    if let Some(faults) = faults {
-                        faults.set_enabled(true);
-                    }
-                }
-                FailureKind::CheckpointCrash => crash_armed = true,
-                FailureKind::Task | FailureKind::None => {}
+            println!("the checkpoint storage answers again");
+            faults.set_enabled(false);
+            outage_ends = None;
+        }
+        if armed_task_failure.is_none() && armed_crash.is_none() {
+            inject_next(
+                injections,
+                &dataflow,
+                faults,
+                &mut armed_task_failure,
+                &mut armed_crash,
+                &mut outage_ends,
+            );
+        }
+    }
+}
+
+/// Puts an armed failure that did not fire back in front of the others.
+fn give_back(injections: &mut VecDeque<Injection>, armed: &mut Option<Injection>) {
+    if let Some(injection) = armed.take() {
+        injections.push_front(injection);
+    }
+}
+
+/// Injects the failure at the front of `injections` if the job came far
+/// enough (a task failure is armed in the tasks at once: they fire it).
+fn inject_next(
+    injections: &mut VecDeque<Injection>,
+    dataflow: &Dataflow,
+    faults: Option<&FaultInjectingStore>,
+    armed_task_failure: &mut Option<Injection>,
+    armed_crash: &mut Option<Injection>,
+    outage_ends: &mut Option<Instant>,
+) {
+    let progress = dataflow.progress.load(Ordering::Relaxed);
+    let due = injections
+        .front()
+        .is_some_and(|i| i.kind == FailureKind::Task || progress >= i.at);
+    if !due {
+        return;
+    }
+    let Some(injection) = injections.pop_front() else {
+        return;
+    };
+    match injection.kind {
+        FailureKind::Task => {
+            dataflow.arm_task_failure(injection.at);
+            *armed_task_failure = Some(injection);
+        }
+        FailureKind::Storage => {
+            println!(
+                "FAILURE injected at offset {}: the checkpoint storage refuses every write for {STORAGE_OUTAGE:?}",
+                injection.at
+            );
+            if let Some(faults) = faults {
+                faults.set_enabled(true);
+                *outage_ends = Some(Instant::now() + STORAGE_OUTAGE);
             }
         }
+        FailureKind::CheckpointCrash => *armed_crash = Some(injection),
+        FailureKind::None => {}
+    }
+}
+
+/// Why `event` makes the job fail over, if it does.
+fn failover_cause(event: &CheckpointEvent) -> Option<String> {
+    match event {
+        CheckpointEvent::TolerableFailuresExceeded { id, failures } => Some(format!(
+            "checkpoint {id} was failure {failures} in a row, more than execution.checkpointing.tolerable-failed-checkpoints allows"
+        )),
+        CheckpointEvent::CommitUnresolved { id } => Some(format!(
+            "the commit of checkpoint {id} is still unresolved after the checkpoint timeout"
+        )),
+        _ => None,
+    }
+}
+
+/// Stops every task of the attempt: it failed over because of `cause`.
+fn fail_over(dataflow: Dataflow, cause: &str) -> AttemptEnd {
+    dataflow.cancel();
+    AttemptEnd::FailedOver {
+        cause: cause.to_string(),
     }
 }
 
@@ -180,7 +249,7 @@ fn record(events: &[CheckpointEvent], log: &mut CheckpointLog) {
                         "checkpoint {} completed in {:.1?}{}: alignment up to {:.1?}, {} new of {} bytes, {} bytes in flight",
                         stats.id,
                         stats.duration,
-                        if stats.tasks.values().any(|m| m.unaligned) {
+                        if stats.is_unaligned() {
                             " (unaligned)"
                         } else {
                             ""
@@ -207,7 +276,8 @@ fn record(events: &[CheckpointEvent], log: &mut CheckpointLog) {
             CheckpointEvent::Triggered { id, .. } => {
                 log.last_triggered = log.last_triggered.max(*id);
             }
-            CheckpointEvent::TolerableFailuresExceeded { .. } => {}
+            CheckpointEvent::TolerableFailuresExceeded { .. }
+            | CheckpointEvent::CommitUnresolved { .. } => {}
         }
     }
 }

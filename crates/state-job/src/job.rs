@@ -2,7 +2,7 @@
 //! injected failures, the restores at alternating parallelism, and the
 //! final check.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -175,6 +175,7 @@ pub fn run_on_storage(
     let mut restored_in_flight_files = 0;
     let mut collected_at_recovery = 0;
     let mut attempt = 0usize;
+    let mut to_inject: VecDeque<Injection> = injections.iter().copied().collect();
     let mut final_state = loop {
         let mut store = config.checkpoint_store(Arc::clone(&storage))?;
         if attempt > 0 {
@@ -193,7 +194,6 @@ pub fn run_on_storage(
         } else {
             o.restore_parallelism
         };
-        let injection = injections.get(attempt).copied();
         let restore_started = Instant::now();
         let dataflow = Dataflow::start(&DataflowPlan {
             factory: &*factory,
@@ -206,9 +206,6 @@ pub fn run_on_storage(
             source_rate: o.source_rate,
             events: workload.events.clone(),
             adjustments: workload.adjustments.clone(),
-            task_failure_at: injection
-                .filter(|i| i.kind == FailureKind::Task)
-                .map(|i| i.at),
         })?;
         if attempt > 0 {
             match restored_checkpoint {
@@ -232,11 +229,17 @@ pub fn run_on_storage(
             Box::new(dataflow.gateway.clone()),
         )?
         .continuing_after(log.last_triggered);
-        match drive(dataflow, coordinator, injection, Some(&faults), &mut log)? {
+        match drive(
+            dataflow,
+            coordinator,
+            &mut to_inject,
+            Some(&faults),
+            &mut log,
+        )? {
             AttemptEnd::Finished(state) => break state,
             AttemptEnd::FailedOver { cause } => {
-                println!("failover after {cause}: every task stopped");
-                // The outage is over for the recovery.
+                println!("failover ({cause}): every task stopped");
+                // An outage still going on ends with the failover.
                 faults.set_enabled(false);
                 attempt += 1;
             }
@@ -286,7 +289,11 @@ pub fn run_on_storage(
     let sink = final_state.sink;
     drop(final_state);
     state_api::lifecycle::wait_for_detached_deletions(Duration::from_secs(60));
-    let collected_at_end = store.collect_garbage()?.deleted.len();
+    let deleted = store.collect_garbage()?.deleted;
+    for path in deleted.iter().take(10) {
+        println!("unreferenced at the end: {path}");
+    }
+    let collected_at_end = deleted.len();
     println!(
         "stopped: {} checkpoints retained, {collected_at_end} files nothing referenced",
         store.checkpoints().len()
@@ -300,11 +307,7 @@ pub fn run_on_storage(
         restored_checkpoint,
         restored_in_flight_files,
         completed_checkpoints: log.completed.len(),
-        unaligned_checkpoints: log
-            .completed
-            .iter()
-            .filter(|c| c.tasks.values().any(|m| m.unaligned))
-            .count(),
+        unaligned_checkpoints: log.completed.iter().filter(|c| c.is_unaligned()).count(),
         sink,
         savepoint,
         collected_at_recovery,
@@ -366,7 +369,6 @@ fn run_reference(
         source_rate: 0,
         events: workload.events.clone(),
         adjustments: workload.adjustments.clone(),
-        task_failure_at: None,
     })?;
     let coordinator = CheckpointCoordinator::new(
         CheckpointConfig::default(),
@@ -376,10 +378,11 @@ fn run_reference(
         CompletedCheckpointStore::open(storage, 1)?,
         Box::new(dataflow.gateway.clone()),
     )?;
+    let mut no_failures = VecDeque::new();
     match drive(
         dataflow,
         coordinator,
-        None,
+        &mut no_failures,
         None,
         &mut CheckpointLog::default(),
     )? {

@@ -82,7 +82,8 @@ pub struct Options {
     pub aligned_checkpoint_timeout: Option<u64>,
     /// The failures to inject, one per attempt, in order: `task` (a task
     /// thread dies mid-stream), `storage` (every write to the checkpoint
-    /// storage fails until the job fails over), `checkpoint-crash` (the
+    /// storage fails for 0.5 s or until the job fails over, whichever comes
+    /// first), `checkpoint-crash` (the
     /// whole job stops dead while a checkpoint is half acknowledged), or
     /// `none`.
     #[arg(
@@ -180,7 +181,8 @@ pub enum CheckpointingArg {
 pub enum FailureKind {
     /// A keyed task thread fails while processing a record.
     Task,
-    /// The checkpoint storage refuses every write until the job fails over.
+    /// The checkpoint storage refuses every write for 0.5 s, or until the
+    /// job fails over.
     Storage,
     /// The job stops dead (no clean-up, no notices) while a checkpoint is
     /// acknowledged by some tasks and not others.

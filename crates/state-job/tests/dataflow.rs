@@ -48,7 +48,7 @@ fn aligned_exactly_once_survives_all_three_failures_while_rescaling() {
         report.sink.events, 40_000,
         "each event in one closed window"
     );
-    assert_eq!(report.collected_at_end, 0);
+    assert_eq!(report.collected_at_end, 0, "nothing left unreferenced");
 }
 
 #[test]
@@ -126,7 +126,12 @@ fn rocksdb_and_changelog_recover_with_equal_state() {
         let report = run_with(dir.path(), &args);
         assert!(report.passed, "{backend}: {report:?}");
         assert!(report.restored_checkpoint.is_some(), "{backend}");
-        // Not asserted: see the aligned test on files left after failovers.
+        // The changelog keeps, when dropped, a log segment that only an
+        // aborted checkpoint included (an open finding); the next
+        // collection deletes it.
+        if !backend.contains("changelog") {
+            assert_eq!(report.collected_at_end, 0, "{backend}");
+        }
         assert_eq!(
             std::fs::read_dir(local.path()).unwrap().count(),
             0,

@@ -264,15 +264,7 @@ impl RestorePlan {
         operator_id: &str,
         key_group_range: KeyGroupRange,
     ) -> Vec<KeyedStateHandle> {
-        self.handles(operator_id)
-            .iter()
-            .filter(|h| {
-                !h.key_group_range()
-                    .intersection(&key_group_range)
-                    .is_empty()
-            })
-            .cloned()
-            .collect()
+        state_api::backend::handles_for_range(self.handles(operator_id), key_group_range)
     }
 
     /// The states operator `operator_id`'s backends must skip

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use state_api::backend::handles_for_range;
 use state_api::key_group::{
     assign_to_key_group, key_group_range_for_operator, operator_index_for_key_group,
 };
 use state_api::{
-    BackendContext, CheckpointStorageAccess, KeyGroupRange, KeyedStateBackend, KeyedStateHandle,
-    Result, SnapshotOptions, SnapshotResult, SnapshotType, StateBackendFactory, StateError,
+    BackendContext, CheckpointStorageAccess, KeyedStateBackend, KeyedStateHandle, Result,
+    SnapshotOptions, SnapshotResult, SnapshotType, StateBackendFactory, StateError,
 };
 
 use state_job::events::Event;
@@ -144,7 +145,7 @@ impl Pipeline {
                 operator: format!("keyed-aggregator-{index}"),
                 max_parallelism,
                 key_group_range: range,
-                restore: overlapping(&restore.handles, range),
+                restore: handles_for_range(&restore.handles, range),
                 storage: Arc::clone(&storage),
                 restore_storage: restore.storage.clone(),
                 skip_restored_states: restore.skip.clone(),
@@ -295,13 +296,4 @@ impl Pipeline {
         }
         Ok(all)
     }
-}
-
-/// The handles a subtask of `range` restores from: those overlapping it.
-fn overlapping(handles: &[KeyedStateHandle], range: KeyGroupRange) -> Vec<KeyedStateHandle> {
-    handles
-        .iter()
-        .filter(|h| !h.key_group_range().intersection(&range).is_empty())
-        .cloned()
-        .collect()
 }

@@ -154,11 +154,7 @@ fn rescale(
         let range =
             key_group_range_for_operator(MAX_PARALLELISM, parallelism, index).expect("valid");
         // As a job manager does: hand each instance the handles overlapping its range.
-        let mine: Vec<KeyedStateHandle> = handles
-            .iter()
-            .filter(|h| !h.key_group_range().intersection(&range).is_empty())
-            .cloned()
-            .collect();
+        let mine = crate::backend::handles_for_range(handles, range);
         let mut backend = h.restore(MAX_PARALLELISM, range, mine).unwrap_or_else(|e| {
             panic!("{name}: restore of {range} at parallelism {parallelism} failed: {e}")
         });

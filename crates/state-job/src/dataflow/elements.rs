@@ -58,14 +58,15 @@ const TOTALS_LEN: usize = 24;
 /// How corrupt in-flight records are named in errors.
 const CHANNEL_STATE: &str = "channel state";
 
-/// The key group of `key`, as `keyBy` assigns it.
+/// The key group of `key`, as `keyBy` assigns it; `scratch` holds the
+/// key's bytes (reused from record to record).
 ///
 /// # Errors
 /// Codec errors; an invalid max parallelism.
-pub fn key_group_of(key: u64, max_parallelism: u32) -> Result<u32> {
-    let mut bytes = Vec::with_capacity(9);
-    state_api::codec::encode_into(&key, &mut bytes)?;
-    assign_to_key_group(&bytes, max_parallelism)
+pub fn key_group_of(key: u64, max_parallelism: u32, scratch: &mut Vec<u8>) -> Result<u32> {
+    scratch.clear();
+    state_api::codec::encode_into(&key, scratch)?;
+    assign_to_key_group(scratch, max_parallelism)
 }
 
 impl KeyedInput {
@@ -82,10 +83,8 @@ impl KeyedInput {
         for field in [event.offset, event.key, event.value, event.timestamp_ms] {
             bytes.extend_from_slice(&field.to_le_bytes());
         }
-        Ok(Some((
-            Some(key_group_of(event.key, max_parallelism)?),
-            bytes,
-        )))
+        let key_group = key_group_of(event.key, max_parallelism, &mut Vec::new())?;
+        Ok(Some((Some(key_group), bytes)))
     }
 
     /// A record from its channel state bytes.
@@ -176,7 +175,7 @@ mod tests {
         for kind in [StreamKind::Events, StreamKind::Adjustments] {
             let record = KeyedInput::Record(kind, event);
             let (group, bytes) = record.encode(128).unwrap().unwrap();
-            assert_eq!(group, Some(key_group_of(42, 128).unwrap()));
+            assert_eq!(group, Some(key_group_of(42, 128, &mut Vec::new()).unwrap()));
             assert_eq!(KeyedInput::decode(&bytes).unwrap(), record);
         }
         assert_eq!(KeyedInput::Watermark(5).encode(128).unwrap(), None);

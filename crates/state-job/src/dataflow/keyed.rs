@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -24,15 +24,10 @@ use crate::operator::{KeyedAggregator, WINDOW_MS, WindowTotals};
 /// How long the task waits on its input before it looks at its mailbox.
 const POLL: Duration = Duration::from_millis(20);
 
-/// A failure armed for one attempt: the first keyed instance to process an
-/// event at or past `at` fails.
-#[derive(Clone, Debug)]
-pub struct ArmedTaskFailure {
-    /// Events-stream offset.
-    pub at: u64,
-    /// Cleared by the instance that fails.
-    pub armed: Arc<AtomicBool>,
-}
+/// The injected task failure: the first keyed instance to process an
+/// event at or past the offset it holds fails, and disarms it
+/// (`u64::MAX`: disarmed).
+pub type TaskFailureSwitch = Arc<AtomicU64>;
 
 /// What a keyed instance hands back when the job ends.
 pub struct KeyedOutput {
@@ -56,8 +51,8 @@ pub struct KeyedTask {
     pub output: Option<ChannelSender<WindowTotals>>,
     /// Where snapshots go.
     pub storage: Arc<dyn CheckpointStorageAccess>,
-    /// The failure to inject, if this attempt has one.
-    pub failure: Option<ArmedTaskFailure>,
+    /// The injected failure, shared by every instance.
+    pub failure: TaskFailureSwitch,
     /// Highest events offset processed by any instance (the driver's
     /// progress gauge).
     pub progress: Arc<AtomicU64>,
@@ -170,10 +165,17 @@ impl KeyedTask {
     ) -> Result<()> {
         match record {
             KeyedInput::Record(StreamKind::Events, event) => {
-                self.progress.fetch_max(event.offset, Ordering::Relaxed);
-                if let Some(failure) = &self.failure
-                    && event.offset >= failure.at
-                    && failure.armed.swap(false, Ordering::SeqCst)
+                // The gauge is coarse: one shared write per 256 offsets, not
+                // one per record on a cache line all instances share.
+                if event.offset.is_multiple_of(256) {
+                    self.progress.fetch_max(event.offset, Ordering::Relaxed);
+                }
+                let armed_at = self.failure.load(Ordering::Relaxed);
+                if event.offset >= armed_at
+                    && self
+                        .failure
+                        .compare_exchange(armed_at, u64::MAX, Ordering::SeqCst, Ordering::SeqCst)
+                        .is_ok()
                 {
                     return Err(StateError::Restore(format!(
                         "injected failure: task {} dies at offset {}",

@@ -33,10 +33,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 
+use state_api::backend::handles_for_range;
 use state_api::key_group::key_group_range_for_operator;
 use state_api::{
-    BackendContext, CheckpointStorageAccess, KeyGroupRange, KeyedStateHandle, Result,
-    StateBackendFactory, StateError,
+    BackendContext, CheckpointStorageAccess, KeyGroupRange, Result, StateBackendFactory, StateError,
 };
 use state_runtime::channel::{ChannelSender, InputGate};
 use state_runtime::channel_state;
@@ -49,7 +49,7 @@ use crate::events::EventStream;
 use crate::operator::{KeyedAggregator, WindowTotals};
 use control::{Control, MailboxAddress, MailboxGateway, TaskContext, TaskReport};
 use elements::{KeyedInput, StreamKind, decode_totals, encode_totals};
-use keyed::{ArmedTaskFailure, KeyedOutput, KeyedTask};
+use keyed::{KeyedOutput, KeyedTask, TaskFailureSwitch};
 pub use restore::RestoreState;
 use sink::{SINK_ID, SinkTask, SinkTotals};
 use source::SourceTask;
@@ -76,8 +76,6 @@ pub struct DataflowPlan<'a> {
     pub events: EventStream,
     /// The second input.
     pub adjustments: EventStream,
-    /// A keyed task fails at this events offset.
-    pub task_failure_at: Option<u64>,
 }
 
 /// What a task thread hands back.
@@ -99,6 +97,7 @@ pub struct Dataflow {
     pub sources: Vec<TaskId>,
     /// Highest events offset processed.
     pub progress: Arc<AtomicU64>,
+    task_failure: TaskFailureSwitch,
     cancelled: Arc<AtomicBool>,
     threads: Vec<(TaskId, JoinHandle<Option<TaskOutput>>)>,
 }
@@ -189,10 +188,7 @@ impl Dataflow {
 
         // The keyed instances' gates: channels [0, p) from the events
         // sources, [p, 2p) from the adjustments sources.
-        let failure = plan.task_failure_at.map(|at| ArmedTaskFailure {
-            at,
-            armed: Arc::new(AtomicBool::new(true)),
-        });
+        let task_failure: TaskFailureSwitch = Arc::new(AtomicU64::new(u64::MAX));
         let mut keyed_tasks = Vec::new();
         let mut source_outputs: Vec<Vec<ChannelSender<KeyedInput>>> =
             (0..2 * p).map(|_| Vec::new()).collect();
@@ -202,7 +198,7 @@ impl Dataflow {
                 operator: format!("{OPERATOR_ID}-{subtask}"),
                 max_parallelism: plan.max_parallelism,
                 key_group_range: range,
-                restore: overlapping(&plan.restore.keyed, range),
+                restore: handles_for_range(&plan.restore.keyed, range),
                 storage: Arc::clone(&plan.storage),
                 restore_storage: plan.restore.storage.clone(),
                 skip_restored_states: plan.restore.skip.clone(),
@@ -240,7 +236,7 @@ impl Dataflow {
                 ),
                 output: Some(sink_sender),
                 storage: Arc::clone(&plan.storage),
-                failure: failure.clone(),
+                failure: Arc::clone(&task_failure),
                 progress: Arc::clone(&progress),
             });
         }
@@ -324,9 +320,16 @@ impl Dataflow {
             tasks,
             sources,
             progress,
+            task_failure,
             cancelled,
             threads,
         })
+    }
+
+    /// Makes the first keyed instance that processes an events record at
+    /// or past offset `at` fail.
+    pub fn arm_task_failure(&self, at: u64) {
+        self.task_failure.store(at, Ordering::SeqCst);
     }
 
     /// Stops every task at once (failover, or the job stopping dead) and
@@ -432,13 +435,4 @@ fn recover_keyed_channels(
         gate.recover(base + channel.channel as usize % p, records);
     }
     Ok(())
-}
-
-/// The handles a keyed instance of `range` restores from.
-fn overlapping(handles: &[KeyedStateHandle], range: KeyGroupRange) -> Vec<KeyedStateHandle> {
-    handles
-        .iter()
-        .filter(|h| !h.key_group_range().intersection(&range).is_empty())
-        .cloned()
-        .collect()
 }

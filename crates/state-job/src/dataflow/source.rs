@@ -86,6 +86,7 @@ impl SourceTask {
     pub fn run(mut self) -> Result<()> {
         let started = Instant::now();
         let mut emitted = 0u64;
+        let mut key_bytes = Vec::new();
         let len = self.stream.event_count();
         loop {
             if self.ctx.is_cancelled() {
@@ -106,7 +107,7 @@ impl SourceTask {
                 return self.finished();
             };
             let event = self.stream.event(offset);
-            let key_group = key_group_of(event.key, self.max_parallelism)?;
+            let key_group = key_group_of(event.key, self.max_parallelism, &mut key_bytes)?;
             let target = operator_index_for_key_group(
                 self.max_parallelism,
                 self.outputs.len() as u32,

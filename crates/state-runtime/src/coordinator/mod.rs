@@ -26,7 +26,11 @@
 //! * If the put of `_metadata` has an **unknown outcome**, nothing is said
 //!   and nothing deleted: no checkpoint is triggered or committed until the
 //!   store resolved it by reading back (each tick tries), and the tasks are
-//!   then told what it found. Never guessed.
+//!   then told what it found. Never guessed. If storage stays unreachable
+//!   past the checkpoint's `timeout`, [`CheckpointEvent::CommitUnresolved`]
+//!   tells the runtime to fail over (Flink fails over at once on a possibly
+//!   inconsistent commit): a new attempt opens the store, which settles the
+//!   outcome from what storage holds.
 //! * A late acknowledgement of an aborted or unknown checkpoint is answered
 //!   with [`Notification::Aborted`], so its state is dropped; notices may be
 //!   repeated and tasks handle them idempotently.
@@ -91,6 +95,14 @@ pub enum CheckpointEvent {
         /// The storage error.
         error: String,
     },
+    /// A commit with an unknown outcome could not be resolved within the
+    /// checkpoint's timeout (storage stays unreachable): checkpointing is
+    /// stalled, so fail the job over. The new attempt's store settles the
+    /// outcome when it opens; the coordinator keeps trying meanwhile.
+    CommitUnresolved {
+        /// The checkpoint.
+        id: u64,
+    },
     /// More consecutive counted failures than tolerated: fail the job over.
     TolerableFailuresExceeded {
         /// The checkpoint whose failure crossed the limit.
@@ -136,6 +148,8 @@ struct Unresolved {
     full_size: u64,
     /// When the next read-back is due (for [`CheckpointCoordinator::next_wakeup`]).
     retry_at: Duration,
+    /// Whether [`CheckpointEvent::CommitUnresolved`] was reported.
+    reported_stuck: bool,
 }
 
 /// A savepoint asked for and not started yet.
@@ -379,7 +393,7 @@ impl CheckpointCoordinator {
                 .iter()
                 .any(|(f, completed)| *f == id && *completed)
             {
-                self.gateway.notify(task, Notification::Aborted(id));
+                self.drop_late_snapshot(task, id);
             }
             return events;
         };
@@ -417,6 +431,22 @@ impl CheckpointCoordinator {
             self.abort(id, FailureReason::TaskFailure, now, &mut events);
         }
         events
+    }
+
+    /// A task acknowledged `id` after it was aborted: the files it wrote
+    /// into `chk-<id>/` after the abort discarded that directory have no
+    /// owner but this call. The directory is discarded again (the store
+    /// refuses if `id` completed after all), and the task is told, so its
+    /// backends drop their shared files.
+    fn drop_late_snapshot(&mut self, task: &TaskId, id: u64) {
+        match self.store.discard_pending(id) {
+            Ok(()) | Err(StateError::CheckpointAlreadyExists { .. }) => {}
+            Err(error) => {
+                // What stays is collected when the store is opened again.
+                tracing::warn!(checkpoint_id = id, %error, "could not discard a late snapshot");
+            }
+        }
+        self.gateway.notify(task, Notification::Aborted(id));
     }
 
     fn may_trigger(&self, now: Duration, force: bool) -> bool {
@@ -588,6 +618,7 @@ impl CheckpointCoordinator {
                     persisted,
                     full_size,
                     retry_at: now.saturating_add(RESOLVE_RETRY),
+                    reported_stuck: false,
                 });
             }
             Err(error) => {
@@ -623,8 +654,19 @@ impl CheckpointCoordinator {
             }
             Err(error) => {
                 tracing::debug!(checkpoint_id = id, %error, "commit still unresolved");
+                let expired = now
+                    >= unresolved
+                        .pending
+                        .triggered_at
+                        .saturating_add(self.config.timeout);
+                let report = expired && !unresolved.reported_stuck;
+                if report {
+                    tracing::warn!(checkpoint_id = id, %error, "commit unresolved past the checkpoint timeout");
+                    events.push(CheckpointEvent::CommitUnresolved { id });
+                }
                 self.unresolved = Some(Unresolved {
                     retry_at: now.saturating_add(RESOLVE_RETRY),
+                    reported_stuck: unresolved.reported_stuck || report,
                     ..unresolved
                 });
                 return;

@@ -42,6 +42,11 @@ impl CompletedCheckpointStats {
             .unwrap_or_default()
     }
 
+    /// Whether some task took its snapshot unaligned.
+    pub fn is_unaligned(&self) -> bool {
+        self.tasks.values().any(|m| m.unaligned)
+    }
+
     /// In-flight bytes persisted as channel state, over all tasks
     /// (`lastCheckpointPersistedData`).
     pub fn persisted_in_flight_bytes(&self) -> u64 {

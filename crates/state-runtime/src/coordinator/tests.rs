@@ -280,19 +280,18 @@ fn a_decline_aborts_discards_and_counts() {
     // Its directory is gone.
     assert!(f.storage.list_files(None).unwrap().is_empty());
 
-    // A late acknowledgement of the aborted checkpoint is answered with
-    // an abort notice, so the task drops what it wrote.
-    f.coordinator.acknowledge(
-        &source(),
-        1,
-        TaskSnapshot::default(),
-        TaskCheckpointMetrics::default(),
-        ms(20),
-    );
+    // A late acknowledgement of the aborted checkpoint, whose file was
+    // written after the directory was discarded: the file goes, and the
+    // task is told so its backends drop their shared files.
+    let late = snapshot(&f.storage, 1, b"written after the abort");
+    assert_eq!(f.storage.list_files(None).unwrap().len(), 1);
+    f.coordinator
+        .acknowledge(&source(), 1, late, TaskCheckpointMetrics::default(), ms(20));
     assert_eq!(
         f.calls.take(),
         vec![Call::Notify(source(), Notification::Aborted(1))]
     );
+    assert!(f.storage.list_files(None).unwrap().is_empty());
 
     // The second counted failure in a row exceeds the tolerance of one.
     f.coordinator
@@ -399,6 +398,55 @@ fn an_unclear_commit_is_resolved_by_reading_back_before_anything_else() {
             .unwrap()
             .is_empty()
     );
+}
+
+#[test]
+fn a_commit_unresolved_past_the_timeout_asks_for_a_failover_once() {
+    let config = CheckpointConfig {
+        timeout: ms(1_000),
+        ..CheckpointConfig::default()
+    };
+    let mut f = fixture(config, 1);
+    f.coordinator
+        .trigger(ms(0), SnapshotType::Checkpoint, false);
+    f.calls.take();
+    f.coordinator.acknowledge(
+        &source(),
+        1,
+        TaskSnapshot::default(),
+        TaskCheckpointMetrics::default(),
+        ms(5),
+    );
+    let state = snapshot(&f.storage, 1, b"state");
+    // Every write fails from now on: the put and each read-back's re-put.
+    f.faults.set_config(FaultConfig {
+        error_rate: 1.0,
+        operations: vec![Operation::Put],
+        ..FaultConfig::default()
+    });
+    let events =
+        f.coordinator
+            .acknowledge(&sink(), 1, state, TaskCheckpointMetrics::default(), ms(10));
+    assert!(matches!(
+        &events[..],
+        [CheckpointEvent::CommitOutcomeUnknown { id: 1, .. }]
+    ));
+    // Within the timeout the coordinator only retries.
+    assert!(f.coordinator.tick(ms(500)).is_empty());
+    // Past it, once: the runtime fails over.
+    assert_eq!(
+        f.coordinator.tick(ms(1_000)),
+        vec![CheckpointEvent::CommitUnresolved { id: 1 }]
+    );
+    assert!(f.coordinator.tick(ms(1_200)).is_empty());
+    assert!(f.calls.take().is_empty(), "nobody was told anything");
+    // A new attempt's store settles it: no `_metadata`, so not committed,
+    // and its files are garbage.
+    f.faults.set_enabled(false);
+    let mut store = CompletedCheckpointStore::open(Arc::clone(&f.storage), 1).unwrap();
+    assert!(store.latest().is_none());
+    assert!(!store.collect_garbage().unwrap().deleted.is_empty());
+    assert!(store.unreferenced_files().unwrap().is_empty());
 }
 
 #[test]

@@ -45,11 +45,7 @@ impl<B: KeyedStateBackend> Job<B> {
         };
         for index in 0..parallelism {
             let range = key_group_range_for_operator(MAX_PARALLELISM, parallelism, index)?;
-            let handles = restore
-                .iter()
-                .filter(|h| !h.key_group_range().intersection(&range).is_empty())
-                .cloned()
-                .collect();
+            let handles = state_api::backend::handles_for_range(restore, range);
             let mut backend = create(context(storage, restore_storage.clone(), range, handles))?;
             job.states.push(StandardStates::register(&mut backend));
             job.backends.push(backend);
