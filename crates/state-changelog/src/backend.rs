@@ -444,10 +444,17 @@ impl Drop for ChangelogKeyedStateBackend {
             self.poll_materialization();
         }
         let mut used = Vec::new();
+        let mut unknown_slots = Vec::new();
         for pending in std::mem::take(&mut self.pending).into_values() {
             self.bases.checkpoint_outcome_unknown(pending.base_id);
             used.push(pending.base_id);
+            unknown_slots.extend(pending.slots);
         }
+        // The log's segments: those a checkpoint of unknown outcome includes
+        // stay (the checkpoint store owns or collects them), so do those a
+        // completed checkpoint confirmed; the rest, seen by no checkpoint
+        // or only by aborted ones, are deleted.
+        self.log.close(&unknown_slots);
         let mut events = BaseEvents::default();
         self.bases.close(&mut events);
         // A checkpoint may be built on a materialization still running.

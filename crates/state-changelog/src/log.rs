@@ -256,12 +256,26 @@ fn new_buffer(capacity: usize) -> Vec<u8> {
     buffer
 }
 
+impl LogWriter {
+    /// The backend is going away, knowing which checkpoints may still be
+    /// committed (a failure between commit and notice): keeps the files of
+    /// the segments in `unknown` (their slots), and releases the others to
+    /// be deleted unless a completed checkpoint confirmed them. A segment
+    /// only aborted checkpoints included goes.
+    pub(crate) fn close(&mut self, unknown: &[Arc<SegmentSlot>]) {
+        for segment in self.segments.drain(..) {
+            let keep = unknown.iter().any(|slot| Arc::ptr_eq(slot, &segment.slot));
+            self.uploader.release(&segment.slot, keep);
+        }
+    }
+}
+
 impl Drop for LogWriter {
     fn drop(&mut self) {
-        // A checkpoint that included a segment may still be committed by
-        // the coordinator after this backend is gone (a failure between
-        // commit and notification): leave those files to the checkpoint
-        // store, and delete only segments no checkpoint has seen.
+        // Without `close` (the backend did not say which checkpoints are
+        // open), every segment a checkpoint has seen may still be committed:
+        // leave those files to the checkpoint store, and delete only
+        // segments no checkpoint has seen.
         for segment in self.segments.drain(..) {
             self.uploader.release(&segment.slot, segment.reported);
         }

@@ -180,6 +180,54 @@ fn unknown_commit_outcome_loses_nothing_over_rocksdb() {
     ));
 }
 
+/// A backend dropped after its last checkpoint was aborted leaves nothing
+/// behind (the log segment only that checkpoint included goes), while one
+/// dropped with a checkpoint of unknown outcome keeps that checkpoint's
+/// files, which then restore.
+fn drop_after_abort_leaves_nothing(factory: &ChangelogBackendFactory) {
+    let (_faults, storage) = faulty(FaultConfig::default(), "job").unwrap();
+    let access: Arc<dyn CheckpointStorageAccess> = storage.clone();
+    let mut store = CompletedCheckpointStore::open(Arc::clone(&storage), 1).unwrap();
+    let (mut backend, mut states) = populated(factory, &access, 50);
+    let (first, _) = checkpoint(&mut backend, &access, 1);
+    store.add(first).unwrap();
+    backend.notify_checkpoint_complete(1).unwrap();
+    change(&mut backend, &mut states, 3);
+    let (_aborted, _) = checkpoint(&mut backend, &access, 2);
+    store.discard_pending(2).unwrap();
+    backend.notify_checkpoint_aborted(2).unwrap();
+    drop(backend);
+    wait_for_detached_deletions(Duration::from_secs(10));
+    assert_eq!(store.unreferenced_files().unwrap(), Vec::<String>::new());
+
+    // Checkpoint 3 is acknowledged, its notice never comes.
+    let (mut backend, mut states) = populated(factory, &access, 50);
+    let (third, _) = checkpoint(&mut backend, &access, 3);
+    store.add(third).unwrap();
+    backend.notify_checkpoint_complete(3).unwrap();
+    change(&mut backend, &mut states, 4);
+    let (fourth, model) = checkpoint(&mut backend, &access, 4);
+    drop(backend);
+    wait_for_detached_deletions(Duration::from_secs(10));
+    store.add(fourth).unwrap();
+    assert_restores(factory, &access, &store, 4, &model, "notice never came");
+}
+
+#[test]
+fn drop_after_abort_leaves_nothing_over_heap() {
+    drop_after_abort_leaves_nothing(&changelog_heap(test_dstl(), manual_materialization()));
+}
+
+#[test]
+fn drop_after_abort_leaves_nothing_over_rocksdb() {
+    let local = tempfile::tempdir().unwrap();
+    drop_after_abort_leaves_nothing(&changelog_rocksdb(
+        local.path(),
+        test_dstl(),
+        manual_materialization(),
+    ));
+}
+
 /// Defect 5: with three checkpoints retained, the completion of checkpoint
 /// 2 arrives before that of checkpoint 1, which is committed and retained.
 /// Checkpoint 1's materialization and log must survive.
