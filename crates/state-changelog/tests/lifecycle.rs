@@ -198,7 +198,15 @@ fn drop_after_abort_leaves_nothing(factory: &ChangelogBackendFactory) {
     backend.notify_checkpoint_aborted(2).unwrap();
     drop(backend);
     wait_for_detached_deletions(Duration::from_secs(10));
-    assert_eq!(store.unreferenced_files().unwrap(), Vec::<String>::new());
+    // The shared uploader deletes on its own thread (an upload still in
+    // flight at the drop is deleted when it finishes): wait for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut left = store.unreferenced_files().unwrap();
+    while !left.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+        left = store.unreferenced_files().unwrap();
+    }
+    assert_eq!(left, Vec::<String>::new());
 
     // Checkpoint 3 is acknowledged, its notice never comes.
     let (mut backend, mut states) = populated(factory, &access, 50);
