@@ -17,6 +17,7 @@ use state_api::{
 use crate::config::MaterializationConfig;
 use crate::log::{LogWriter, PersistedSegment};
 use crate::materialize::{Base, BaseEvents, Bases, InFlight, SharedScope};
+use crate::metrics::BackendMetrics;
 use crate::record::{Op, Target};
 use crate::upload::{ChangelogUploader, SegmentSlot};
 
@@ -77,6 +78,7 @@ pub struct ChangelogKeyedStateBackend {
     pending: BTreeMap<u64, PendingCheckpoint>,
     scratch: Vec<u8>,
     stats: ChangelogStats,
+    metrics: BackendMetrics,
 }
 
 /// What restore hands to [`ChangelogKeyedStateBackend::new`].
@@ -105,6 +107,7 @@ impl ChangelogKeyedStateBackend {
             next_materialization_id,
         } = restored;
         let mut states = StateRegistry::default();
+        let key_groups = delegate.key_group_range();
         let mut log = LogWriter::new(
             Arc::clone(&uploader),
             Arc::clone(&storage),
@@ -137,6 +140,7 @@ impl ChangelogKeyedStateBackend {
             pending: BTreeMap::new(),
             scratch: Vec::new(),
             stats: ChangelogStats::default(),
+            metrics: BackendMetrics::new(operator, key_groups),
         })
     }
 
@@ -257,6 +261,7 @@ impl ChangelogKeyedStateBackend {
                 source: Box::new(e),
             })?;
         self.in_flight = Some(Arc::clone(&in_flight));
+        self.metrics.materialization_started();
         Ok(in_flight)
     }
 
@@ -270,6 +275,11 @@ impl ChangelogKeyedStateBackend {
                 self.consecutive_failures = 0;
                 self.stats.materializations += 1;
                 self.stats.materialized_bytes += result.uploaded_bytes;
+                self.metrics.materialization_completed(
+                    in_flight.took(),
+                    result.handle.state_size(),
+                    result.uploaded_bytes,
+                );
                 let mut events = BaseEvents::default();
                 self.bases.install(
                     Base {
@@ -312,6 +322,7 @@ impl ChangelogKeyedStateBackend {
 
     fn materialization_failed(&mut self, message: &str) {
         self.stats.failed_materializations += 1;
+        self.metrics.materialization_failed();
         self.consecutive_failures += 1;
         if self.consecutive_failures > self.config.max_failures_allowed {
             self.failure = Some(format!(
@@ -703,6 +714,10 @@ impl KeyedStateBackend for ChangelogKeyedStateBackend {
         let (base_id, from_sqn) = base.id_and_sqn();
         let to_sqn = self.log.next_sqn();
         let persisted = self.log.persist(from_sqn);
+        self.metrics.checkpointed(
+            persisted.iter().map(|p| p.bytes).sum(),
+            persisted.iter().map(|p| p.new_bytes).sum(),
+        );
         self.bases.add_user(base_id);
         self.pending.insert(
             checkpoint_id,

@@ -49,6 +49,7 @@ pub mod config;
 pub mod factory;
 mod log;
 mod materialize;
+mod metrics;
 pub mod record;
 mod restore;
 pub mod segment;

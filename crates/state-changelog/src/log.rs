@@ -29,6 +29,8 @@ struct Segment {
 pub(crate) struct PersistedSegment {
     /// Where the upload outcome appears.
     pub(crate) slot: Arc<SegmentSlot>,
+    /// Bytes of the segment.
+    pub(crate) bytes: u64,
     /// Bytes first reported by this checkpoint (0 if an earlier one did).
     pub(crate) new_bytes: u64,
 }
@@ -179,6 +181,7 @@ impl LogWriter {
                 };
                 persisted.push(PersistedSegment {
                     slot: Arc::clone(&segment.slot),
+                    bytes: segment.stored_len,
                     new_bytes,
                 });
             }

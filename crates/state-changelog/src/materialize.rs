@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
@@ -57,8 +58,10 @@ pub(crate) struct InFlight {
     pub(crate) id: u64,
     /// Log position the materialization covers: records before it are in it.
     pub(crate) sqn: u64,
+    started: Instant,
     finished: AtomicBool,
-    outcome: Mutex<Option<std::result::Result<SnapshotResult, String>>>,
+    /// The outcome and how long the materialization took.
+    outcome: Mutex<Option<(std::result::Result<SnapshotResult, String>, Duration)>>,
     done: Condvar,
 }
 
@@ -67,6 +70,7 @@ impl InFlight {
         Self {
             id,
             sqn,
+            started: Instant::now(),
             finished: AtomicBool::new(false),
             outcome: Mutex::new(None),
             done: Condvar::new(),
@@ -74,7 +78,8 @@ impl InFlight {
     }
 
     pub(crate) fn complete(&self, outcome: Result<SnapshotResult>) {
-        *self.outcome.lock() = Some(outcome.map_err(|e| e.to_string()));
+        let took = self.started.elapsed();
+        *self.outcome.lock() = Some((outcome.map_err(|e| e.to_string()), took));
         self.finished.store(true, Ordering::Release);
         self.done.notify_all();
     }
@@ -96,13 +101,21 @@ impl InFlight {
             self.done.wait(&mut outcome);
         }
         match outcome.as_ref() {
-            Some(Ok(result)) => Ok(result.clone()),
-            Some(Err(message)) => Err(StateError::SnapshotCancelled {
+            Some((Ok(result), _)) => Ok(result.clone()),
+            Some((Err(message), _)) => Err(StateError::SnapshotCancelled {
                 checkpoint_id,
                 reason: format!("materialization {} failed: {message}", self.id),
             }),
             None => unreachable!("waited for an outcome"),
         }
+    }
+
+    /// How long the finished materialization took (zero while it runs).
+    pub(crate) fn took(&self) -> Duration {
+        self.outcome
+            .lock()
+            .as_ref()
+            .map_or(Duration::ZERO, |(_, took)| *took)
     }
 }
 

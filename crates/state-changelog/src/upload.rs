@@ -34,6 +34,7 @@ use state_api::{
 };
 
 use crate::config::DstlConfig;
+use crate::metrics::UploaderMetrics;
 use crate::segment;
 
 /// Name hint of log files in checkpoint storage.
@@ -155,6 +156,7 @@ struct Inner {
     deletions: Mutex<Option<mpsc::Sender<Deletion>>>,
     files: Mutex<HashMap<String, TrackedFile>>,
     counters: Counters,
+    metrics: UploaderMetrics,
 }
 
 /// Uploads the change logs of the backends that share it; see the
@@ -199,6 +201,7 @@ impl ChangelogUploader {
             deletions: Mutex::new(Some(delete_sender)),
             files: Mutex::new(HashMap::new()),
             counters: Counters::default(),
+            metrics: UploaderMetrics::new(),
         });
         let spawn_error = |e: std::io::Error| StateError::Backend {
             backend: "changelog",
@@ -291,6 +294,10 @@ impl ChangelogUploader {
             end_sqn,
             slot: Arc::clone(&slot),
         });
+        self.inner
+            .metrics
+            .queue_size
+            .set(queue.requests.len() as f64);
         self.inner.queue_changed.notify_all();
         slot
     }
@@ -375,6 +382,7 @@ impl Inner {
                 }
                 queue.bytes = 0;
                 queue.first_at = None;
+                self.metrics.queue_size.set(0.0);
                 std::mem::take(&mut queue.requests)
             };
             // One file per storage.
@@ -463,9 +471,16 @@ impl Inner {
         }
         let storage = Arc::clone(&requests[0].storage);
         let file_len = file.len() as u64;
-        let outcome = self.upload_with_retries(&storage, Bytes::from(file));
+        let started = Instant::now();
+        let (outcome, attempts) = self.upload_with_retries(&storage, Bytes::from(file));
+        self.metrics.requests.increment(1);
+        self.metrics.attempts.record(f64::from(attempts));
         match outcome {
             Ok(handle) => {
+                self.metrics.sizes.record(file_len as f64);
+                self.metrics
+                    .latencies_nanos
+                    .record(started.elapsed().as_nanos() as f64);
                 self.counters.files_uploaded.fetch_add(1, Ordering::Relaxed);
                 self.counters
                     .bytes_uploaded
@@ -503,6 +518,7 @@ impl Inner {
                 }
             }
             Err(message) => {
+                self.metrics.failures.increment(1);
                 for request in requests {
                     request.slot.state.lock().outcome = Some(Err(message.clone()));
                     request.slot.done.notify_all();
@@ -532,15 +548,16 @@ impl Inner {
     }
 
     /// Uploads `file`, starting a new attempt when one fails or times out.
+    /// Returns the outcome and the attempts it took.
     fn upload_with_retries(
         &self,
         storage: &Arc<dyn CheckpointStorageAccess>,
         file: Bytes,
-    ) -> std::result::Result<FileHandle, String> {
+    ) -> (std::result::Result<FileHandle, String>, u32) {
         let mut last_error = String::new();
         for attempt in 1..=self.config.max_attempts {
             match attempt_with_timeout(storage, file.clone(), self.config.upload_timeout) {
-                Ok(handle) => return Ok(handle),
+                Ok(handle) => return (Ok(handle), attempt),
                 Err(message) => {
                     self.counters
                         .failed_attempts
@@ -555,7 +572,7 @@ impl Inner {
                 std::thread::sleep(self.config.retry_delay);
             }
         }
-        Err(last_error)
+        (Err(last_error), self.config.max_attempts)
     }
 }
 

@@ -110,6 +110,13 @@ impl CheckpointStats {
                 .set(metrics.alignment.as_nanos() as f64);
             metrics::gauge!("checkpointStartDelayNanos", &labels)
                 .set(metrics.start_delay.as_nanos() as f64);
+            // Flink reports these two per subtask through its REST API only.
+            metrics::gauge!("checkpointSyncDurationNanos", &labels)
+                .set(metrics.sync_duration.as_nanos() as f64);
+            metrics::gauge!("checkpointAsyncDurationNanos", &labels)
+                .set(metrics.async_duration.as_nanos() as f64);
+            metrics::gauge!("checkpointPersistedInFlightBytes", &labels)
+                .set(metrics.persisted_in_flight_bytes as f64);
         }
         tracing::info!(
             checkpoint_id = stats.id,

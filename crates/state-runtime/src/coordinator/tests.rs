@@ -671,15 +671,52 @@ fn completion_sets_flinks_metrics() {
         let mut f = fixture(CheckpointConfig::default(), 1);
         f.coordinator
             .trigger(ms(0), SnapshotType::Checkpoint, false);
-        ack_all(&mut f, 1, ms(40));
+        let task_metrics = TaskCheckpointMetrics {
+            start_delay: ms(3),
+            alignment: ms(7),
+            sync_duration: ms(2),
+            async_duration: ms(30),
+            persisted_in_flight_bytes: 512,
+            unaligned: true,
+        };
+        f.coordinator
+            .acknowledge(&source(), 1, TaskSnapshot::default(), task_metrics, ms(35));
+        let state = snapshot(&f.storage, 1, &1u64.to_le_bytes());
+        f.coordinator
+            .acknowledge(&sink(), 1, state, TaskCheckpointMetrics::default(), ms(40));
     });
-    let values: std::collections::HashMap<String, DebugValue> = snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .filter(|(key, ..)| key.key().labels().next().is_none())
-        .map(|(key, _, _, value)| (key.key().name().to_string(), value))
-        .collect();
+    // Task figures are labelled with the task's vertex and subtask.
+    let mut values = std::collections::HashMap::new();
+    let mut source_task = std::collections::HashMap::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let name = key.key().name().to_string();
+        let mut labels = key.key().labels();
+        if key.key().labels().next().is_none() {
+            values.insert(name, value);
+        } else if labels.any(|l| l.key() == "vertex" && l.value() == source().vertex) {
+            source_task.insert(name, value);
+        }
+    }
+    assert_eq!(
+        source_task["checkpointAlignmentTime"],
+        DebugValue::Gauge(7e6.into())
+    );
+    assert_eq!(
+        source_task["checkpointStartDelayNanos"],
+        DebugValue::Gauge(3e6.into())
+    );
+    assert_eq!(
+        source_task["checkpointAsyncDurationNanos"],
+        DebugValue::Gauge(30e6.into())
+    );
+    assert_eq!(
+        source_task["checkpointPersistedInFlightBytes"],
+        DebugValue::Gauge(512.0.into())
+    );
+    assert_eq!(
+        values["lastCheckpointPersistedData"],
+        DebugValue::Gauge(512.0.into())
+    );
     assert_eq!(
         values["lastCheckpointDuration"],
         DebugValue::Gauge(40.0.into())

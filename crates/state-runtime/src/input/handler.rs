@@ -118,6 +118,33 @@ struct Alignment {
     /// Triggered already: the snapshot was taken, the channels that have
     /// not delivered the barrier are being captured.
     unaligned: bool,
+    /// The `checkpoint_alignment` span, open from the first to the last
+    /// barrier (closed early when the checkpoint is aborted).
+    span: tracing::Span,
+}
+
+impl Alignment {
+    fn new(barrier: CheckpointBarrier, now: Duration, open: &[bool], unaligned: bool) -> Self {
+        Self {
+            barrier,
+            first_at: now,
+            arrived: open.iter().map(|open| !open).collect(),
+            unaligned,
+            span: tracing::debug_span!(
+                "checkpoint_alignment",
+                checkpoint_id = barrier.id,
+                alignment_ns = tracing::field::Empty,
+                unaligned = tracing::field::Empty,
+            ),
+        }
+    }
+
+    /// Records the alignment's outcome on its span, which closes when the
+    /// alignment is dropped.
+    fn finished(&self, duration: Duration) {
+        self.span.record("alignment_ns", duration.as_nanos() as u64);
+        self.span.record("unaligned", self.unaligned);
+    }
 }
 
 /// The barrier handler of one task. See the [module docs](self).
@@ -347,12 +374,7 @@ impl BarrierHandler {
         } else {
             *barrier
         };
-        let mut alignment = Alignment {
-            barrier,
-            first_at: now,
-            arrived: self.open.iter().map(|open| !open).collect(),
-            unaligned,
-        };
+        let mut alignment = Alignment::new(barrier, now, &self.open, unaligned);
         alignment.arrived[channel] = true;
         if unaligned {
             actions.push(HandlerAction::Trigger(Trigger {
@@ -381,6 +403,7 @@ impl BarrierHandler {
             return;
         }
         let duration = now.saturating_sub(alignment.first_at);
+        alignment.finished(duration);
         let id = alignment.barrier.id;
         actions.push(if alignment.unaligned {
             HandlerAction::ChannelStateComplete {
@@ -410,12 +433,10 @@ impl BarrierHandler {
         }
         self.latest_id = self.latest_id.max(barrier.id);
         let open = &self.open;
-        let alignment = self.tracked.entry(barrier.id).or_insert_with(|| Alignment {
-            barrier: *barrier,
-            first_at: now,
-            arrived: open.iter().map(|open| !open).collect(),
-            unaligned: false,
-        });
+        let alignment = self
+            .tracked
+            .entry(barrier.id)
+            .or_insert_with(|| Alignment::new(*barrier, now, open, false));
         alignment.arrived[channel] = true;
         if self.all_arrived(&self.tracked[&barrier.id]) {
             self.complete_tracked(barrier.id, now, actions);
@@ -432,10 +453,12 @@ impl BarrierHandler {
         let older = std::mem::replace(&mut self.tracked, newer);
         for (older_id, alignment) in older {
             if older_id == id {
+                let duration = now.saturating_sub(alignment.first_at);
+                alignment.finished(duration);
                 actions.push(HandlerAction::Trigger(Trigger {
                     barrier: alignment.barrier,
                     start_delay: start_delay(&alignment.barrier, alignment.first_at),
-                    alignment: now.saturating_sub(alignment.first_at),
+                    alignment: duration,
                     capturing: Vec::new(),
                 }));
             } else {

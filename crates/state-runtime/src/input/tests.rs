@@ -421,3 +421,83 @@ proptest! {
         }
     }
 }
+
+/// A `tracing` subscriber that keeps every span's name, fields and whether
+/// it closed.
+#[derive(Clone, Default)]
+struct SpanRecorder(std::sync::Arc<parking_lot::Mutex<Vec<RecordedSpan>>>);
+
+#[derive(Clone, Debug, Default)]
+struct RecordedSpan {
+    name: &'static str,
+    fields: std::collections::BTreeMap<&'static str, String>,
+    closed: bool,
+}
+
+struct FieldVisitor<'a>(&'a mut std::collections::BTreeMap<&'static str, String>);
+
+impl tracing::field::Visit for FieldVisitor<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name(), format!("{value:?}"));
+    }
+}
+
+impl tracing::Subscriber for SpanRecorder {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn new_span(&self, attributes: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        let mut span = RecordedSpan {
+            name: attributes.metadata().name(),
+            ..RecordedSpan::default()
+        };
+        attributes.record(&mut FieldVisitor(&mut span.fields));
+        let mut spans = self.0.lock();
+        spans.push(span);
+        tracing::span::Id::from_u64(spans.len() as u64)
+    }
+
+    fn record(&self, id: &tracing::span::Id, values: &tracing::span::Record<'_>) {
+        let mut spans = self.0.lock();
+        values.record(&mut FieldVisitor(
+            &mut spans[id.into_u64() as usize - 1].fields,
+        ));
+    }
+
+    fn try_close(&self, id: tracing::span::Id) -> bool {
+        self.0.lock()[id.into_u64() as usize - 1].closed = true;
+        true
+    }
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {}
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[test]
+fn each_alignment_is_a_span_from_the_first_to_the_last_barrier() {
+    let recorder = SpanRecorder::default();
+    let mut handler = BarrierHandler::new(2);
+    tracing::subscriber::with_default(recorder.clone(), || {
+        handler.on_barrier(0, &aligned(1), ms(105));
+        handler.on_barrier(1, &aligned(1), ms(112));
+        // Checkpoint 2's alignment is aborted by checkpoint 3.
+        handler.on_barrier(0, &aligned(2), ms(200));
+        handler.on_barrier(1, &aligned(3), ms(300));
+    });
+    let spans = recorder.0.lock().clone();
+    let alignments: Vec<_> = spans
+        .iter()
+        .filter(|s| s.name == "checkpoint_alignment")
+        .collect();
+    assert_eq!(alignments.len(), 3, "{spans:?}");
+    assert_eq!(alignments[0].fields["checkpoint_id"], "1");
+    assert_eq!(alignments[0].fields["alignment_ns"], "7000000");
+    assert_eq!(alignments[0].fields["unaligned"], "false");
+    assert!(alignments[0].closed && alignments[1].closed);
+    assert!(!alignments[1].fields.contains_key("alignment_ns"));
+    assert!(!alignments[2].closed, "checkpoint 3 is still aligning");
+    drop(handler);
+}
