@@ -8,21 +8,20 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use state_api::{CheckpointStorageAccess, KeyedStateBackend, Result, SnapshotOptions, StateError};
 use state_runtime::channel::{ChannelSender, GateWaker};
 use state_runtime::coordinator::{Notification, TaskSnapshot};
-use state_runtime::input::{CheckpointedInput, InputEvent, Trigger};
+use state_runtime::input::{CheckpointedInput, Trigger};
 
 use super::acks::PendingAcks;
 use super::control::{Control, TaskContext};
 use super::elements::{KeyedInput, StreamKind};
+use super::task_loop::{self, InputTask};
 use crate::OPERATOR_ID;
+use crate::events::Event;
 use crate::operator::{KeyedAggregator, WINDOW_MS, WindowTotals};
-
-/// How long the task waits on its input before it looks at its mailbox.
-const POLL: Duration = Duration::from_millis(20);
 
 /// The injected task failure: the first keyed instance to process an
 /// event at or past the offset it holds fails, and disarms it
@@ -70,81 +69,97 @@ impl KeyedTask {
     /// is cancelled.
     ///
     /// # Errors
-    /// State and storage errors, the injected failure, an upstream task
-    /// that failed.
+    /// State and storage errors, the injected failure.
     pub fn run(mut self) -> Result<KeyedOutput> {
+        let open_windows = self.operator.open_windows(&mut *self.backend)?;
+        let mut running = Running {
+            watermarks: Watermarks {
+                per_channel: vec![None; self.input.gate().channels()],
+                current: None,
+                open_windows,
+            },
+            uploads: Vec::new(),
+            task: self,
+        };
         let mut acks = PendingAcks::new(OPERATOR_ID);
-        let mut uploads: Vec<JoinHandle<()>> = Vec::new();
-        let result = self.process(&mut acks, &mut uploads);
+        let result = task_loop::run(&mut running, &mut acks);
         // No upload may outlive the task: recovery collects what no
         // checkpoint references, and a late upload would escape it.
-        for upload in uploads {
+        for upload in running.uploads {
             let _ = upload.join();
         }
+        let task = running.task;
         result.map(|()| KeyedOutput {
-            backend: self.backend,
-            operator: self.operator,
+            backend: task.backend,
+            operator: task.operator,
         })
     }
+}
 
-    fn process(&mut self, acks: &mut PendingAcks, uploads: &mut Vec<JoinHandle<()>>) -> Result<()> {
-        let mut watermarks = Watermarks {
-            per_channel: vec![None; self.input.gate().channels()],
-            current: None,
-            open_windows: self.operator.open_windows(&mut *self.backend)?,
-        };
-        let mut input_done = false;
-        let mut finish = false;
-        loop {
-            if self.ctx.is_cancelled() {
-                return Ok(());
+/// A keyed instance while it runs: the task, its watermarks and its
+/// snapshots' upload threads.
+struct Running {
+    task: KeyedTask,
+    watermarks: Watermarks,
+    uploads: Vec<JoinHandle<()>>,
+}
+
+impl InputTask for Running {
+    type Record = KeyedInput;
+
+    fn ctx(&self) -> &TaskContext {
+        &self.task.ctx
+    }
+
+    fn input(&mut self) -> &mut CheckpointedInput<KeyedInput> {
+        &mut self.task.input
+    }
+
+    fn record(&mut self, channel: usize, record: KeyedInput) -> Result<()> {
+        match record {
+            KeyedInput::Record(StreamKind::Events, event) => {
+                self.task.event(&event, &mut self.watermarks)
             }
-            while let Ok(control) = self.ctx.mailbox.try_recv() {
-                match control {
-                    Control::Notify(notification) => self.notified(notification, acks)?,
-                    Control::UploadDone { id, result } => acks.upload_done(id, result, &self.ctx),
-                    Control::Finish => finish = true,
-                    Control::Trigger(_) => {}
-                }
+            KeyedInput::Record(StreamKind::Adjustments, event) => {
+                self.task.operator.adjust(&mut *self.task.backend, &event)
             }
-            if input_done {
-                if finish {
-                    return Ok(());
-                }
-                std::thread::sleep(POLL);
-                continue;
-            }
-            match self.input.next(Some(Instant::now() + POLL))? {
-                InputEvent::Record { channel, record } => {
-                    self.record(channel, record, &mut watermarks)?;
-                }
-                InputEvent::Snapshot(trigger) => self.snapshot(&trigger, acks, uploads),
-                InputEvent::ChannelStateWritten {
-                    id,
-                    handle,
-                    alignment,
-                    persisted_bytes,
-                } => acks.channel_state_written(id, handle, alignment, persisted_bytes, &self.ctx),
-                InputEvent::Abort { id, .. } => {
-                    acks.forget(id);
-                    self.ctx.decline_subsumed(id);
-                    self.cancel_downstream(id);
-                }
-                InputEvent::Finished => {
-                    // Every input ended: the watermark is infinite.
-                    self.close_windows(u64::MAX, &mut watermarks)?;
-                    self.output_end();
-                    input_done = true;
-                }
-                InputEvent::UpstreamFailed { .. } => {
-                    self.ctx.wait_for_cancellation();
-                    return Ok(());
-                }
-                InputEvent::Idle => {}
+            KeyedInput::Watermark(time) => self.task.watermark(channel, time, &mut self.watermarks),
+        }
+    }
+
+    fn snapshot(&mut self, trigger: &Trigger, acks: &mut PendingAcks) {
+        self.uploads.retain(|upload| !upload.is_finished());
+        if let Some(upload) = self.task.snapshot(trigger, acks) {
+            self.uploads.push(upload);
+        }
+    }
+
+    fn notified(&mut self, notification: Notification, acks: &mut PendingAcks) -> Result<()> {
+        let backend = &mut self.task.backend;
+        match notification {
+            Notification::Complete(id) => backend.notify_checkpoint_complete(id),
+            Notification::Subsumed(id) => backend.notify_checkpoint_subsumed(id),
+            Notification::Aborted(id) => {
+                acks.forget(id);
+                self.task.input.abort(id);
+                backend.notify_checkpoint_aborted(id)
             }
         }
     }
 
+    fn abandoned(&mut self, id: u64) {
+        self.task.cancel_downstream(id);
+    }
+
+    fn input_ended(&mut self) -> Result<()> {
+        // Every input ended: the watermark is infinite.
+        self.task.close_windows(u64::MAX, &mut self.watermarks)?;
+        self.task.output_end();
+        Ok(())
+    }
+}
+
+impl KeyedTask {
     fn output_end(&mut self) {
         if let Some(output) = self.output.take() {
             output.end();
@@ -157,55 +172,46 @@ impl KeyedTask {
         }
     }
 
-    fn record(
-        &mut self,
-        channel: usize,
-        record: KeyedInput,
-        watermarks: &mut Watermarks,
-    ) -> Result<()> {
-        match record {
-            KeyedInput::Record(StreamKind::Events, event) => {
-                // The gauge is coarse: one shared write per 256 offsets, not
-                // one per record on a cache line all instances share.
-                if event.offset.is_multiple_of(256) {
-                    self.progress.fetch_max(event.offset, Ordering::Relaxed);
-                }
-                let armed_at = self.failure.load(Ordering::Relaxed);
-                if event.offset >= armed_at
-                    && self
-                        .failure
-                        .compare_exchange(armed_at, u64::MAX, Ordering::SeqCst, Ordering::SeqCst)
-                        .is_ok()
-                {
-                    return Err(StateError::Restore(format!(
-                        "injected failure: task {} dies at offset {}",
-                        self.ctx.id, event.offset
-                    )));
-                }
-                self.operator.process(&mut *self.backend, &event)?;
-                watermarks
-                    .open_windows
-                    .insert(event.timestamp_ms / WINDOW_MS);
-                Ok(())
+    fn event(&mut self, event: &Event, watermarks: &mut Watermarks) -> Result<()> {
+        // The gauge is coarse: one shared write per 256 offsets, not one
+        // per record on a cache line all instances share.
+        if event.offset.is_multiple_of(256) {
+            self.progress.fetch_max(event.offset, Ordering::Relaxed);
+        }
+        let armed_at = self.failure.load(Ordering::Relaxed);
+        if event.offset >= armed_at
+            && self
+                .failure
+                .compare_exchange(armed_at, u64::MAX, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
+            return Err(StateError::Restore(format!(
+                "injected failure: task {} dies at offset {}",
+                self.ctx.id, event.offset
+            )));
+        }
+        self.operator.process(&mut *self.backend, event)?;
+        watermarks
+            .open_windows
+            .insert(event.timestamp_ms / WINDOW_MS);
+        Ok(())
+    }
+
+    /// Channel `channel`'s watermark reached `time`: closes the windows the
+    /// least watermark over the open channels passed.
+    fn watermark(&mut self, channel: usize, time: u64, watermarks: &mut Watermarks) -> Result<()> {
+        let seen = &mut watermarks.per_channel[channel];
+        *seen = Some(seen.map_or(time, |old| old.max(time)));
+        let handler = self.input.handler();
+        let least = (0..watermarks.per_channel.len())
+            .filter(|c| !handler.has_ended(*c))
+            .map(|c| watermarks.per_channel[c])
+            .try_fold(u64::MAX, |least, w| w.map(|w| least.min(w)));
+        match least {
+            Some(least) if watermarks.current.is_none_or(|c| least > c) => {
+                self.close_windows(least, watermarks)
             }
-            KeyedInput::Record(StreamKind::Adjustments, event) => {
-                self.operator.adjust(&mut *self.backend, &event)
-            }
-            KeyedInput::Watermark(time) => {
-                let seen = &mut watermarks.per_channel[channel];
-                *seen = Some(seen.map_or(time, |old| old.max(time)));
-                let handler = self.input.handler();
-                let least = (0..watermarks.per_channel.len())
-                    .filter(|c| !handler.has_ended(*c))
-                    .map(|c| watermarks.per_channel[c])
-                    .try_fold(u64::MAX, |least, w| w.map(|w| least.min(w)));
-                match least {
-                    Some(least) if watermarks.current.is_none_or(|c| least > c) => {
-                        self.close_windows(least, watermarks)
-                    }
-                    _ => Ok(()),
-                }
-            }
+            _ => Ok(()),
         }
     }
 
@@ -232,13 +238,9 @@ impl KeyedTask {
     }
 
     /// The synchronous phase: freeze the keyed state, forward the barrier,
-    /// upload on another thread.
-    fn snapshot(
-        &mut self,
-        trigger: &Trigger,
-        acks: &mut PendingAcks,
-        uploads: &mut Vec<JoinHandle<()>>,
-    ) {
+    /// upload on another thread (returned; `None` when the checkpoint was
+    /// declined).
+    fn snapshot(&mut self, trigger: &Trigger, acks: &mut PendingAcks) -> Option<JoinHandle<()>> {
         let id = trigger.barrier.id;
         let span = tracing::info_span!("checkpoint_sync", task = %self.ctx.id, checkpoint_id = id);
         let started = Instant::now();
@@ -256,7 +258,7 @@ impl KeyedTask {
                 self.ctx
                     .decline(id, format!("synchronous snapshot failed: {error}"));
                 self.cancel_downstream(id);
-                return;
+                return None;
             }
         };
         if let Some(output) = &self.output {
@@ -272,24 +274,11 @@ impl KeyedTask {
         let mailbox = self.ctx.mailbox_sender.clone();
         let waker: GateWaker<KeyedInput> = self.input.gate().waker();
         let task = self.ctx.id.clone();
-        uploads.retain(|upload| !upload.is_finished());
-        uploads.push(std::thread::spawn(move || {
+        Some(std::thread::spawn(move || {
             let result = tracing::info_span!("checkpoint_async", task = %task, checkpoint_id = id)
                 .in_scope(|| upload.run());
             let _ = mailbox.send(Control::UploadDone { id, result });
             waker.wake();
-        }));
-    }
-
-    fn notified(&mut self, notification: Notification, acks: &mut PendingAcks) -> Result<()> {
-        match notification {
-            Notification::Complete(id) => self.backend.notify_checkpoint_complete(id),
-            Notification::Subsumed(id) => self.backend.notify_checkpoint_subsumed(id),
-            Notification::Aborted(id) => {
-                acks.forget(id);
-                self.input.abort(id);
-                self.backend.notify_checkpoint_aborted(id)
-            }
-        }
+        }))
     }
 }

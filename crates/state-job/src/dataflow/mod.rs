@@ -20,39 +20,32 @@
 //! gates before any new input.
 
 pub mod acks;
+mod build;
 pub mod control;
 pub mod elements;
 pub mod keyed;
 pub mod restore;
 pub mod sink;
 pub mod source;
+pub mod task_loop;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{Receiver, Sender};
 use std::thread::JoinHandle;
 
-use state_api::backend::handles_for_range;
-use state_api::key_group::key_group_range_for_operator;
-use state_api::{
-    BackendContext, CheckpointStorageAccess, KeyGroupRange, Result, StateBackendFactory, StateError,
-};
-use state_runtime::channel::{ChannelSender, InputGate};
-use state_runtime::channel_state;
+use state_api::{CheckpointStorageAccess, Result, StateBackendFactory, StateError};
+use state_runtime::channel::ChannelSender;
 use state_runtime::coordinator::TaskId;
-use state_runtime::input::{CheckpointedInput, RecordEncoder};
-use state_runtime::operator_state::OperatorStateBackend;
 
-use crate::OPERATOR_ID;
 use crate::events::EventStream;
-use crate::operator::{KeyedAggregator, WindowTotals};
-use control::{Control, MailboxAddress, MailboxGateway, TaskContext, TaskReport};
-use elements::{KeyedInput, StreamKind, decode_totals, encode_totals};
-use keyed::{KeyedOutput, KeyedTask, TaskFailureSwitch};
+use build::TaskBuilder;
+use control::{Control, MailboxGateway, TaskReport};
+use elements::KeyedInput;
+use keyed::{KeyedOutput, TaskFailureSwitch};
 pub use restore::RestoreState;
-use sink::{SINK_ID, SinkTask, SinkTotals};
-use source::SourceTask;
+use sink::SinkTotals;
 
 /// How one attempt of the job runs.
 pub struct DataflowPlan<'a> {
@@ -125,179 +118,38 @@ impl Dataflow {
                 message: "the parallelism and the number of splits must be at least 1".into(),
             });
         }
-        let (reports_tx, reports) = mpsc::channel();
-        let gateway = MailboxGateway::default();
-        let cancelled = Arc::new(AtomicBool::new(false));
-        let progress = Arc::new(AtomicU64::new(0));
-        let restore_storage = plan
-            .restore
-            .storage
-            .clone()
-            .unwrap_or_else(|| Arc::clone(&plan.storage));
-        let context = |id: TaskId| -> (TaskContext, Sender<Control>) {
-            let (sender, mailbox) = mpsc::channel();
-            let ctx = TaskContext {
-                id,
-                mailbox,
-                mailbox_sender: sender.clone(),
-                reports: reports_tx.clone(),
-                cancelled: Arc::clone(&cancelled),
-            };
-            (ctx, sender)
-        };
-
-        // The sink's gate (one channel per keyed instance).
-        let (sink_gate, sink_senders) = InputGate::new(p as usize, plan.channel_capacity);
-        for recovered in
-            channel_state::recover(&plan.restore.sink_channels, 0, 1, None, &*restore_storage)?
-        {
-            let records = recovered
-                .records
-                .iter()
-                .map(|bytes| decode_totals(bytes))
-                .collect::<Result<Vec<_>>>()?;
-            sink_gate.recover(recovered.channel as usize % p as usize, records);
-        }
-        let sink_state =
-            OperatorStateBackend::restore(&plan.restore.sink, 0, 1, &*restore_storage)?;
-        let sink_id = TaskId::new(SINK_ID, 0);
-        let (ctx, sender) = context(sink_id.clone());
-        let waker = sink_gate.waker();
-        gateway.register(
-            sink_id.clone(),
-            MailboxAddress {
-                sender,
-                waker: Some(Box::new(move || waker.wake())),
-            },
-        );
-        let totals_encoder: RecordEncoder<WindowTotals> =
-            Box::new(|totals| Ok(Some((None, encode_totals(totals)))));
-        let sink = SinkTask {
-            ctx,
-            input: CheckpointedInput::new(
-                sink_gate,
-                plan.restore.checkpoint_id,
-                0,
-                1,
-                Arc::clone(&plan.storage),
-                totals_encoder,
-            ),
-            totals: SinkTotals::restore(&sink_state)?,
-            storage: Arc::clone(&plan.storage),
-        };
-
+        let (builder, reports) = TaskBuilder::new(plan);
+        let (sink, sink_senders) = builder.sink()?;
         // The keyed instances' gates: channels [0, p) from the events
         // sources, [p, 2p) from the adjustments sources.
-        let task_failure: TaskFailureSwitch = Arc::new(AtomicU64::new(u64::MAX));
         let mut keyed_tasks = Vec::new();
         let mut source_outputs: Vec<Vec<ChannelSender<KeyedInput>>> =
             (0..2 * p).map(|_| Vec::new()).collect();
         for (subtask, sink_sender) in (0..p).zip(sink_senders) {
-            let range = key_group_range_for_operator(plan.max_parallelism, p, subtask)?;
-            let mut backend = plan.factory.create(BackendContext {
-                operator: format!("{OPERATOR_ID}-{subtask}"),
-                max_parallelism: plan.max_parallelism,
-                key_group_range: range,
-                restore: handles_for_range(&plan.restore.keyed, range),
-                storage: Arc::clone(&plan.storage),
-                restore_storage: plan.restore.storage.clone(),
-                skip_restored_states: plan.restore.skip.clone(),
-            })?;
-            let operator = KeyedAggregator::register(&mut *backend)?;
-            let (gate, senders) = InputGate::new(2 * p as usize, plan.channel_capacity);
-            recover_keyed_channels(plan, subtask, range, &gate, &*restore_storage)?;
+            let (task, senders) = builder.keyed(subtask, sink_sender)?;
             for (channel, sender) in senders.into_iter().enumerate() {
                 source_outputs[channel].push(sender);
             }
-            let id = TaskId::new(OPERATOR_ID, subtask);
-            let (ctx, sender) = context(id.clone());
-            let waker = gate.waker();
-            gateway.register(
-                id,
-                MailboxAddress {
-                    sender,
-                    waker: Some(Box::new(move || waker.wake())),
-                },
-            );
-            let max_parallelism = plan.max_parallelism;
-            let encoder: RecordEncoder<KeyedInput> =
-                Box::new(move |element| element.encode(max_parallelism));
-            keyed_tasks.push(KeyedTask {
-                ctx,
-                backend,
-                operator,
-                input: CheckpointedInput::new(
-                    gate,
-                    plan.restore.checkpoint_id,
-                    subtask,
-                    p,
-                    Arc::clone(&plan.storage),
-                    encoder,
-                ),
-                output: Some(sink_sender),
-                storage: Arc::clone(&plan.storage),
-                failure: Arc::clone(&task_failure),
-                progress: Arc::clone(&progress),
-            });
+            keyed_tasks.push(task);
         }
-
-        // The sources: output channel c of source instance s of stream k
-        // is input channel k * p + s of every keyed instance.
-        let mut source_tasks = Vec::new();
-        for (index, outputs) in source_outputs.into_iter().enumerate() {
-            let (kind, stream, handles, share) = if (index as u32) < p {
-                let handles = &plan.restore.event_sources;
-                (StreamKind::Events, plan.events.clone(), handles, 0.8)
-            } else {
-                let handles = &plan.restore.adjustment_sources;
-                (
-                    StreamKind::Adjustments,
-                    plan.adjustments.clone(),
-                    handles,
-                    0.2,
-                )
-            };
-            let subtask = index as u32 % p;
-            let state = if handles.is_empty() {
-                None
-            } else {
-                Some(OperatorStateBackend::restore(
-                    handles,
-                    subtask,
-                    p,
-                    &*restore_storage,
-                )?)
-            };
-            let positions = SourceTask::positions(state.as_ref(), plan.splits, subtask, p)?;
-            let id = TaskId::new(kind.source_vertex(), subtask);
-            let (ctx, sender) = context(id.clone());
-            gateway.register(
-                id,
-                MailboxAddress {
-                    sender,
-                    waker: None,
-                },
-            );
-            source_tasks.push(SourceTask {
-                ctx,
-                kind,
-                stream,
-                positions,
-                splits: plan.splits,
-                outputs,
-                max_parallelism: plan.max_parallelism,
-                subtask,
-                parallelism: p,
-                storage: Arc::clone(&plan.storage),
-                rate: (plan.source_rate > 0)
-                    .then(|| plan.source_rate as f64 * share / f64::from(p)),
-            });
-        }
+        let source_tasks = source_outputs
+            .into_iter()
+            .enumerate()
+            .map(|(index, outputs)| builder.source(index as u32, outputs))
+            .collect::<Result<Vec<_>>>()?;
 
         let sources: Vec<TaskId> = source_tasks.iter().map(|t| t.ctx.id.clone()).collect();
         let mut tasks = sources.clone();
         tasks.extend(keyed_tasks.iter().map(|t| t.ctx.id.clone()));
-        tasks.push(sink_id);
+        tasks.push(sink.ctx.id.clone());
+        let TaskBuilder {
+            reports: reports_tx,
+            gateway,
+            cancelled,
+            progress,
+            task_failure,
+            ..
+        } = builder;
         let mut threads = Vec::new();
         for task in source_tasks {
             let reports = reports_tx.clone();
@@ -399,40 +251,4 @@ fn spawn(
         )
         .map_err(|e| StateError::storage("spawn task thread", name, e))?;
     Ok((id, thread))
-}
-
-/// Puts the in-flight records keyed instance `subtask` owns (by key
-/// group, from every old instance) at the head of its input channels: each
-/// old channel's records stay in order, on a channel of the same stream.
-fn recover_keyed_channels(
-    plan: &DataflowPlan<'_>,
-    subtask: u32,
-    range: KeyGroupRange,
-    gate: &InputGate<KeyedInput>,
-    storage: &dyn CheckpointStorageAccess,
-) -> Result<()> {
-    let p = plan.parallelism as usize;
-    let recovered = channel_state::recover(
-        &plan.restore.keyed_channels,
-        subtask,
-        plan.parallelism,
-        Some(range),
-        storage,
-    )?;
-    for channel in recovered {
-        let records = channel
-            .records
-            .iter()
-            .map(|bytes| KeyedInput::decode(bytes))
-            .collect::<Result<Vec<_>>>()?;
-        let Some(KeyedInput::Record(kind, _)) = records.first() else {
-            continue;
-        };
-        let base = match kind {
-            StreamKind::Events => 0,
-            StreamKind::Adjustments => p,
-        };
-        gate.recover(base + channel.channel as usize % p, records);
-    }
-    Ok(())
 }

@@ -3,23 +3,23 @@
 //! end to end that each event was counted in exactly one closed window.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use state_api::operator_state::OperatorStateHandle;
 use state_api::{CheckpointStorageAccess, Result};
-use state_runtime::coordinator::{Notification, TaskSnapshot};
-use state_runtime::input::{CheckpointedInput, InputEvent, Trigger};
+use state_runtime::coordinator::TaskSnapshot;
+use state_runtime::input::{CheckpointedInput, Trigger};
 use state_runtime::operator_state::OperatorStateBackend;
 
 use super::acks::PendingAcks;
-use super::control::{Control, TaskContext};
+use super::control::TaskContext;
+use super::task_loop::{self, InputTask};
 use crate::operator::WindowTotals;
 
 /// The sink's operator id.
 pub const SINK_ID: &str = "sink";
 /// The operator state list of its sums.
 const SUMS: &str = "window-sums";
-const POLL: Duration = Duration::from_millis(20);
 
 /// What the sink received.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -88,53 +88,28 @@ impl SinkTask {
     /// is cancelled; returns the sums.
     ///
     /// # Errors
-    /// Storage errors of channel state; an upstream task that failed.
+    /// Storage errors of channel state.
     pub fn run(mut self) -> Result<SinkTotals> {
         let mut acks = PendingAcks::new(SINK_ID);
-        let mut input_done = false;
-        let mut finish = false;
-        loop {
-            if self.ctx.is_cancelled() {
-                return Ok(self.totals);
-            }
-            while let Ok(control) = self.ctx.mailbox.try_recv() {
-                match control {
-                    Control::Notify(Notification::Aborted(id)) => {
-                        acks.forget(id);
-                        self.input.abort(id);
-                    }
-                    Control::Finish => finish = true,
-                    _ => {}
-                }
-            }
-            if input_done {
-                if finish {
-                    return Ok(self.totals);
-                }
-                std::thread::sleep(POLL);
-                continue;
-            }
-            match self.input.next(Some(Instant::now() + POLL))? {
-                InputEvent::Record { record, .. } => self.totals.add(&record),
-                InputEvent::Snapshot(trigger) => self.snapshot(&trigger, &mut acks),
-                InputEvent::ChannelStateWritten {
-                    id,
-                    handle,
-                    alignment,
-                    persisted_bytes,
-                } => acks.channel_state_written(id, handle, alignment, persisted_bytes, &self.ctx),
-                InputEvent::Abort { id, .. } => {
-                    acks.forget(id);
-                    self.ctx.decline_subsumed(id);
-                }
-                InputEvent::Finished => input_done = true,
-                InputEvent::UpstreamFailed { .. } => {
-                    self.ctx.wait_for_cancellation();
-                    return Ok(self.totals);
-                }
-                InputEvent::Idle => {}
-            }
-        }
+        task_loop::run(&mut self, &mut acks)?;
+        Ok(self.totals)
+    }
+}
+
+impl InputTask for SinkTask {
+    type Record = WindowTotals;
+
+    fn ctx(&self) -> &TaskContext {
+        &self.ctx
+    }
+
+    fn input(&mut self) -> &mut CheckpointedInput<WindowTotals> {
+        &mut self.input
+    }
+
+    fn record(&mut self, _channel: usize, record: WindowTotals) -> Result<()> {
+        self.totals.add(&record);
+        Ok(())
     }
 
     /// Writes the sums (a few bytes, synchronously) and acknowledges once
