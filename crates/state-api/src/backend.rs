@@ -41,6 +41,7 @@ use crate::error::{Result, StateError};
 use crate::key_group::{KeyGroup, KeyGroupRange, check_max_parallelism};
 use crate::snapshot::{AsyncSnapshot, KeyedStateHandle, SnapshotOptions};
 use crate::storage::CheckpointStorageAccess;
+use crate::timers::Timer;
 
 /// Identifies a registered state within one backend (an index, cheap to copy).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -100,7 +101,9 @@ pub trait KeyedStateBackend: Send {
     /// As [`get`](Self::get).
     fn put(&mut self, state: StateId, namespace: &[u8], value: &[u8]) -> Result<()>;
 
-    /// Removes the (current key, namespace) entry of any kind of state.
+    /// Removes the (current key, namespace) entry of any kind of state but
+    /// timers (whose timers go one by one, with
+    /// [`timer_remove`](Self::timer_remove)).
     ///
     /// # Errors
     /// [`StateError::NoCurrentKey`], [`StateError::UnknownState`].
@@ -185,6 +188,36 @@ pub trait KeyedStateBackend: Send {
         state: StateId,
         visitor: &mut EntryVisitor<'_>,
     ) -> Result<()>;
+
+    /// Adds a timer at `timestamp` for the current key in `namespace` to the
+    /// timer state `state`; returns whether it is new (one that exists stays
+    /// one timer). See [`crate::timers`].
+    ///
+    /// # Errors
+    /// [`StateError::NoCurrentKey`], [`StateError::UnknownState`],
+    /// [`StateError::StateKindMismatch`] for states other than timers.
+    fn timer_add(&mut self, state: StateId, namespace: &[u8], timestamp: i64) -> Result<bool>;
+
+    /// Removes the current key's timer at `timestamp` in `namespace`;
+    /// returns whether there was one.
+    ///
+    /// # Errors
+    /// As [`timer_add`](Self::timer_add).
+    fn timer_remove(&mut self, state: StateId, namespace: &[u8], timestamp: i64) -> Result<bool>;
+
+    /// The timestamp of the earliest timer of `state` over all key groups.
+    ///
+    /// # Errors
+    /// [`StateError::UnknownState`], [`StateError::StateKindMismatch`].
+    fn timer_peek(&mut self, state: StateId) -> Result<Option<i64>>;
+
+    /// Removes and returns the earliest timer of `state` if its timestamp is
+    /// at most `up_to` (ties in [`crate::timers::same_time_order`] within
+    /// the lowest key group). Leaves the current key as it was.
+    ///
+    /// # Errors
+    /// As [`timer_peek`](Self::timer_peek).
+    fn timer_poll(&mut self, state: StateId, up_to: i64) -> Result<Option<Timer>>;
 
     /// The synchronous phase of a snapshot: freeze the state and return the
     /// task that writes it to `storage`.

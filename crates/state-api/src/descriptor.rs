@@ -39,12 +39,24 @@ pub enum StateKind {
     Reducing,
     /// One accumulator per (key, namespace), folded with an aggregate function.
     Aggregating,
+    /// Timers: a set of timestamps per (key, namespace), fired in time
+    /// order (see [`crate::timers`]). In snapshots and change logs it has
+    /// the form of a map state whose user keys are the timestamps
+    /// ([`encode_timestamp`](crate::timers::encode_timestamp)) and whose
+    /// values are empty.
+    Timers,
 }
 
 impl StateKind {
     /// Whether values of this kind are folded with a [`StateFunction`].
     pub fn needs_function(self) -> bool {
         matches!(self, StateKind::Reducing | StateKind::Aggregating)
+    }
+
+    /// Whether entries of this kind carry a user key in snapshots and change
+    /// logs (map state's user keys, timer states' timestamps).
+    pub fn has_user_key(self) -> bool {
+        matches!(self, StateKind::Map | StateKind::Timers)
     }
 }
 

@@ -27,6 +27,8 @@
 //!   unaligned checkpoints persist.
 //! * [`operator_state`]: handles and file format of operator (non-keyed)
 //!   state, which the runtime crate's operator state backend writes.
+//! * [`timers`]: event-time and processing-time timers, kept by the keyed
+//!   backend with its state ([`timers::TimerService`]).
 //! * [`registry`]: the registration rules every backend applies.
 //! * [`codec`]: the one binary encoding (postcard 1.x) and the list encoding.
 //! * [`error`]: the one error type, [`StateError`].
@@ -53,6 +55,7 @@ pub mod registry;
 pub mod snapshot;
 pub mod state;
 pub mod storage;
+pub mod timers;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;

@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use state_api::descriptor::StateFunction;
+use state_api::timers::{decode_timestamp, malformed_timestamp};
 use state_api::{
     BackendContext, ChangelogPart, ChangelogSegment, ChangelogStateHandle, CheckpointStorageAccess,
     KeyGroupRange, KeyedStateBackend, KeyedStateHandle, Result, StateBackendFactory, StateError,
-    StateId, StateMeta, StateRegistration,
+    StateId, StateKind, StateMeta, StateRegistration,
 };
 
 use crate::backend::Restored;
@@ -274,7 +275,7 @@ impl Replay<'_> {
                             id
                         }
                     };
-                    self.apply(id, op, &target).map_err(|e| {
+                    self.apply(id, meta.kind, op, &target).map_err(|e| {
                         corrupt(format!("record {} on '{}': {e}", sqn - 1, meta.name))
                     })?;
                 }
@@ -315,7 +316,13 @@ impl Replay<'_> {
         Ok(id)
     }
 
-    fn apply(&mut self, id: StateId, op: KeyedOp<'_>, target: &Target<'_>) -> Result<()> {
+    fn apply(
+        &mut self,
+        id: StateId,
+        kind: StateKind,
+        op: KeyedOp<'_>,
+        target: &Target<'_>,
+    ) -> Result<()> {
         let backend = &mut *self.delegate;
         // Setting the key computes its key group once; check it against the log.
         backend.set_current_key(target.key)?;
@@ -327,6 +334,23 @@ impl Replay<'_> {
             )));
         }
         let namespace = target.namespace;
+        if kind == StateKind::Timers {
+            // Timers are logged in their map form: the timestamp as user key.
+            let timestamp = |user_key: &[u8]| {
+                decode_timestamp(user_key).ok_or_else(|| malformed_timestamp("<change log>"))
+            };
+            return match op {
+                KeyedOp::PutElement(user_key, _) => backend
+                    .timer_add(id, namespace, timestamp(user_key)?)
+                    .map(drop),
+                KeyedOp::RemoveElement(user_key) => backend
+                    .timer_remove(id, namespace, timestamp(user_key)?)
+                    .map(drop),
+                _ => Err(StateError::Restore(
+                    "a timer state's record is neither an added nor a removed timer".into(),
+                )),
+            };
+        }
         match op {
             KeyedOp::Set(value) => backend.put(id, namespace, value),
             KeyedOp::Clear => backend.clear(id, namespace),

@@ -11,6 +11,7 @@ use state_api::descriptor::merge_namespace_values;
 use state_api::key_group::{KeyGroup, check_max_parallelism};
 use state_api::lifecycle::SnapshotUploads;
 use state_api::registry::StateRegistry;
+use state_api::timers::{Timer, encode_timestamp};
 use state_api::{
     AsyncSnapshot, BackendContext, CheckpointStorageAccess, KeyGroupRange, KeyedStateBackend,
     Result, SnapshotOptions, StateError, StateId, StateKind, StateMeta, StateRegistration,
@@ -19,6 +20,7 @@ use state_api::{
 use crate::bytes::ValueBytes;
 use crate::key::{CurrentKey, KeyGroupAssigner, split_composite_key};
 use crate::table::{HeapState, StateTable, Table};
+use crate::timers::TimerTable;
 use crate::user_map::UserMap;
 use crate::{restore, snapshot};
 
@@ -174,7 +176,7 @@ impl HeapKeyedStateBackend {
 fn bytes_table(state: &HeapState, requested: StateKind) -> Result<&StateTable<ValueBytes>> {
     match &state.data {
         Table::Bytes(table) => Ok(table),
-        Table::Map(_) => Err(state.meta.kind_mismatch(requested)),
+        Table::Map(_) | Table::Timers(_) => Err(state.meta.kind_mismatch(requested)),
     }
 }
 
@@ -183,7 +185,7 @@ fn bytes_table(state: &HeapState, requested: StateKind) -> Result<&StateTable<Va
 fn map_table(state: &HeapState) -> Result<&StateTable<UserMap>> {
     match &state.data {
         Table::Map(table) => Ok(table),
-        Table::Bytes(_) => Err(state.meta.kind_mismatch(StateKind::Map)),
+        Table::Bytes(_) | Table::Timers(_) => Err(state.meta.kind_mismatch(StateKind::Map)),
     }
 }
 
@@ -192,7 +194,16 @@ fn map_table(state: &HeapState) -> Result<&StateTable<UserMap>> {
 fn map_table_mut(state: &mut HeapState) -> Result<&mut StateTable<UserMap>> {
     match &mut state.data {
         Table::Map(table) => Ok(table),
-        Table::Bytes(_) => Err(state.meta.kind_mismatch(StateKind::Map)),
+        Table::Bytes(_) | Table::Timers(_) => Err(state.meta.kind_mismatch(StateKind::Map)),
+    }
+}
+
+/// The table of a timer state, for writing.
+#[inline]
+fn timer_table_mut(state: &mut HeapState) -> Result<&mut TimerTable> {
+    match &mut state.data {
+        Table::Timers(table) => Ok(table),
+        _ => Err(state.meta.kind_mismatch(StateKind::Timers)),
     }
 }
 
@@ -285,6 +296,7 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
             Table::Map(table) => {
                 table.remove(index, key);
             }
+            Table::Timers(_) => return Err(state.meta.kind_mismatch(StateKind::Value)),
         }
         Ok(())
     }
@@ -427,7 +439,18 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
         namespace: &[u8],
         visitor: &mut EntryVisitor<'_>,
     ) -> Result<()> {
-        let table = map_table(self.states.get(state)?)?;
+        let state = self.states.get(state)?;
+        if let Table::Timers(timers) = &state.data {
+            // Timers in their canonical form: timestamps as user keys.
+            let (key, index) = self.current.key_and_index()?;
+            for timestamp in timers.timestamps_of(index, key, namespace) {
+                if visitor(&encode_timestamp(timestamp), &[])?.is_break() {
+                    break;
+                }
+            }
+            return Ok(());
+        }
+        let table = map_table(state)?;
         let (key, index) = self.current.lookup(namespace)?;
         if let Some(map) = table.get(index, key) {
             for (user_key, value) in map.iter() {
@@ -447,7 +470,35 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
         match &self.states.get(state)?.data {
             Table::Bytes(table) => visit_keys(table.keys(), visitor),
             Table::Map(table) => visit_keys(table.keys(), visitor),
+            Table::Timers(table) => {
+                for (key, namespace) in table.keys_and_namespaces() {
+                    if visitor(key, namespace)?.is_break() {
+                        break;
+                    }
+                }
+                Ok(())
+            }
         }
+    }
+
+    fn timer_add(&mut self, state: StateId, namespace: &[u8], timestamp: i64) -> Result<bool> {
+        let table = timer_table_mut(self.states.get_mut(state)?)?;
+        let (key, index) = self.current.key_and_index()?;
+        Ok(table.add(index, key, namespace, timestamp))
+    }
+
+    fn timer_remove(&mut self, state: StateId, namespace: &[u8], timestamp: i64) -> Result<bool> {
+        let table = timer_table_mut(self.states.get_mut(state)?)?;
+        let (key, index) = self.current.key_and_index()?;
+        Ok(table.remove(index, key, namespace, timestamp))
+    }
+
+    fn timer_peek(&mut self, state: StateId) -> Result<Option<i64>> {
+        Ok(timer_table_mut(self.states.get_mut(state)?)?.peek())
+    }
+
+    fn timer_poll(&mut self, state: StateId, up_to: i64) -> Result<Option<Timer>> {
+        Ok(timer_table_mut(self.states.get_mut(state)?)?.poll(up_to))
     }
 
     fn snapshot(

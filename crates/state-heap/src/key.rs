@@ -172,6 +172,19 @@ impl CurrentKey {
         self.prefix().get(self.key_start..)
     }
 
+    /// The current key's encoded bytes and the index of its key group
+    /// within the range.
+    ///
+    /// # Errors
+    /// [`StateError::NoCurrentKey`].
+    pub(crate) fn key_and_index(&self) -> Result<(&[u8], usize)> {
+        let (_, index) = self.key_group.ok_or(StateError::NoCurrentKey)?;
+        Ok((
+            self.prefix().get(self.key_start..).unwrap_or_default(),
+            index,
+        ))
+    }
+
     /// The current key's key group.
     pub(crate) fn key_group(&self) -> Option<KeyGroup> {
         self.key_group.map(|(kg, _)| kg)

@@ -47,6 +47,7 @@ mod restore;
 mod small;
 mod snapshot;
 mod table;
+mod timers;
 mod user_map;
 
 pub use backend::{BACKEND_NAME, HeapKeyedStateBackend};

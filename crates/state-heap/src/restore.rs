@@ -8,6 +8,7 @@
 
 use state_api::codec::ListElements;
 use state_api::format::key_groups::{Entry, KeyGroupsReader};
+use state_api::timers::decode_timestamp;
 use state_api::{
     CheckpointStorageAccess, KeyGroupsStateHandle, KeyedStateBackend, KeyedStateHandle, Result,
     StateError, StateKind,
@@ -164,6 +165,17 @@ fn insert(
                     }
                 }
                 None => table.insert_new(index, composite, UserMap::single(user_key, entry.value)),
+            }
+        }
+        Table::Timers(table) => {
+            let timestamp = entry.user_key.and_then(decode_timestamp).ok_or_else(|| {
+                format!(
+                    "timer record of state index {} without an 8-byte timestamp",
+                    entry.state
+                )
+            })?;
+            if !table.add(index, entry.key, entry.namespace, timestamp) {
+                return Err(duplicate(entry));
             }
         }
     }

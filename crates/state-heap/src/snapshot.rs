@@ -13,6 +13,7 @@ use std::sync::Arc;
 use state_api::format::key_groups::{Entry, KeyGroupsWriter};
 use state_api::lifecycle::SnapshotUploads;
 use state_api::storage::{file_name_safe, write_with_retries};
+use state_api::timers::encode_timestamp;
 use state_api::{
     AsyncSnapshot, CheckpointStorageAccess, KeyGroupRange, KeyedStateHandle, Result,
     SnapshotResult, StateError, StateMeta, StateScope,
@@ -68,7 +69,7 @@ impl FrozenSnapshot {
     /// Writes one key-group file: per key group in order, per state in
     /// order, the entries sorted by composite key (so equal state gives
     /// equal files, whatever the pages and their order), one record per map
-    /// entry for map state.
+    /// entry for map state and per timer (in time order) for timers.
     fn write(
         &self,
         checkpoint_id: u64,
@@ -110,6 +111,18 @@ impl FrozenSnapshot {
                                     value,
                                 })?;
                             }
+                        }
+                    }
+                    Table::Timers(timers) => {
+                        // Time order, the same whatever happened before.
+                        for timer in timers.timers(index) {
+                            writer.add(Entry {
+                                state,
+                                key: &timer.key,
+                                namespace: &timer.namespace,
+                                user_key: Some(&encode_timestamp(timer.timestamp)),
+                                value: &[],
+                            })?;
                         }
                     }
                 }

@@ -60,6 +60,7 @@ use rustc_hash::FxHasher;
 use state_api::StateKind;
 
 use crate::bytes::{KeyBytes, ValueBytes};
+use crate::timers::TimerTable;
 use crate::user_map::UserMap;
 
 /// Entries a page holds at most (while hashes spread evenly over pages, see
@@ -396,13 +397,16 @@ impl StateTable<ValueBytes> {
 }
 
 /// The entries of one state: bytes for value, list, reducing and
-/// aggregating state, a [`UserMap`] per entry for map state.
+/// aggregating state, a [`UserMap`] per entry for map state, a
+/// [`TimerTable`] for timers.
 #[derive(Clone, Debug)]
 pub(crate) enum Table {
     /// Value, list (list encoding), reducing and aggregating state.
     Bytes(StateTable<ValueBytes>),
     /// Map state.
     Map(StateTable<UserMap>),
+    /// Timers.
+    Timers(TimerTable),
 }
 
 impl Table {
@@ -410,6 +414,7 @@ impl Table {
     pub(crate) fn new(kind: StateKind, key_groups: usize) -> Self {
         match kind {
             StateKind::Map => Table::Map(StateTable::new(key_groups)),
+            StateKind::Timers => Table::Timers(TimerTable::new(key_groups)),
             StateKind::Value | StateKind::List | StateKind::Reducing | StateKind::Aggregating => {
                 Table::Bytes(StateTable::new(key_groups))
             }
@@ -421,6 +426,7 @@ impl Table {
         match self {
             Table::Bytes(table) => table.len(),
             Table::Map(table) => table.len(),
+            Table::Timers(table) => table.len(),
         }
     }
 }

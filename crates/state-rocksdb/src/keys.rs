@@ -87,14 +87,20 @@ impl KeyLayout {
         }
     }
 
-    /// Splits a composite key; `None` when it is malformed.
-    pub(crate) fn parse<'a>(&self, composite: &'a [u8]) -> Option<ParsedKey<'a>> {
-        let (group, rest) = composite.split_at_checked(self.prefix_len)?;
+    /// Splits the key-group prefix off a stored key.
+    pub(crate) fn split_key_group<'a>(&self, stored: &'a [u8]) -> Option<(KeyGroup, &'a [u8])> {
+        let (group, rest) = stored.split_at_checked(self.prefix_len)?;
         let key_group = match *group {
             [b] => KeyGroup::from(b),
             [hi, lo] => KeyGroup::from(u16::from_be_bytes([hi, lo])),
             _ => return None,
         };
+        Some((key_group, rest))
+    }
+
+    /// Splits a composite key; `None` when it is malformed.
+    pub(crate) fn parse<'a>(&self, composite: &'a [u8]) -> Option<ParsedKey<'a>> {
+        let (key_group, rest) = self.split_key_group(composite)?;
         let (key, rest) = read_len_prefixed(rest)?;
         let (namespace, user_key) = read_len_prefixed(rest)?;
         Some(ParsedKey {

@@ -61,6 +61,7 @@ mod merge;
 mod options;
 mod restore;
 mod snapshot;
+mod timers;
 mod transfer;
 
 pub use backend::{BACKEND_NAME, RocksDbKeyedStateBackend};

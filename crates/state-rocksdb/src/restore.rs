@@ -25,6 +25,7 @@ use std::path::Path;
 use rocksdb::{Options, ReadOptions, WriteBatch};
 use state_api::codec::ListElements;
 use state_api::format::key_groups::KeyGroupsReader;
+use state_api::timers::decode_timestamp;
 use state_api::{
     BackendContext, CheckpointStorageAccess, FileHandle, IncrementalStateHandle, KeyGroupRange,
     KeyGroupsStateHandle, KeyedStateHandle, Result, StateError, StateKind, StateMeta, StateScope,
@@ -334,13 +335,29 @@ fn stream_key_groups(
             }
         }
         composite.clear();
-        layout.write_composite(
-            &mut composite,
-            key_group,
-            entry.key,
-            entry.namespace,
-            entry.user_key,
-        );
+        if *kind == StateKind::Timers {
+            let timestamp = entry.user_key.and_then(decode_timestamp).ok_or_else(|| {
+                corrupt(format!(
+                    "timer record of state index {} without an 8-byte timestamp",
+                    entry.state
+                ))
+            })?;
+            layout.write_timer(
+                &mut composite,
+                key_group,
+                timestamp,
+                entry.key,
+                entry.namespace,
+            );
+        } else {
+            layout.write_composite(
+                &mut composite,
+                key_group,
+                entry.key,
+                entry.namespace,
+                entry.user_key,
+            );
+        }
         batch.put_cf(column_family(db, name)?, &composite, entry.value);
         if batch.size_in_bytes() >= BATCH_BYTES {
             db.write_opt(std::mem::take(&mut batch), &write)

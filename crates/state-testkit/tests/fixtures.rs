@@ -14,6 +14,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -22,12 +24,10 @@ use state_api::key_group::key_group_range_for_operator;
 use state_api::operator_state::OperatorStateMode;
 use state_api::snapshot::SavepointFormat;
 use state_api::{
-    BackendContext, CheckpointStorageAccess, KeyGroupRange, KeyedStateHandle, SnapshotOptions,
-    SnapshotType, StateBackendFactory, StateError,
+    CheckpointStorageAccess, KeyedStateHandle, SnapshotOptions, SnapshotType, StateBackendFactory,
+    StateError,
 };
-use state_changelog::{ChangelogBackendFactory, DstlConfig, MaterializationConfig};
 use state_heap::HeapBackendFactory;
-use state_rocksdb::{RocksDbBackendFactory, RocksDbConfig, RocksDbMemory};
 use state_runtime::channel_state::{InFlightWriter, recover};
 use state_runtime::operator_state::OperatorStateBackend;
 use state_storage::{
@@ -36,7 +36,8 @@ use state_storage::{
 };
 use state_testkit::workload::{change, contents, populate};
 
-const MAX_PARALLELISM: u32 = 128;
+use common::{MAX_PARALLELISM, all, context, factories, fixtures_root};
+
 const OPERATOR: &str = "op";
 /// Keys the fixtures hold.
 const KEYS: u64 = 16;
@@ -54,65 +55,7 @@ const SOURCE: &str = "source";
 const WRITTEN: u8 = VERSIONS[VERSIONS.len() - 1];
 
 fn fixtures(version: u8) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("fixtures/v{version}"))
-}
-
-fn all() -> KeyGroupRange {
-    KeyGroupRange::all(MAX_PARALLELISM).unwrap()
-}
-
-/// The backends the fixtures cover, by fixture name.
-fn factories(local: &Path) -> Vec<(&'static str, Arc<dyn StateBackendFactory>)> {
-    let rocksdb = |incremental: bool| -> Arc<dyn StateBackendFactory> {
-        Arc::new(RocksDbBackendFactory::new(
-            RocksDbConfig::new(local)
-                .with_memory(RocksDbMemory::new(64 << 20).unwrap())
-                .with_incremental(incremental),
-        ))
-    };
-    let changelog = |delegate: Arc<dyn StateBackendFactory>| -> Arc<dyn StateBackendFactory> {
-        Arc::new(
-            ChangelogBackendFactory::new(
-                delegate,
-                DstlConfig::default(),
-                MaterializationConfig {
-                    interval: None,
-                    ..MaterializationConfig::default()
-                },
-            )
-            .unwrap(),
-        )
-    };
-    vec![
-        ("heap", Arc::new(HeapBackendFactory::new())),
-        ("rocksdb-incremental", rocksdb(true)),
-        ("rocksdb-full", rocksdb(false)),
-        (
-            "changelog-heap",
-            changelog(Arc::new(HeapBackendFactory::new())),
-        ),
-        ("changelog-rocksdb", changelog(rocksdb(true))),
-    ]
-}
-
-fn context(
-    storage: Arc<dyn CheckpointStorageAccess>,
-    restore_storage: Option<Arc<dyn CheckpointStorageAccess>>,
-    range: KeyGroupRange,
-    restore: Vec<KeyedStateHandle>,
-) -> BackendContext {
-    BackendContext {
-        operator: format!("fixture-{}", range.start()),
-        max_parallelism: MAX_PARALLELISM,
-        key_group_range: range,
-        restore: restore
-            .into_iter()
-            .filter(|h| !h.key_group_range().intersection(&range).is_empty())
-            .collect(),
-        storage,
-        restore_storage,
-        skip_restored_states: Vec::new(),
-    }
+    fixtures_root().join(format!("v{version}"))
 }
 
 /// The state every fixture holds: keys `0..KEYS` populated, then changed

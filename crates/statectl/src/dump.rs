@@ -14,6 +14,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use state_api::descriptor::StateFunction;
 use state_api::key_group::assign_to_key_group;
+use state_api::timers::{decode_timestamp, malformed_timestamp};
 use state_api::{
     BackendContext, CheckpointStorageAccess, KeyedStateBackend, KeyedStateHandle, Result,
     StateBackendFactory, StateError, StateKind, StateMeta, StateRegistration,
@@ -228,6 +229,26 @@ fn write_entries(
         line.insert("key".into(), key_decoding.to_json(&key));
         line.insert("namespace".into(), namespace_decoding.to_json(&namespace));
         backend.set_current_key(&key)?;
+        if meta.kind == StateKind::Timers {
+            // One line per timer, with its timestamp (ms).
+            let mut timestamps = Vec::new();
+            backend.map_for_each(id, &namespace, &mut |timestamp, _| {
+                timestamps.push(
+                    decode_timestamp(timestamp).ok_or_else(|| malformed_timestamp("<dump>"))?,
+                );
+                Ok(ControlFlow::Continue(()))
+            })?;
+            for timestamp in timestamps {
+                if limit.is_some_and(|limit| written >= limit) {
+                    break;
+                }
+                let mut entry = line.clone();
+                entry.insert("timestamp".into(), Value::from(timestamp));
+                write_line(out, entry)?;
+                written += 1;
+            }
+            continue;
+        }
         if meta.kind == StateKind::Map {
             let mut entries = Vec::new();
             backend.map_for_each(id, &namespace, &mut |user_key, value| {

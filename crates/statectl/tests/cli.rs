@@ -8,6 +8,7 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 
 use state_api::snapshot::SavepointFormat;
+use state_api::timers::TimerService;
 use state_api::{
     BackendContext, CheckpointStorageAccess, KeyGroupRange, KeyedStateBackend,
     KeyedStateBackendExt, ListStateDescriptor, MapStateDescriptor, SnapshotOptions, SnapshotType,
@@ -60,8 +61,12 @@ fn populated(
     let tags = backend
         .map_state(MapStateDescriptor::<u32, String>::new("tags"))
         .unwrap();
+    let timers = TimerService::<u32>::register(&mut *backend, "windows").unwrap();
     for key in 0..KEYS {
         backend.set_key(&key).unwrap();
+        timers
+            .register_event_time_timer(&mut *backend, &((key % 2) as u32), (key * 100) as i64)
+            .unwrap();
         count.update(&mut *backend, &(key * 10)).unwrap();
         names.add(&mut *backend, &format!("n{key}")).unwrap();
         names.add(&mut *backend, &format!("m{key}")).unwrap();
@@ -326,6 +331,23 @@ fn dump_prints_every_entry_as_json_lines() {
             .iter()
             .all(|e| e["user_key"] == 1 || e["user_key"] == 2)
     );
+
+    // Timers: one line per timer, with its timestamp.
+    let out = statectl(&[
+        "dump",
+        &f.savepoint(),
+        "--state",
+        "_timer_state/event_windows",
+        "--key-type",
+        "u64",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let entries = lines(&out);
+    assert_eq!(entries.len() as u64, KEYS);
+    for entry in &entries {
+        let key = entry["key"].as_u64().unwrap();
+        assert_eq!(entry["timestamp"].as_u64().unwrap(), key * 100);
+    }
 
     let unknown = statectl(&["dump", &f.checkpoint(), "--state", "count"]);
     assert_eq!(unknown.status.code(), Some(1));

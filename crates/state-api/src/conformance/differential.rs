@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use proptest::collection::vec;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
 
 use super::Harness;
 use super::fixtures::Average;
@@ -364,21 +363,10 @@ impl Average {
 /// The seed is fixed so failures reproduce; proptest shrinks a failing
 /// sequence before reporting it.
 pub fn differential_against_model(h: &Harness<'_>) {
-    let config = Config {
-        cases: h.differential_cases,
-        failure_persistence: None,
-        max_shrink_iters: 500,
-        ..Config::default()
-    };
-    let mut runner =
-        TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
-    let outcome = runner.run(&vec(op(), 1..80), |ops| {
-        run_ops(h, &ops).map_err(TestCaseError::fail)
-    });
-    if let Err(e) = outcome {
-        panic!(
-            "{}: differential test against the model failed: {e}",
-            h.factory.name()
-        );
-    }
+    super::run_property(
+        h,
+        "differential test against the model",
+        vec(op(), 1..80),
+        |ops| run_ops(h, &ops),
+    );
 }

@@ -162,7 +162,7 @@ pub fn dump(backend: &mut dyn KeyedStateBackend, states: &[(&str, StateId, State
             backend
                 .set_current_key(&key)
                 .unwrap_or_else(|e| panic!("{name}: set_current_key during dump failed: {e}"));
-            if kind == StateKind::Map {
+            if kind.has_user_key() {
                 backend
                     .map_for_each(id, &ns, &mut |uk, uv| {
                         out.insert(

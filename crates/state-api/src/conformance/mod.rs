@@ -17,7 +17,7 @@
 //! state kinds and defaults, clear, namespace and key isolation, iteration,
 //! registration and type errors, snapshot isolation under concurrent writes,
 //! restore and rescaling round trips, clear errors for damaged snapshots, and a
-//! randomized differential test against a plain model.
+//! randomized differential test against a plain model; the same for timers.
 //!
 //! Not a stable API: it changes with the contracts it checks.
 
@@ -25,6 +25,7 @@ mod differential;
 mod fixtures;
 mod restore;
 mod semantics;
+mod timers;
 
 use std::sync::Arc;
 
@@ -44,6 +45,9 @@ pub use semantics::{
     aggregating_state_semantics, iteration_and_apply_to_all_keys, key_and_namespace_isolation,
     list_state_semantics, map_state_semantics, misuse_is_an_error, reducing_state_semantics,
     registration_rules, value_state_semantics,
+};
+pub use timers::{
+    timer_differential_against_model, timer_semantics, timers_survive_restore_and_rescaling,
 };
 
 /// Damages stored checkpoint files, so the suite can check that restores fail
@@ -190,6 +194,31 @@ impl<'a> Harness<'a> {
     }
 }
 
+/// Runs `test` on `h.differential_cases` inputs drawn from `strategy`,
+/// with a fixed seed so that failures reproduce; proptest shrinks a failing
+/// input before the panic names it and `what`.
+fn run_property<S: proptest::strategy::Strategy>(
+    h: &Harness<'_>,
+    what: &str,
+    strategy: S,
+    test: impl Fn(S::Value) -> std::result::Result<(), String>,
+) where
+    S::Value: std::fmt::Debug,
+{
+    use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
+    let config = Config {
+        cases: h.differential_cases,
+        failure_persistence: None,
+        max_shrink_iters: 500,
+        ..Config::default()
+    };
+    let mut runner =
+        TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
+    if let Err(e) = runner.run(&strategy, |input| test(input).map_err(TestCaseError::fail)) {
+        panic!("{}: {what} failed: {e}", h.factory.name());
+    }
+}
+
 /// Runs every check of the suite.
 ///
 /// # Panics
@@ -210,4 +239,7 @@ pub fn run_all(harness: &Harness<'_>) {
     skipped_states_are_not_restored(harness);
     restore_failures_are_errors(harness);
     differential_against_model(harness);
+    timer_semantics(harness);
+    timers_survive_restore_and_rescaling(harness);
+    timer_differential_against_model(harness);
 }

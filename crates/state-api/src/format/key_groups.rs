@@ -16,7 +16,9 @@
 //! `lp(x)` is `varint(len) ++ x`. The state index points into
 //! `FileMeta::states`. List values are in the list encoding of
 //! [`crate::codec`]; map state has one record per map entry, so the format is
-//! the same whatever backend wrote it.
+//! the same whatever backend wrote it. Timer states have one record per
+//! timer, shaped as a map entry: the user key is the timestamp
+//! ([`encode_timestamp`](crate::timers::encode_timestamp)), the value empty.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -25,7 +27,7 @@ use super::v1::Upgrade as _;
 use crate::codec::{
     CODEC_VERSION, read_len_prefixed, read_varint, write_len_prefixed, write_varint,
 };
-use crate::descriptor::{StateKind, StateMeta};
+use crate::descriptor::StateMeta;
 use crate::error::{Result, StateError};
 use crate::key_group::{KeyGroup, KeyGroupRange};
 use crate::snapshot::KeyGroupsStateHandle;
@@ -157,7 +159,7 @@ impl KeyGroupsWriter {
             .meta
             .states
             .get(entry.state as usize)
-            .map(|s| s.kind == StateKind::Map)
+            .map(|s| s.kind.has_user_key())
             .ok_or(StateError::UnknownState {
                 state_id: entry.state,
             })?;
@@ -378,7 +380,7 @@ impl<'a> KeyGroupsReader<'a> {
                 })?;
             let (key, rest) = read_len_prefixed(rest).ok_or_else(malformed)?;
             let (namespace, rest) = read_len_prefixed(rest).ok_or_else(malformed)?;
-            let (user_key, rest) = if kind == StateKind::Map {
+            let (user_key, rest) = if kind.has_user_key() {
                 let (uk, rest) = read_len_prefixed(rest).ok_or_else(malformed)?;
                 (Some(uk), rest)
             } else {

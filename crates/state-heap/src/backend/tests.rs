@@ -634,7 +634,7 @@ fn page_ids(b: &HeapKeyedStateBackend, id: StateId) -> Vec<Vec<usize>> {
         Table::Bytes(table) => (0..b.key_group_range().len())
             .map(|index| table.page_ids(index))
             .collect(),
-        Table::Map(_) => panic!("not a bytes state"),
+        Table::Map(_) | Table::Timers(_) => panic!("not a bytes state"),
     }
 }
 

@@ -16,11 +16,14 @@ use state_api::{
     StateKind, StateScope,
 };
 
+use state_api::key_group::KeyGroup;
 use state_api::lifecycle::SnapshotUploads;
 use state_api::storage::{file_name_safe, write_with_retries};
+use state_api::timers::encode_timestamp;
 
 use super::Frozen;
 use crate::backend::{BACKEND_NAME, Db, column_family_name, db_error, open_db};
+use crate::keys::KeyLayout;
 
 /// The asynchronous phase of a full snapshot of `frozen`.
 /// The file it writes is recorded in `own_uploads`; a failed upload starts
@@ -83,6 +86,19 @@ fn run(
         for (index, (meta, cursor)) in frozen.metas.iter().zip(&mut cursors).enumerate() {
             let Some(iter) = cursor else { continue };
             let state = u32::try_from(index).map_err(|_| corrupt("too many states".into()))?;
+            if meta.kind == StateKind::Timers {
+                let corrupt =
+                    |reason: String| corrupt(format!("{reason} in state '{}'", meta.name));
+                write_timers(
+                    &mut writer,
+                    iter,
+                    &frozen.layout,
+                    state,
+                    key_group,
+                    &corrupt,
+                )?;
+                continue;
+            }
             while let Some((composite, value)) = iter.item() {
                 let parsed = frozen
                     .layout
@@ -125,4 +141,40 @@ fn run(
         handle: KeyedStateHandle::KeyGroups(handle),
         uploaded_bytes,
     })
+}
+
+/// Writes the timers of `key_group` from `iter` (a timer column family
+/// positioned at them) in their canonical form; leaves `iter` at the next
+/// key group.
+fn write_timers(
+    writer: &mut KeyGroupsWriter,
+    iter: &mut DBRawIteratorWithThreadMode<'_, Db>,
+    layout: &KeyLayout,
+    state: u32,
+    key_group: KeyGroup,
+    corrupt: &dyn Fn(String) -> StateError,
+) -> Result<()> {
+    while let Some(stored) = iter.key() {
+        let timer = layout
+            .parse_timer(stored)
+            .ok_or_else(|| corrupt("malformed timer key".into()))?;
+        if timer.key_group > key_group {
+            break;
+        }
+        if timer.key_group < key_group {
+            return Err(corrupt(format!(
+                "timer of key group {} after key group {key_group}",
+                timer.key_group
+            )));
+        }
+        writer.add(Entry {
+            state,
+            key: timer.key,
+            namespace: timer.namespace,
+            user_key: Some(&encode_timestamp(timer.timestamp)),
+            value: &[],
+        })?;
+        iter.next();
+    }
+    iter.status().map_err(db_error)
 }

@@ -1,5 +1,6 @@
 //! [`RocksDbKeyedStateBackend`]: the [`KeyedStateBackend`] on RocksDB.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::path::Path;
@@ -16,6 +17,7 @@ use state_api::key_group::KeyGroup;
 use state_api::lifecycle::SnapshotUploads;
 use state_api::registry::StateRegistry;
 use state_api::storage::file_name_safe;
+use state_api::timers::Timer;
 use state_api::{
     AsyncSnapshot, BackendContext, CheckpointStorageAccess, KeyGroupRange, KeyedStateBackend,
     Result, SnapshotOptions, SnapshotType, StateError, StateId, StateKind, StateMeta,
@@ -27,7 +29,10 @@ use crate::keys::{CurrentKey, KeyLayout, prefix_successor};
 pub(crate) use crate::local_dir::LocalDir;
 use crate::local_dir::sweep_abandoned;
 use crate::snapshot::UploadTracker;
+use crate::timers::{TimerChange, TimerQueue};
 use crate::{options, restore, snapshot};
+
+mod timer_access;
 
 /// Name of this backend, as [`KeyedStateBackend::backend_name`], the
 /// factory and snapshot handles report it.
@@ -147,6 +152,8 @@ pub struct RocksDbKeyedStateBackend {
     tracker: Arc<Mutex<UploadTracker>>,
     /// The files each snapshot uploaded itself, until its outcome is known.
     own_uploads: SnapshotUploads,
+    /// The in-memory heads of the registered timer states.
+    timers: HashMap<StateId, TimerQueue>,
     backend_id: String,
     snapshot_sequence: u64,
     dir: LocalDir,
@@ -219,6 +226,7 @@ impl RocksDbKeyedStateBackend {
             settings,
             tracker: Arc::new(Mutex::new(tracker)),
             own_uploads: SnapshotUploads::default(),
+            timers: HashMap::new(),
             backend_id,
             snapshot_sequence: 0,
             dir,
@@ -332,13 +340,15 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
 
     fn register_state(&mut self, registration: StateRegistration) -> Result<StateId> {
         let (db, options) = (&mut self.db, &self.options);
-        self.states.register(registration, |meta| {
+        let id = self.states.register(registration, |meta| {
             let cf_name = column_family_name(&meta.name);
             if db.cf_handle(&cf_name).is_none() {
                 db.create_cf(&cf_name, options).map_err(db_error)?;
             }
             Ok(cf_name)
-        })
+        })?;
+        self.load_timer_queue(id)?;
+        Ok(id)
     }
 
     fn state_metas(&self) -> Vec<StateMeta> {
@@ -361,7 +371,7 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
     #[inline]
     fn get(&mut self, state: StateId, namespace: &[u8]) -> Result<Option<&[u8]>> {
         let st = self.states.get(state)?;
-        if st.meta.kind == StateKind::Map {
+        if st.meta.kind.has_user_key() {
             return Err(st.meta.kind_mismatch(StateKind::Value));
         }
         let cf = column_family(&self.db, &st.data)?;
@@ -373,7 +383,7 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
     #[inline]
     fn put(&mut self, state: StateId, namespace: &[u8], value: &[u8]) -> Result<()> {
         let st = self.states.get(state)?;
-        if st.meta.kind == StateKind::Map {
+        if st.meta.kind.has_user_key() {
             return Err(st.meta.kind_mismatch(StateKind::Value));
         }
         let is_list = st.meta.kind == StateKind::List;
@@ -396,6 +406,9 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
 
     fn clear(&mut self, state: StateId, namespace: &[u8]) -> Result<()> {
         let st = self.states.get(state)?;
+        if st.meta.kind == StateKind::Timers {
+            return Err(st.meta.kind_mismatch(StateKind::Value));
+        }
         let cf = column_family(&self.db, &st.data)?;
         let is_map = st.meta.kind == StateKind::Map;
         let key = self.current.composite(namespace)?;
@@ -556,6 +569,9 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         visitor: &mut EntryVisitor<'_>,
     ) -> Result<()> {
         let st = self.states.get(state)?;
+        if st.meta.kind == StateKind::Timers {
+            return self.visit_timers_of_current_key(state, namespace, visitor);
+        }
         if st.meta.kind != StateKind::Map {
             return Err(st.meta.kind_mismatch(StateKind::Map));
         }
@@ -582,6 +598,9 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         visitor: &mut EntryVisitor<'_>,
     ) -> Result<()> {
         let st = self.states.get(state)?;
+        if st.meta.kind == StateKind::Timers {
+            return self.visit_timer_keys(state, visitor);
+        }
         let cf = column_family(&self.db, &st.data)?;
         let (lower, upper) = self.layout.range_bounds(self.range);
         let mut read = ReadOptions::default();
@@ -613,6 +632,22 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
             iter.next();
         }
         iter.status().map_err(db_error)
+    }
+
+    fn timer_add(&mut self, state: StateId, namespace: &[u8], timestamp: i64) -> Result<bool> {
+        self.change_timer(state, TimerChange::Add, namespace, timestamp)
+    }
+
+    fn timer_remove(&mut self, state: StateId, namespace: &[u8], timestamp: i64) -> Result<bool> {
+        self.change_timer(state, TimerChange::Remove, namespace, timestamp)
+    }
+
+    fn timer_peek(&mut self, state: StateId) -> Result<Option<i64>> {
+        self.peek_timer(state)
+    }
+
+    fn timer_poll(&mut self, state: StateId, up_to: i64) -> Result<Option<Timer>> {
+        self.poll_timer(state, up_to)
     }
 
     fn snapshot(

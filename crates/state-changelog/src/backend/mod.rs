@@ -2,24 +2,29 @@
 //! the log; checkpoints are the last materialization plus the log after it.
 
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use state_api::backend::EntryVisitor;
+use state_api::key_group::{key_group_for_hash, key_hash};
 use state_api::registry::StateRegistry;
+use state_api::timers::{Timer, encode_timestamp};
 use state_api::{
-    AsyncSnapshot, ChangelogPart, ChangelogStateHandle, CheckpointStorageAccess, KeyGroup,
-    KeyGroupRange, KeyedStateBackend, KeyedStateHandle, Result, SnapshotOptions, SnapshotResult,
-    SnapshotType, StateError, StateId, StateKind, StateMeta, StateRegistration,
+    AsyncSnapshot, CheckpointStorageAccess, KeyGroup, KeyGroupRange, KeyedStateBackend, Result,
+    SnapshotOptions, SnapshotType, StateError, StateId, StateKind, StateMeta, StateRegistration,
 };
 
 use crate::config::MaterializationConfig;
-use crate::log::{LogWriter, PersistedSegment};
-use crate::materialize::{Base, BaseEvents, Bases, InFlight, SharedScope};
+use crate::log::LogWriter;
+use crate::materialize::{Base, BaseEvents, Bases, InFlight};
 use crate::metrics::BackendMetrics;
 use crate::record::{Op, Target};
 use crate::upload::{ChangelogUploader, SegmentSlot};
+use handle::HandleFrame;
+use materialization::first_delay;
+
+mod handle;
+mod materialization;
 
 /// Name of this backend in errors and [`KeyedStateBackend::backend_name`].
 pub const BACKEND_NAME: &str = "changelog";
@@ -157,199 +162,6 @@ impl ChangelogKeyedStateBackend {
             retained_bytes: self.log.retained_bytes(),
             ..self.stats
         }
-    }
-
-    /// Starts a materialization now (if none runs and something changed
-    /// since the last one) and returns its id.
-    ///
-    /// # Errors
-    /// Failures of the wrapped backend's synchronous snapshot phase.
-    pub fn trigger_materialization(&mut self) -> Result<Option<u64>> {
-        self.poll_materialization();
-        if self.in_flight.is_some() || !self.changed_since_base() {
-            return Ok(None);
-        }
-        self.start_materialization(SnapshotType::Checkpoint)
-            .map(|m| Some(m.id))
-    }
-
-    /// Waits for the running materialization, if any, and installs it as the
-    /// base of later checkpoints. Returns whether one succeeded.
-    pub fn wait_for_materialization(&mut self) -> bool {
-        let Some(in_flight) = self.in_flight.clone() else {
-            return false;
-        };
-        let ok = in_flight.wait(0).is_ok();
-        self.poll_materialization();
-        ok
-    }
-
-    /// Id of the materialization later checkpoints build on.
-    pub fn materialization_id(&self) -> Option<u64> {
-        self.bases.current().map(|b| b.id)
-    }
-
-    fn changed_since_base(&self) -> bool {
-        match self.bases.current() {
-            Some(base) => self.log.next_sqn() > base.sqn,
-            None => true,
-        }
-    }
-
-    fn check_failure(&self) -> Result<()> {
-        match &self.failure {
-            None => Ok(()),
-            Some(message) => Err(StateError::Backend {
-                backend: BACKEND_NAME,
-                source: message.clone().into(),
-            }),
-        }
-    }
-
-    /// The periodic part, run every few thousand operations and after each
-    /// completed checkpoint: install finished materializations, start due
-    /// ones.
-    #[cold]
-    fn timer_check(&mut self) -> Result<()> {
-        self.ops_until_check = OPS_PER_TIMER_CHECK;
-        self.poll_materialization();
-        self.check_failed_uploads();
-        self.check_failure()?;
-        if let (Some(due), Some(interval)) = (self.next_due, self.config.interval)
-            && Instant::now() >= due
-        {
-            self.next_due = Some(Instant::now() + interval);
-            if self.in_flight.is_none()
-                && self.changed_since_base()
-                && let Err(e) = self.start_materialization(SnapshotType::Checkpoint)
-            {
-                self.materialization_failed(&e.to_string());
-                self.check_failure()?;
-            }
-        }
-        Ok(())
-    }
-
-    fn start_materialization(&mut self, snapshot_type: SnapshotType) -> Result<Arc<InFlight>> {
-        let id = self.next_materialization_id;
-        self.next_materialization_id += 1;
-        let sqn = self.log.next_sqn();
-        let options = SnapshotOptions {
-            snapshot_type,
-            timestamp_ms: now_ms(),
-        };
-        let storage: Arc<dyn CheckpointStorageAccess> =
-            Arc::new(SharedScope(Arc::clone(&self.storage)));
-        let task = self.delegate.snapshot(id, &options, storage)?;
-        let in_flight = Arc::new(InFlight::new(id, sqn));
-        let worker = Arc::clone(&in_flight);
-        std::thread::Builder::new()
-            .name(format!("materialize-{id}"))
-            .spawn(move || {
-                // A panicking snapshot must still wake every waiter.
-                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task.run()))
-                    .unwrap_or_else(|_| {
-                        Err(StateError::SnapshotCancelled {
-                            checkpoint_id: id,
-                            reason: "the wrapped backend's snapshot panicked".into(),
-                        })
-                    });
-                worker.complete(outcome);
-            })
-            .map_err(|e| StateError::Backend {
-                backend: BACKEND_NAME,
-                source: Box::new(e),
-            })?;
-        self.in_flight = Some(Arc::clone(&in_flight));
-        self.metrics.materialization_started();
-        Ok(in_flight)
-    }
-
-    /// Installs a finished materialization (or counts its failure).
-    fn poll_materialization(&mut self) {
-        let Some(in_flight) = self.in_flight.take_if(|f| f.is_finished()) else {
-            return;
-        };
-        match in_flight.wait(in_flight.id) {
-            Ok(result) => {
-                self.consecutive_failures = 0;
-                self.stats.materializations += 1;
-                self.stats.materialized_bytes += result.uploaded_bytes;
-                self.metrics.materialization_completed(
-                    in_flight.took(),
-                    result.handle.state_size(),
-                    result.uploaded_bytes,
-                );
-                let mut events = BaseEvents::default();
-                self.bases.install(
-                    Base {
-                        id: in_flight.id,
-                        sqn: in_flight.sqn,
-                        handles: vec![result.handle],
-                        restored_log: Vec::new(),
-                        confirmed: false,
-                        kept: false,
-                    },
-                    &mut events,
-                );
-                self.apply(events);
-                self.truncate();
-            }
-            Err(e) => {
-                // The wrapped backend forgets the snapshot; its partial
-                // files were never referenced.
-                let _ = self.delegate.notify_checkpoint_aborted(in_flight.id);
-                self.materialization_failed(&e.to_string());
-            }
-        }
-    }
-
-    /// During a long storage outage the log's failed segments pile up in
-    /// memory, waiting to be submitted again. Past the uploader's in-flight
-    /// limit the backend fails instead, so the job restarts from its last
-    /// checkpoint rather than running out of memory.
-    fn check_failed_uploads(&mut self) {
-        let failed = self.log.failed_bytes();
-        let limit = self.log.max_failed_bytes();
-        if failed > limit && self.failure.is_none() {
-            self.failure = Some(format!(
-                "{failed} bytes of the change log failed to upload and are held in memory, \
-                 more than state.changelog.dstl.dfs.upload.max-in-flight ({limit} bytes): \
-                 checkpoint storage is unavailable"
-            ));
-        }
-    }
-
-    fn materialization_failed(&mut self, message: &str) {
-        self.stats.failed_materializations += 1;
-        self.metrics.materialization_failed();
-        self.consecutive_failures += 1;
-        if self.consecutive_failures > self.config.max_failures_allowed {
-            self.failure = Some(format!(
-                "{} consecutive materializations failed (state.changelog.max-failures-allowed \
-                 is {}); the last: {message}",
-                self.consecutive_failures, self.config.max_failures_allowed
-            ));
-        }
-    }
-
-    fn apply(&mut self, events: BaseEvents) {
-        for id in events.confirmed {
-            // Clean-up only: a failure leaves the wrapped backend re-uploading.
-            let _ = self.delegate.notify_checkpoint_complete(id);
-        }
-        for id in events.abandoned {
-            // The wrapped backend deletes what the snapshot uploaded itself.
-            let _ = self.delegate.notify_checkpoint_aborted(id);
-        }
-    }
-
-    /// Drops the log segments neither the base nor a pending checkpoint needs.
-    fn truncate(&mut self) {
-        let base_sqn = self.bases.current().map_or(0, |b| b.sqn);
-        let pending_sqn = self.pending.values().map(|p| p.from_sqn).min();
-        let upto = pending_sqn.map_or(base_sqn, |p| p.min(base_sqn));
-        self.log.truncate(upto);
     }
 
     #[inline]
@@ -501,23 +313,6 @@ impl BaseSource {
             BaseSource::InFlight(in_flight) => (in_flight.id, in_flight.sqn),
         }
     }
-}
-
-/// Delay of the first periodic materialization: a stable fraction of the
-/// interval per operator, so instances of a job do not all materialize at
-/// once (Flink's randomized offset).
-fn first_delay(operator: &str, interval: Duration) -> Duration {
-    let mut hasher = std::hash::DefaultHasher::new();
-    operator.hash(&mut hasher);
-    let nanos = interval.as_nanos().max(1);
-    let offset = u128::from(hasher.finish()) % nanos;
-    Duration::from_nanos(u64::try_from(offset).unwrap_or(u64::MAX))
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl KeyedStateBackend for ChangelogKeyedStateBackend {
@@ -694,6 +489,56 @@ impl KeyedStateBackend for ChangelogKeyedStateBackend {
         self.delegate.for_each_key_and_namespace(id, visitor)
     }
 
+    // Timers are logged in their canonical map form (timestamp as user key),
+    // and only when they change: a duplicate add or an absent remove logs
+    // nothing.
+    fn timer_add(&mut self, state: StateId, namespace: &[u8], timestamp: i64) -> Result<bool> {
+        let id = self.delegate_id(state)?;
+        let added = self.delegate.timer_add(id, namespace, timestamp)?;
+        if added {
+            let ts = encode_timestamp(timestamp);
+            self.log_keyed(Op::AddOrUpdateElement, state, namespace, &[&ts, &[]])?;
+        }
+        Ok(added)
+    }
+
+    fn timer_remove(&mut self, state: StateId, namespace: &[u8], timestamp: i64) -> Result<bool> {
+        let id = self.delegate_id(state)?;
+        let removed = self.delegate.timer_remove(id, namespace, timestamp)?;
+        if removed {
+            let ts = encode_timestamp(timestamp);
+            self.log_keyed(Op::RemoveElement, state, namespace, &[&ts])?;
+        }
+        Ok(removed)
+    }
+
+    fn timer_peek(&mut self, state: StateId) -> Result<Option<i64>> {
+        let id = self.delegate_id(state)?;
+        self.delegate.timer_peek(id)
+    }
+
+    fn timer_poll(&mut self, state: StateId, up_to: i64) -> Result<Option<Timer>> {
+        let id = self.delegate_id(state)?;
+        let Some(timer) = self.delegate.timer_poll(id, up_to)? else {
+            return Ok(None);
+        };
+        // The polled timer's key need not be the current one.
+        let key_group = key_group_for_hash(key_hash(&timer.key), self.delegate.max_parallelism());
+        let target = Target {
+            state: state.0,
+            key_group,
+            key: &timer.key,
+            namespace: &timer.namespace,
+        };
+        self.log.keyed(
+            Op::RemoveElement,
+            &target,
+            &[&encode_timestamp(timer.timestamp)],
+        );
+        self.stats.records += 1;
+        Ok(Some(timer))
+    }
+
     fn snapshot(
         &mut self,
         checkpoint_id: u64,
@@ -760,59 +605,5 @@ impl KeyedStateBackend for ChangelogKeyedStateBackend {
         // the log is truncated by materialization and completion.
         self.poll_materialization();
         Ok(())
-    }
-}
-
-/// What the asynchronous phase needs to build the handle.
-struct HandleFrame {
-    backend: String,
-    checkpoint_id: u64,
-    max_parallelism: u32,
-    key_group_range: KeyGroupRange,
-    states: Vec<StateMeta>,
-    from_sqn: u64,
-    to_sqn: u64,
-}
-
-impl HandleFrame {
-    fn finish(self, base: BaseSource, persisted: Vec<PersistedSegment>) -> Result<SnapshotResult> {
-        let (materialization_id, materialized, mut log, mut uploaded_bytes) = match base {
-            BaseSource::Ready(base) => (base.id, base.handles, base.restored_log, 0),
-            BaseSource::InFlight(in_flight) => {
-                let result = in_flight.wait(self.checkpoint_id)?;
-                (
-                    in_flight.id,
-                    vec![result.handle],
-                    Vec::new(),
-                    result.uploaded_bytes,
-                )
-            }
-        };
-        let mut segments = Vec::with_capacity(persisted.len());
-        for segment in persisted {
-            segments.push(segment.slot.wait()?);
-            uploaded_bytes += segment.new_bytes;
-        }
-        if self.to_sqn > self.from_sqn {
-            log.push(ChangelogPart {
-                key_group_range: self.key_group_range,
-                from_sqn: self.from_sqn,
-                to_sqn: self.to_sqn,
-                segments,
-            });
-        }
-        Ok(SnapshotResult {
-            handle: KeyedStateHandle::Changelog(ChangelogStateHandle {
-                backend: self.backend,
-                checkpoint_id: self.checkpoint_id,
-                max_parallelism: self.max_parallelism,
-                key_group_range: self.key_group_range,
-                states: self.states,
-                materialization_id,
-                materialized,
-                log,
-            }),
-            uploaded_bytes,
-        })
     }
 }
