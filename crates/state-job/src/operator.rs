@@ -1,10 +1,11 @@
 //! The job's keyed operator: per-key aggregates in every kind of state,
-//! per-key tumbling-window counts closed by the event-time clock, and the
-//! sum of a second input's adjustments.
+//! per-key tumbling-window counts closed by event-time timers, and the sum
+//! of a second input's adjustments.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 
+use state_api::timers::TimerService;
 use state_api::{
     AggregateFunction, AggregatingState, AggregatingStateDescriptor, KeyedStateBackend,
     KeyedStateBackendExt, ListState, ListStateDescriptor, MapState, MapStateDescriptor,
@@ -15,6 +16,11 @@ use crate::events::Event;
 
 /// Length of the tumbling windows, in event-time ms.
 pub const WINDOW_MS: u64 = 10_000;
+
+/// The last event-time ms of `window`: its timer's timestamp.
+fn window_end(window: u64) -> i64 {
+    i64::try_from((window + 1).saturating_mul(WINDOW_MS) - 1).unwrap_or(i64::MAX)
+}
 
 /// How many of its largest values the list state keeps per key.
 const TOP: usize = 4;
@@ -94,12 +100,14 @@ pub struct KeyedAggregator {
     closed_windows: AggregatingState<MeanWindowSize>,
     adjustment_count: ValueState<u64>,
     adjustments: ReducingState<u64>,
+    /// One event-time timer per (key, window) at the window's last ms.
+    window_timers: TimerService<u64>,
 }
 
 impl KeyedAggregator {
     /// The names of the states the operator registers: what a restore
     /// checks a savepoint's states against.
-    pub const STATE_NAMES: [&'static str; 9] = [
+    pub const STATE_NAMES: [&'static str; 11] = [
         "count",
         "sum",
         "max",
@@ -109,6 +117,8 @@ impl KeyedAggregator {
         "closed-windows",
         "adjustment-count",
         "adjustments",
+        "_timer_state/event_windows",
+        "_timer_state/processing_windows",
     ];
 
     /// Registers (or, after a restore, re-opens) the operator's states.
@@ -140,6 +150,7 @@ impl KeyedAggregator {
                 "adjustments",
                 |a: &u64, b: &u64| a + b,
             ))?,
+            window_timers: TimerService::register(backend, "windows")?,
         })
     }
 
@@ -153,20 +164,6 @@ impl KeyedAggregator {
         let count = self.adjustment_count.value(backend)?.unwrap_or(0);
         self.adjustment_count.update(backend, &(count + 1))?;
         self.adjustments.add(backend, &event.value)
-    }
-
-    /// The windows that have a count for some key (after a restore: the
-    /// windows still to close).
-    ///
-    /// # Errors
-    /// State errors.
-    pub fn open_windows(&self, backend: &mut dyn KeyedStateBackend) -> Result<BTreeSet<u64>> {
-        let mut windows = BTreeSet::new();
-        backend.for_each_key_and_namespace(self.window_count.id(), &mut |_, ns| {
-            windows.insert(state_api::codec::decode(ns)?);
-            Ok(ControlFlow::Continue(()))
-        })?;
-        Ok(windows)
     }
 
     /// Processes one event of a key this subtask owns.
@@ -195,37 +192,49 @@ impl KeyedAggregator {
         let bucket = (event.value / 100) as u8;
         let in_bucket = self.buckets.get(backend, &bucket)?.unwrap_or(0);
         self.buckets.put(backend, &bucket, &(in_bucket + 1))?;
-        self.window_count
-            .set_namespace(&(event.timestamp_ms / WINDOW_MS))?;
+        let window = event.timestamp_ms / WINDOW_MS;
+        self.window_count.set_namespace(&window)?;
         let in_window = self.window_count.value(backend)?.unwrap_or(0);
+        if in_window == 0 {
+            // The key's first event in the window: the window closes for
+            // it when the watermark passes the window's last ms.
+            self.window_timers
+                .register_event_time_timer(backend, &window, window_end(window))?;
+        }
         self.window_count.update(backend, &(in_window + 1))
     }
 
-    /// Closes `window` for every key that has it: folds its count into the
-    /// closed-window statistics and clears it (window clean-up). Returns
-    /// what it closed.
+    /// Advances the event-time clock to `watermark`: every (key, window)
+    /// whose timer it passed closes, its count folded into the
+    /// closed-window statistics and cleared (window clean-up). Returns what
+    /// closed, per window.
     ///
     /// # Errors
     /// State errors.
-    pub fn close_window(
+    pub fn advance_watermark(
         &mut self,
         backend: &mut dyn KeyedStateBackend,
-        window: u64,
-    ) -> Result<WindowTotals> {
-        self.window_count.set_namespace(&window)?;
-        let (window_count, closed) = (&self.window_count, &self.closed_windows);
-        let mut totals = WindowTotals {
-            window,
-            ..WindowTotals::default()
-        };
-        backend.apply_to_all_keys(window_count.id(), &window, |b| {
-            let events = window_count.value(b)?.unwrap_or(0);
-            totals.keys += 1;
-            totals.events += events;
-            closed.add(b, &events)?;
-            window_count.clear(b)
-        })?;
-        Ok(totals)
+        watermark: u64,
+    ) -> Result<Vec<WindowTotals>> {
+        let mut closed: BTreeMap<u64, WindowTotals> = BTreeMap::new();
+        let (window_count, closed_windows) = (&mut self.window_count, &self.closed_windows);
+        let watermark = i64::try_from(watermark).unwrap_or(i64::MAX);
+        self.window_timers
+            .advance_watermark(backend, watermark, |b, timer| {
+                let window = timer.namespace;
+                window_count.set_namespace(&window)?;
+                let events = window_count.value(b)?.unwrap_or(0);
+                closed_windows.add(b, &events)?;
+                window_count.clear(b)?;
+                let totals = closed.entry(window).or_insert(WindowTotals {
+                    window,
+                    ..WindowTotals::default()
+                });
+                totals.keys += 1;
+                totals.events += events;
+                Ok(())
+            })?;
+        Ok(closed.into_values().collect())
     }
 
     /// Reads back everything kept for every key of this subtask.

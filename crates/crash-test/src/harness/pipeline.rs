@@ -169,11 +169,14 @@ impl Pipeline {
     /// State errors.
     pub(crate) fn process(&mut self, event: &Event) -> Result<()> {
         let window = event.timestamp_ms / WINDOW_MS;
-        if let Some(current) = self.current_window.filter(|w| *w < window) {
+        if self.current_window.is_some_and(|w| w < window) {
+            // The watermark reaches the new window's first ms - 1: the
+            // timers of every earlier window fire.
+            let watermark = window * WINDOW_MS - 1;
             for subtask in &mut self.subtasks {
                 subtask
                     .operator
-                    .close_window(&mut *subtask.backend, current)?;
+                    .advance_watermark(&mut *subtask.backend, watermark)?;
             }
         }
         self.current_window = Some(window);

@@ -4,7 +4,6 @@
 //! records. Windows close when the watermark (the least of the inputs'
 //! watermarks) passes their end; their totals go to the sink.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -21,7 +20,7 @@ use super::elements::{KeyedInput, StreamKind};
 use super::task_loop::{self, InputTask};
 use crate::OPERATOR_ID;
 use crate::events::Event;
-use crate::operator::{KeyedAggregator, WINDOW_MS, WindowTotals};
+use crate::operator::{KeyedAggregator, WindowTotals};
 
 /// The injected task failure: the first keyed instance to process an
 /// event at or past the offset it holds fails, and disarms it
@@ -57,11 +56,11 @@ pub struct KeyedTask {
     pub progress: Arc<AtomicU64>,
 }
 
-/// Event time seen on each input channel.
+/// Event time seen on each input channel, and the operator's watermark
+/// (the least of them).
 struct Watermarks {
     per_channel: Vec<Option<u64>>,
     current: Option<u64>,
-    open_windows: BTreeSet<u64>,
 }
 
 impl KeyedTask {
@@ -70,13 +69,11 @@ impl KeyedTask {
     ///
     /// # Errors
     /// State and storage errors, the injected failure.
-    pub fn run(mut self) -> Result<KeyedOutput> {
-        let open_windows = self.operator.open_windows(&mut *self.backend)?;
+    pub fn run(self) -> Result<KeyedOutput> {
         let mut running = Running {
             watermarks: Watermarks {
                 per_channel: vec![None; self.input.gate().channels()],
                 current: None,
-                open_windows,
             },
             uploads: Vec::new(),
             task: self,
@@ -117,9 +114,7 @@ impl InputTask for Running {
 
     fn record(&mut self, channel: usize, record: KeyedInput) -> Result<()> {
         match record {
-            KeyedInput::Record(StreamKind::Events, event) => {
-                self.task.event(&event, &mut self.watermarks)
-            }
+            KeyedInput::Record(StreamKind::Events, event) => self.task.event(&event),
             KeyedInput::Record(StreamKind::Adjustments, event) => {
                 self.task.operator.adjust(&mut *self.task.backend, &event)
             }
@@ -172,7 +167,7 @@ impl KeyedTask {
         }
     }
 
-    fn event(&mut self, event: &Event, watermarks: &mut Watermarks) -> Result<()> {
+    fn event(&mut self, event: &Event) -> Result<()> {
         // The gauge is coarse: one shared write per 256 offsets, not one
         // per record on a cache line all instances share.
         if event.offset.is_multiple_of(256) {
@@ -190,11 +185,7 @@ impl KeyedTask {
                 self.ctx.id, event.offset
             )));
         }
-        self.operator.process(&mut *self.backend, event)?;
-        watermarks
-            .open_windows
-            .insert(event.timestamp_ms / WINDOW_MS);
-        Ok(())
+        self.operator.process(&mut *self.backend, event)
     }
 
     /// Channel `channel`'s watermark reached `time`: closes the windows the
@@ -215,17 +206,14 @@ impl KeyedTask {
         }
     }
 
-    /// Advances the watermark to `watermark` and closes every window whose
-    /// last millisecond it reached.
+    /// Advances the watermark to `watermark`: the window timers it passed
+    /// fire, and the totals of the windows they closed go to the sink.
     fn close_windows(&mut self, watermark: u64, watermarks: &mut Watermarks) -> Result<()> {
         watermarks.current = Some(watermark);
-        while let Some(&window) = watermarks.open_windows.first() {
-            let last_ms = (window + 1).saturating_mul(WINDOW_MS) - 1;
-            if last_ms > watermark {
-                break;
-            }
-            watermarks.open_windows.pop_first();
-            let totals = self.operator.close_window(&mut *self.backend, window)?;
+        let closed = self
+            .operator
+            .advance_watermark(&mut *self.backend, watermark)?;
+        for totals in closed {
             let sent = match &self.output {
                 Some(output) if totals.keys > 0 => output.send(totals).is_ok(),
                 _ => true,
