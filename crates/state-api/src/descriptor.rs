@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{decode, encode_into};
 use crate::error::{Result, StateError};
+use crate::ttl::{StateTtlConfig, TtlMeta};
 
 /// The namespace of non-windowed state. It encodes to zero bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -80,6 +81,11 @@ pub struct StateMeta {
     pub value_type: String,
     /// Type of the map's user key (map state only).
     pub user_key_type: Option<String>,
+    /// The time to live its values are stored with; `None`: no TTL, and its
+    /// values carry no last-access stamp (see [`crate::ttl`]). Recorded
+    /// since format version 4; absent before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<TtlMeta>,
 }
 
 impl StateMeta {
@@ -128,6 +134,15 @@ impl StateMeta {
                     requested: wanted.cloned().unwrap_or_default(),
                 });
             }
+        }
+        // Another time to live is fine (it applies from now on); TTL on or
+        // off changes how every value is stored.
+        if self.ttl.is_some() != requested.ttl.is_some() {
+            return Err(StateError::StateTtlMismatch {
+                state: self.name.clone(),
+                registered: self.ttl.as_ref().map(|t| t.ttl_ms),
+                requested: requested.ttl.as_ref().map(|t| t.ttl_ms),
+            });
         }
         Ok(())
     }
@@ -246,6 +261,21 @@ pub struct StateRegistration {
     pub meta: StateMeta,
     /// The fold of reducing and aggregating state; `None` for the other kinds.
     pub function: Option<Arc<dyn StateFunction>>,
+    /// The time to live, with its clock and clean-up settings (the meta
+    /// records it too); `None` without TTL.
+    pub ttl: Option<StateTtlConfig>,
+}
+
+impl StateRegistration {
+    /// A registration of `meta` without a function or TTL (value, list, map
+    /// and timer states).
+    pub fn of(meta: StateMeta) -> Self {
+        Self {
+            meta,
+            function: None,
+            ttl: None,
+        }
+    }
 }
 
 impl fmt::Debug for StateRegistration {
@@ -253,6 +283,7 @@ impl fmt::Debug for StateRegistration {
         f.debug_struct("StateRegistration")
             .field("meta", &self.meta)
             .field("function", &self.function.as_ref().map(|_| "<fn>"))
+            .field("ttl", &self.ttl)
             .finish()
     }
 }
@@ -308,6 +339,14 @@ macro_rules! descriptor_common {
             self.meta.namespace_type = tag.into();
             self
         }
+
+        /// Gives the state a time to live (see [`crate::ttl`]): per value,
+        /// list element and map entry.
+        pub fn with_ttl(mut self, ttl: StateTtlConfig) -> Self {
+            self.meta.ttl = Some(ttl.meta());
+            self.ttl = Some(ttl);
+            self
+        }
     };
 }
 
@@ -320,6 +359,7 @@ macro_rules! descriptor_common {
 /// ```
 pub struct ValueStateDescriptor<V, N = VoidNamespace> {
     pub(crate) meta: StateMeta,
+    pub(crate) ttl: Option<StateTtlConfig>,
     pub(crate) default: Option<V>,
     _types: PhantomData<fn() -> N>,
 }
@@ -329,6 +369,7 @@ impl<V, N> ValueStateDescriptor<V, N> {
     pub fn new(name: impl Into<String>) -> Self {
         Self {
             meta: meta::<V, N>(name.into(), StateKind::Value, None),
+            ttl: None,
             default: None,
             _types: PhantomData,
         }
@@ -346,6 +387,7 @@ impl<V, N> ValueStateDescriptor<V, N> {
 /// Descriptor of a [`ListState`](crate::state::ListState).
 pub struct ListStateDescriptor<T, N = VoidNamespace> {
     pub(crate) meta: StateMeta,
+    pub(crate) ttl: Option<StateTtlConfig>,
     _types: PhantomData<fn() -> (T, N)>,
 }
 
@@ -354,6 +396,7 @@ impl<T, N> ListStateDescriptor<T, N> {
     pub fn new(name: impl Into<String>) -> Self {
         Self {
             meta: meta::<T, N>(name.into(), StateKind::List, None),
+            ttl: None,
             _types: PhantomData,
         }
     }
@@ -364,6 +407,7 @@ impl<T, N> ListStateDescriptor<T, N> {
 /// Descriptor of a [`MapState`](crate::state::MapState).
 pub struct MapStateDescriptor<UK, UV, N = VoidNamespace> {
     pub(crate) meta: StateMeta,
+    pub(crate) ttl: Option<StateTtlConfig>,
     _types: TypeMarker<(UK, UV, N)>,
 }
 
@@ -382,6 +426,7 @@ impl<UK, UV, N> MapStateDescriptor<UK, UV, N> {
                 StateKind::Map,
                 Some(type_name::<UK>().to_string()),
             ),
+            ttl: None,
             _types: PhantomData,
         }
     }
@@ -398,6 +443,7 @@ impl<UK, UV, N> MapStateDescriptor<UK, UV, N> {
 /// ```
 pub struct ReducingStateDescriptor<T, N = VoidNamespace> {
     pub(crate) meta: StateMeta,
+    pub(crate) ttl: Option<StateTtlConfig>,
     pub(crate) function: Arc<dyn StateFunction>,
     _types: PhantomData<fn() -> (T, N)>,
 }
@@ -413,6 +459,7 @@ where
     ) -> Self {
         Self {
             meta: meta::<T, N>(name.into(), StateKind::Reducing, None),
+            ttl: None,
             function: Arc::new(ReduceFunction {
                 reduce,
                 _types: PhantomData,
@@ -446,6 +493,7 @@ pub trait AggregateFunction: Send + Sync + 'static {
 /// Descriptor of an [`AggregatingState`](crate::state::AggregatingState).
 pub struct AggregatingStateDescriptor<F: AggregateFunction, N = VoidNamespace> {
     pub(crate) meta: StateMeta,
+    pub(crate) ttl: Option<StateTtlConfig>,
     pub(crate) aggregate: Arc<F>,
     _types: PhantomData<fn() -> N>,
 }
@@ -459,6 +507,7 @@ where
     pub fn new(name: impl Into<String>, aggregate: F) -> Self {
         Self {
             meta: meta::<F::Acc, N>(name.into(), StateKind::Aggregating, None),
+            ttl: None,
             aggregate: Arc::new(aggregate),
             _types: PhantomData,
         }
@@ -478,6 +527,7 @@ fn meta<V, N>(name: String, kind: StateKind, user_key_type: Option<String>) -> S
         namespace_type: type_name::<N>().to_string(),
         value_type: type_name::<V>().to_string(),
         user_key_type,
+        ttl: None,
     }
 }
 

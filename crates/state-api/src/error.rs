@@ -53,6 +53,22 @@ pub enum StateError {
         requested: String,
     },
 
+    /// A state registered with a time to live that is on where its stored
+    /// values have none, or off where they have one.
+    #[error(
+        "state '{state}': time to live {}, but the state is registered with it {}: values are stored differently with and without a time to live, so turning it on or off needs a new state (or a migration that rewrites every value)",
+        describe_ttl(*.registered, "restored"),
+        describe_ttl(*.requested, "requested")
+    )]
+    StateTtlMismatch {
+        /// The state's name.
+        state: String,
+        /// The time to live (ms) it was stored with, if any.
+        registered: Option<u64>,
+        /// The time to live (ms) asked for, if any.
+        requested: Option<u64>,
+    },
+
     /// A state operation ran before any key was set with `set_current_key`.
     #[error("no current key is set: call set_current_key before accessing keyed state")]
     NoCurrentKey,
@@ -235,5 +251,13 @@ impl StateError {
             path: path.into(),
             source: source.into(),
         }
+    }
+}
+
+/// "on (… ms)" or "off", for [`StateError::StateTtlMismatch`].
+fn describe_ttl(ttl_ms: Option<u64>, what: &str) -> String {
+    match ttl_ms {
+        Some(ms) => format!("{what} on ({ms} ms)"),
+        None => format!("{what} off"),
     }
 }

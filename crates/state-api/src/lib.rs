@@ -29,6 +29,8 @@
 //!   state, which the runtime crate's operator state backend writes.
 //! * [`timers`]: event-time and processing-time timers, kept by the keyed
 //!   backend with its state ([`timers::TimerService`]).
+//! * [`ttl`]: state time-to-live ([`ttl::StateTtlConfig`] on any
+//!   descriptor).
 //! * [`registry`]: the registration rules every backend applies.
 //! * [`codec`]: the one binary encoding (postcard 1.x) and the list encoding.
 //! * [`error`]: the one error type, [`StateError`].
@@ -56,6 +58,7 @@ pub mod snapshot;
 pub mod state;
 pub mod storage;
 pub mod timers;
+pub mod ttl;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;

@@ -13,7 +13,7 @@
 //!
 //! let mut states: StateRegistry<Vec<u8>> = StateRegistry::default();
 //! let meta = ValueStateDescriptor::<u64>::new("count").meta().clone();
-//! let registration = StateRegistration { meta, function: None };
+//! let registration = StateRegistration::of(meta);
 //! let id = states.register(registration.clone(), |_| Ok(Vec::new())).unwrap();
 //! assert_eq!(states.register(registration, |_| Ok(Vec::new())).unwrap(), id);
 //! assert!(states.get(id).is_ok());
@@ -25,6 +25,7 @@ use std::sync::Arc;
 use crate::backend::StateId;
 use crate::descriptor::{StateFunction, StateMeta, StateRegistration};
 use crate::error::{Result, StateError};
+use crate::ttl::StateTtlConfig;
 
 /// One registered or restored state.
 pub struct RegisteredState<T> {
@@ -32,6 +33,9 @@ pub struct RegisteredState<T> {
     pub meta: StateMeta,
     /// The fold of reducing and aggregating state; set on registration.
     pub function: Option<Arc<dyn StateFunction>>,
+    /// The time to live with its clock and clean-up settings; set on
+    /// registration (a restored state knows only `meta.ttl` until then).
+    pub ttl: Option<StateTtlConfig>,
     /// Whether `register_state` handed out its id. Restored states stay
     /// inaccessible (and keep their data for the next snapshot) until then.
     pub registered: bool,
@@ -69,7 +73,11 @@ impl<T> StateRegistry<T> {
         create: impl FnOnce(&StateMeta) -> Result<T>,
     ) -> Result<StateId> {
         registration.validate()?;
-        let StateRegistration { meta, function } = registration;
+        let StateRegistration {
+            meta,
+            function,
+            ttl,
+        } = registration;
         let index = match self.by_name.get(&meta.name).copied() {
             Some(index) => {
                 let existing = &mut self.states[index];
@@ -77,10 +85,14 @@ impl<T> StateRegistry<T> {
                 // As in Flink, the latest registration's function folds from
                 // now on; for a restored state this is its first function.
                 existing.function = function;
+                // Another time to live applies from now on, and the next
+                // snapshot records it.
+                existing.meta.ttl = meta.ttl;
+                existing.ttl = ttl;
                 existing.registered = true;
                 index
             }
-            None => self.push(meta, function, true, create)?,
+            None => self.push(meta, function, ttl, true, create)?,
         };
         u32::try_from(index)
             .map(StateId)
@@ -105,7 +117,7 @@ impl<T> StateRegistry<T> {
                 self.states[index].meta.check_compatible(meta)?;
                 Ok(index)
             }
-            None => self.push(meta.clone(), None, false, create),
+            None => self.push(meta.clone(), None, None, false, create),
         }
     }
 
@@ -113,6 +125,7 @@ impl<T> StateRegistry<T> {
         &mut self,
         meta: StateMeta,
         function: Option<Arc<dyn StateFunction>>,
+        ttl: Option<StateTtlConfig>,
         registered: bool,
         create: impl FnOnce(&StateMeta) -> Result<T>,
     ) -> Result<usize> {
@@ -122,6 +135,7 @@ impl<T> StateRegistry<T> {
         self.states.push(RegisteredState {
             meta,
             function,
+            ttl,
             registered,
             data,
         });
@@ -185,10 +199,7 @@ mod tests {
     use crate::descriptor::{ListStateDescriptor, ValueStateDescriptor};
 
     fn registration(meta: &StateMeta) -> StateRegistration {
-        StateRegistration {
-            meta: meta.clone(),
-            function: None,
-        }
+        StateRegistration::of(meta.clone())
     }
 
     #[test]

@@ -33,9 +33,11 @@ use crate::codec::{
 };
 use crate::descriptor::{
     AggregateFunction, AggregatingStateDescriptor, ListStateDescriptor, MapStateDescriptor,
-    ReducingStateDescriptor, StateRegistration, ValueStateDescriptor,
+    ReducingStateDescriptor, StateFunction, StateRegistration, ValueStateDescriptor,
 };
 use crate::error::{Result, StateError};
+use crate::ttl::access;
+use crate::ttl::{StateTtlConfig, TtlFunction};
 
 /// Typed registration and key handling on any backend (including
 /// `dyn KeyedStateBackend`).
@@ -68,9 +70,11 @@ pub trait KeyedStateBackendExt: KeyedStateBackend {
         let id = self.register_state(StateRegistration {
             meta: descriptor.meta,
             function: None,
+            ttl: descriptor.ttl.clone(),
         })?;
         Ok(ValueState {
             id,
+            ttl: descriptor.ttl,
             default: descriptor.default,
             namespace: InlineBytes::new(),
             _types: PhantomData,
@@ -88,9 +92,11 @@ pub trait KeyedStateBackendExt: KeyedStateBackend {
         let id = self.register_state(StateRegistration {
             meta: descriptor.meta,
             function: None,
+            ttl: descriptor.ttl.clone(),
         })?;
         Ok(ListState {
             id,
+            ttl: descriptor.ttl,
             namespace: InlineBytes::new(),
             _types: PhantomData,
         })
@@ -107,9 +113,11 @@ pub trait KeyedStateBackendExt: KeyedStateBackend {
         let id = self.register_state(StateRegistration {
             meta: descriptor.meta,
             function: None,
+            ttl: descriptor.ttl.clone(),
         })?;
         Ok(MapState {
             id,
+            ttl: descriptor.ttl,
             namespace: InlineBytes::new(),
             _types: PhantomData,
         })
@@ -125,10 +133,12 @@ pub trait KeyedStateBackendExt: KeyedStateBackend {
     ) -> Result<ReducingState<T, N>> {
         let id = self.register_state(StateRegistration {
             meta: descriptor.meta,
-            function: Some(descriptor.function),
+            function: Some(with_ttl(descriptor.function, descriptor.ttl.as_ref())),
+            ttl: descriptor.ttl.clone(),
         })?;
         Ok(ReducingState {
             id,
+            ttl: descriptor.ttl,
             namespace: InlineBytes::new(),
             _types: PhantomData,
         })
@@ -146,13 +156,15 @@ pub trait KeyedStateBackendExt: KeyedStateBackend {
         F: AggregateFunction,
         F::In: Serialize + DeserializeOwned,
     {
-        let function = descriptor.function();
+        let function = with_ttl(descriptor.function(), descriptor.ttl.as_ref());
         let id = self.register_state(StateRegistration {
             meta: descriptor.meta,
             function: Some(function),
+            ttl: descriptor.ttl.clone(),
         })?;
         Ok(AggregatingState {
             id,
+            ttl: descriptor.ttl,
             aggregate: descriptor.aggregate,
             namespace: InlineBytes::new(),
             _types: PhantomData,
@@ -215,6 +227,20 @@ pub trait KeyedStateBackendExt: KeyedStateBackend {
 
 impl<B: KeyedStateBackend + ?Sized> KeyedStateBackendExt for B {}
 
+/// The fold of a state with a time to live works on stamped accumulators.
+fn with_ttl(
+    function: Arc<dyn StateFunction>,
+    ttl: Option<&StateTtlConfig>,
+) -> Arc<dyn StateFunction> {
+    match ttl {
+        Some(ttl) => Arc::new(TtlFunction {
+            inner: function,
+            ttl: ttl.clone(),
+        }),
+        None => function,
+    }
+}
+
 fn encode_namespaces<N: Serialize>(sources: &[N]) -> Result<Vec<InlineBytes>> {
     sources.iter().map(encode_inline).collect()
 }
@@ -275,6 +301,7 @@ macro_rules! merge_namespaces_method {
 /// One value per (key, namespace).
 pub struct ValueState<V, N = crate::VoidNamespace> {
     id: StateId,
+    ttl: Option<StateTtlConfig>,
     default: Option<V>,
     namespace: InlineBytes,
     _types: PhantomData<fn() -> N>,
@@ -288,10 +315,14 @@ impl<V: Serialize + DeserializeOwned + Clone, N> ValueState<V, N> {
     /// # Errors
     /// [`StateError::NoCurrentKey`], backend or codec errors.
     pub fn value<B: KeyedStateBackend + ?Sized>(&self, backend: &mut B) -> Result<Option<V>> {
-        match backend.get(self.id, &self.namespace)? {
-            Some(bytes) => decode(bytes).map(Some),
-            None => Ok(self.default.clone()),
-        }
+        let found = match &self.ttl {
+            None => backend
+                .get(self.id, &self.namespace)?
+                .map(decode)
+                .transpose()?,
+            Some(ttl) => access::get(backend, ttl, self.id, &self.namespace, decode)?,
+        };
+        Ok(found.or_else(|| self.default.clone()))
     }
 
     /// Replaces the value.
@@ -299,8 +330,9 @@ impl<V: Serialize + DeserializeOwned + Clone, N> ValueState<V, N> {
     /// # Errors
     /// [`StateError::NoCurrentKey`], backend or codec errors.
     pub fn update<B: KeyedStateBackend + ?Sized>(&self, backend: &mut B, value: &V) -> Result<()> {
-        with_encoded(value, |encoded| {
-            backend.put(self.id, &self.namespace, encoded)
+        with_encoded(value, |encoded| match &self.ttl {
+            None => backend.put(self.id, &self.namespace, encoded),
+            Some(ttl) => access::put(backend, ttl, self.id, &self.namespace, encoded),
         })
     }
 }
@@ -308,6 +340,7 @@ impl<V: Serialize + DeserializeOwned + Clone, N> ValueState<V, N> {
 /// A list of elements per (key, namespace).
 pub struct ListState<T, N = crate::VoidNamespace> {
     id: StateId,
+    ttl: Option<StateTtlConfig>,
     namespace: InlineBytes,
     _types: PhantomData<fn() -> (T, N)>,
 }
@@ -321,6 +354,9 @@ impl<T: Serialize + DeserializeOwned, N> ListState<T, N> {
     /// # Errors
     /// [`StateError::NoCurrentKey`], backend or codec errors.
     pub fn get<B: KeyedStateBackend + ?Sized>(&self, backend: &mut B) -> Result<Vec<T>> {
+        if let Some(ttl) = &self.ttl {
+            return access::get_list(backend, ttl, self.id, &self.namespace, decode);
+        }
         match backend.get(self.id, &self.namespace)? {
             Some(bytes) => ListElements::new(bytes).map(|e| decode(e?)).collect(),
             None => Ok(Vec::new()),
@@ -333,6 +369,10 @@ impl<T: Serialize + DeserializeOwned, N> ListState<T, N> {
     /// [`StateError::NoCurrentKey`], backend or codec errors.
     pub fn add<B: KeyedStateBackend + ?Sized>(&self, backend: &mut B, element: &T) -> Result<()> {
         with_encoded(element, |encoded| {
+            if let Some(ttl) = &self.ttl {
+                let framed = access::stamp_list(ttl, &[encoded]);
+                return backend.list_append(self.id, &self.namespace, &framed);
+            }
             let mut framed = InlineBytes::new();
             write_len_prefixed(&mut framed, encoded);
             backend.list_append(self.id, &self.namespace, &framed)
@@ -351,7 +391,8 @@ impl<T: Serialize + DeserializeOwned, N> ListState<T, N> {
         if elements.is_empty() {
             return Ok(());
         }
-        backend.list_append(self.id, &self.namespace, &encode_list(elements)?)
+        let encoded = encode_list(elements, self.ttl.as_ref())?;
+        backend.list_append(self.id, &self.namespace, &encoded)
     }
 
     /// Replaces the list (an empty slice clears it).
@@ -366,11 +407,22 @@ impl<T: Serialize + DeserializeOwned, N> ListState<T, N> {
         if elements.is_empty() {
             return backend.clear(self.id, &self.namespace);
         }
-        backend.put(self.id, &self.namespace, &encode_list(elements)?)
+        let encoded = encode_list(elements, self.ttl.as_ref())?;
+        backend.put(self.id, &self.namespace, &encoded)
     }
 }
 
-fn encode_list<T: Serialize>(elements: &[T]) -> Result<Vec<u8>> {
+/// The list encoding of `elements`, each stamped when the state has a
+/// time to live.
+fn encode_list<T: Serialize>(elements: &[T], ttl: Option<&StateTtlConfig>) -> Result<Vec<u8>> {
+    if let Some(ttl) = ttl {
+        let encoded = elements
+            .iter()
+            .map(crate::codec::encode)
+            .collect::<Result<Vec<_>>>()?;
+        let refs: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
+        return Ok(access::stamp_list(ttl, &refs));
+    }
     let mut out = Vec::new();
     for element in elements {
         with_encoded(element, |encoded| {
@@ -384,6 +436,7 @@ fn encode_list<T: Serialize>(elements: &[T]) -> Result<Vec<u8>> {
 /// A map of user keys to values per (key, namespace).
 pub struct MapState<UK, UV, N = crate::VoidNamespace> {
     id: StateId,
+    ttl: Option<StateTtlConfig>,
     namespace: InlineBytes,
     _types: TypeMarker<(UK, UV, N)>,
 }
@@ -404,11 +457,12 @@ where
         backend: &mut B,
         user_key: &UK,
     ) -> Result<Option<UV>> {
-        with_encoded(user_key, |uk| {
-            backend
+        with_encoded(user_key, |uk| match &self.ttl {
+            None => backend
                 .map_get(self.id, &self.namespace, uk)?
                 .map(decode)
-                .transpose()
+                .transpose(),
+            Some(ttl) => access::map_get(backend, ttl, self.id, &self.namespace, uk, decode),
         })
     }
 
@@ -421,8 +475,13 @@ where
         backend: &mut B,
         user_key: &UK,
     ) -> Result<bool> {
-        with_encoded(user_key, |uk| {
-            Ok(backend.map_get(self.id, &self.namespace, uk)?.is_some())
+        with_encoded(user_key, |uk| match &self.ttl {
+            None => Ok(backend.map_get(self.id, &self.namespace, uk)?.is_some()),
+            Some(ttl) => {
+                let found =
+                    access::map_get(backend, ttl, self.id, &self.namespace, uk, |_| Ok(()))?;
+                Ok(found.is_some())
+            }
         })
     }
 
@@ -437,8 +496,9 @@ where
         value: &UV,
     ) -> Result<()> {
         with_encoded(user_key, |uk| {
-            with_encoded(value, |uv| {
-                backend.map_put(self.id, &self.namespace, uk, uv)
+            with_encoded(value, |uv| match &self.ttl {
+                None => backend.map_put(self.id, &self.namespace, uk, uv),
+                Some(ttl) => access::map_put(backend, ttl, self.id, &self.namespace, uk, uv),
             })
         })
     }
@@ -463,6 +523,13 @@ where
     /// As [`get`](Self::get).
     pub fn entries<B: KeyedStateBackend + ?Sized>(&self, backend: &mut B) -> Result<Vec<(UK, UV)>> {
         let mut entries = Vec::new();
+        if let Some(ttl) = &self.ttl {
+            access::map_entries(backend, ttl, self.id, &self.namespace, |uk, uv| {
+                entries.push((decode(uk)?, decode(uv)?));
+                Ok(())
+            })?;
+            return Ok(entries);
+        }
         backend.map_for_each(self.id, &self.namespace, &mut |uk, uv| {
             entries.push((decode(uk)?, decode(uv)?));
             Ok(ControlFlow::Continue(()))
@@ -475,6 +542,14 @@ where
     /// # Errors
     /// As [`get`](Self::get).
     pub fn is_empty<B: KeyedStateBackend + ?Sized>(&self, backend: &mut B) -> Result<bool> {
+        if let Some(ttl) = &self.ttl {
+            let mut empty = true;
+            access::map_entries(backend, ttl, self.id, &self.namespace, |_, _| {
+                empty = false;
+                Ok(())
+            })?;
+            return Ok(empty);
+        }
         let mut empty = true;
         backend.map_for_each(self.id, &self.namespace, &mut |_, _| {
             empty = false;
@@ -488,6 +563,7 @@ where
 /// function.
 pub struct ReducingState<T, N = crate::VoidNamespace> {
     id: StateId,
+    ttl: Option<StateTtlConfig>,
     namespace: InlineBytes,
     _types: PhantomData<fn() -> (T, N)>,
 }
@@ -501,10 +577,13 @@ impl<T: Serialize + DeserializeOwned, N> ReducingState<T, N> {
     /// # Errors
     /// [`StateError::NoCurrentKey`], backend or codec errors.
     pub fn get<B: KeyedStateBackend + ?Sized>(&self, backend: &mut B) -> Result<Option<T>> {
-        backend
-            .get(self.id, &self.namespace)?
-            .map(decode)
-            .transpose()
+        match &self.ttl {
+            None => backend
+                .get(self.id, &self.namespace)?
+                .map(decode)
+                .transpose(),
+            Some(ttl) => access::get(backend, ttl, self.id, &self.namespace, decode),
+        }
     }
 
     /// Folds `value` in.
@@ -522,6 +601,7 @@ impl<T: Serialize + DeserializeOwned, N> ReducingState<T, N> {
 /// [`AggregateFunction`].
 pub struct AggregatingState<F: AggregateFunction, N = crate::VoidNamespace> {
     id: StateId,
+    ttl: Option<StateTtlConfig>,
     aggregate: Arc<F>,
     namespace: InlineBytes,
     _types: PhantomData<fn() -> N>,
@@ -540,10 +620,14 @@ where
     /// # Errors
     /// [`StateError::NoCurrentKey`], backend or codec errors.
     pub fn get<B: KeyedStateBackend + ?Sized>(&self, backend: &mut B) -> Result<Option<F::Out>> {
-        match backend.get(self.id, &self.namespace)? {
-            Some(bytes) => Ok(Some(self.aggregate.get_result(&decode::<F::Acc>(bytes)?))),
-            None => Ok(None),
-        }
+        let accumulator = match &self.ttl {
+            None => backend
+                .get(self.id, &self.namespace)?
+                .map(decode::<F::Acc>)
+                .transpose()?,
+            Some(ttl) => access::get(backend, ttl, self.id, &self.namespace, decode::<F::Acc>)?,
+        };
+        Ok(accumulator.map(|acc| self.aggregate.get_result(&acc)))
     }
 
     /// Folds `input` in.

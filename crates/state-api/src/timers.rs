@@ -135,16 +135,14 @@ pub struct TimerService<N = crate::VoidNamespace> {
 
 /// The registration of timer state `name` with namespaces of `namespace_type`.
 pub fn timer_state_registration(name: String, namespace_type: &str) -> StateRegistration {
-    StateRegistration {
-        meta: StateMeta {
-            name,
-            kind: StateKind::Timers,
-            namespace_type: namespace_type.to_string(),
-            value_type: TIMER_VALUE_TYPE.to_string(),
-            user_key_type: None,
-        },
-        function: None,
-    }
+    StateRegistration::of(StateMeta {
+        name,
+        kind: StateKind::Timers,
+        namespace_type: namespace_type.to_string(),
+        value_type: TIMER_VALUE_TYPE.to_string(),
+        user_key_type: None,
+        ttl: None,
+    })
 }
 
 impl<N: Serialize + DeserializeOwned> TimerService<N> {

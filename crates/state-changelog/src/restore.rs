@@ -305,6 +305,7 @@ impl Replay<'_> {
             .register_state(StateRegistration {
                 meta: meta.clone(),
                 function,
+                ttl: None,
             })
             .map_err(|e| {
                 StateError::Restore(format!(

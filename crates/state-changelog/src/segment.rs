@@ -25,8 +25,9 @@ use crate::record::RecordReader;
 
 const MAGIC: &[u8; 4] = b"KSCS";
 /// The segment format version this build writes; it reads every version
-/// from 1 on.
-pub(crate) const VERSION: u8 = 2;
+/// from 1 on. Version 3 added timer states and the time to live in the
+/// state metadata records.
+pub(crate) const VERSION: u8 = 3;
 const PREFIX_LEN: usize = MAGIC.len() + 1;
 const CRC_LEN: usize = 4;
 const TRAILER_LEN_LEN: usize = 4;
@@ -253,10 +254,10 @@ mod tests {
             matches!(
                 err,
                 StateError::UnsupportedVersion {
-                    found: 3,
-                    supported: 2,
+                    found,
+                    supported,
                     ..
-                }
+                } if found == u32::from(VERSION) + 1 && supported == u32::from(VERSION)
             ),
             "{err}"
         );

@@ -21,9 +21,10 @@ use state_api::{FileHandle, KeyedStateHandle, Result, StateError, StateScope};
 pub const METADATA_MAGIC: [u8; 4] = *b"KSMD";
 
 /// Version of the metadata layout this build writes; it reads every
-/// version from 1 on. Version 3 added operator and channel state; versions 2 and 3
-/// share the CBOR structures (fields added with defaults).
-pub const METADATA_VERSION: u8 = 3;
+/// version from 1 on. Version 3 added operator and channel state, version 4
+/// timer states and the time to live in the state metadata; versions 2 to 4
+/// share the CBOR structures (fields and variants added with defaults).
+pub const METADATA_VERSION: u8 = 4;
 
 /// The largest `_metadata` a reader loads (64 MiB: far more than the
 /// handles of thousands of operators); a larger one is corrupt.

@@ -2,7 +2,9 @@
 //! savepoint of every backend, for every format version (`fixtures/v1/`:
 //! postcard structures; `fixtures/v2/`: CBOR structures, see
 //! `state_api::format::evolving`; `fixtures/v3/`: the checkpoints also hold
-//! operator state and in-flight records), and damaged copies. Later versions of the
+//! operator state and in-flight records; `fixtures/v4/`: the state metadata
+//! may record timer states and a time to live, see also the
+//! `timer_fixtures` test), and damaged copies. Later versions of the
 //! code must read them all: restore gives exactly the state they were taken
 //! of, and each damaged one the exact error.
 //!
@@ -47,7 +49,7 @@ const CHECKPOINT: u64 = 2;
 
 /// Format versions with fixtures, oldest first; the last one is what this
 /// build writes.
-const VERSIONS: [u8; 3] = [1, 2, 3];
+const VERSIONS: [u8; 4] = [1, 2, 3, 4];
 /// The first version whose checkpoints hold operator state.
 const OPERATOR_STATE_SINCE: u8 = 3;
 /// The operator state the checkpoint fixtures hold (since version 3).

@@ -202,6 +202,7 @@ fn write_entries(
     let id = backend.register_state(StateRegistration {
         meta: meta.clone(),
         function,
+        ttl: None,
     })?;
     let mut pairs = Vec::new();
     backend.for_each_key_and_namespace(id, &mut |key, namespace| {

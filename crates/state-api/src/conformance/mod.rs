@@ -17,7 +17,8 @@
 //! state kinds and defaults, clear, namespace and key isolation, iteration,
 //! registration and type errors, snapshot isolation under concurrent writes,
 //! restore and rescaling round trips, clear errors for damaged snapshots, and a
-//! randomized differential test against a plain model; the same for timers.
+//! randomized differential test against a plain model; the same for timers;
+//! state time-to-live.
 //!
 //! Not a stable API: it changes with the contracts it checks.
 
@@ -26,6 +27,7 @@ mod fixtures;
 mod restore;
 mod semantics;
 mod timers;
+mod ttl;
 
 use std::sync::Arc;
 
@@ -48,6 +50,9 @@ pub use semantics::{
 };
 pub use timers::{
     timer_differential_against_model, timer_semantics, timers_survive_restore_and_rescaling,
+};
+pub use ttl::{
+    ttl_expiry_per_value_element_and_entry, ttl_survives_restore, ttl_update_types_and_visibility,
 };
 
 /// Damages stored checkpoint files, so the suite can check that restores fail
@@ -242,4 +247,7 @@ pub fn run_all(harness: &Harness<'_>) {
     timer_semantics(harness);
     timers_survive_restore_and_rescaling(harness);
     timer_differential_against_model(harness);
+    ttl_expiry_per_value_element_and_entry(harness);
+    ttl_update_types_and_visibility(harness);
+    ttl_survives_restore(harness);
 }

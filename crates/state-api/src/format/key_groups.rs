@@ -38,8 +38,10 @@ pub const MAGIC: [u8; 4] = *b"KSKG";
 
 /// Version of this layout this build writes; it reads every version from 1
 /// on. Version 2 encodes the metadata block in [`super::evolving`]'s CBOR,
-/// version 1 in postcard.
-pub const FORMAT_VERSION: u8 = 2;
+/// version 1 in postcard; version 3 added timer states
+/// ([`StateKind::Timers`](crate::StateKind::Timers)) and the time to live
+/// in the state metadata.
+pub const FORMAT_VERSION: u8 = 3;
 
 const HEADER_LEN: usize = MAGIC.len() + 2;
 const BLOCK_HEADER_LEN: usize = 8 + 4;
@@ -673,9 +675,9 @@ mod tests {
                 err,
                 StateError::UnsupportedVersion {
                     found,
-                    supported: 2,
+                    supported,
                     ..
-                } if found == u32::from(newer_version)
+                } if found == u32::from(newer_version) && supported == u32::from(FORMAT_VERSION)
             ),
             "{err}"
         );

@@ -247,6 +247,7 @@ impl Upgrade for StateMetaV1 {
             namespace_type: self.namespace_type,
             value_type: self.value_type,
             user_key_type: self.user_key_type,
+            ttl: None,
         })
     }
 }
@@ -360,6 +361,7 @@ mod tests {
             namespace_type: "ns".into(),
             value_type: "u64".into(),
             user_key_type: Some("String".into()),
+            ttl: None,
         }
     }
 

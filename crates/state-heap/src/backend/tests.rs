@@ -55,6 +55,7 @@ fn meta(name: &str, kind: StateKind) -> StateMeta {
         namespace_type: "ns".into(),
         value_type: "v".into(),
         user_key_type: (kind == StateKind::Map).then(|| "uk".into()),
+        ttl: None,
     }
 }
 
@@ -64,6 +65,7 @@ fn registration(name: &str, kind: StateKind) -> StateRegistration {
         function: kind
             .needs_function()
             .then(|| Arc::new(Concat) as Arc<dyn StateFunction>),
+        ttl: None,
     }
 }
 
@@ -578,6 +580,7 @@ fn re_registration_replaces_the_fold_function() {
         .register_state(StateRegistration {
             meta: meta("r", StateKind::Reducing),
             function: Some(Arc::new(Last)),
+            ttl: None,
         })
         .unwrap();
     assert_eq!(again, id);
