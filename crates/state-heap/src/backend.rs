@@ -21,6 +21,7 @@ use crate::bytes::ValueBytes;
 use crate::key::{CurrentKey, KeyGroupAssigner, split_composite_key};
 use crate::table::{HeapState, StateTable, Table};
 use crate::timers::TimerTable;
+use crate::ttl::TtlSweeps;
 use crate::user_map::UserMap;
 use crate::{restore, snapshot};
 
@@ -58,7 +59,9 @@ pub struct HeapKeyedStateBackend {
     range: KeyGroupRange,
     assigner: KeyGroupAssigner,
     /// Registered and restored states; a `StateId` is an index.
-    states: StateRegistry<Table>,
+    pub(crate) states: StateRegistry<Table>,
+    /// Where the incremental time-to-live clean-up of each state goes on.
+    pub(crate) ttl_sweeps: TtlSweeps,
     current: CurrentKey,
     /// Output buffer of fold functions, reused so folds do not allocate.
     scratch: Vec<u8>,
@@ -107,6 +110,7 @@ impl HeapKeyedStateBackend {
             current: CurrentKey::new(),
             scratch: Vec::new(),
             uploads: SnapshotUploads::default(),
+            ttl_sweeps: TtlSweeps::default(),
         })
     }
 
@@ -168,6 +172,17 @@ impl HeapKeyedStateBackend {
     /// Mutable access to a state's table for restore.
     pub(crate) fn table_mut(&mut self, index: usize) -> Option<&mut Table> {
         self.states.by_index_mut(index).map(|s| &mut s.data)
+    }
+}
+
+impl HeapKeyedStateBackend {
+    /// Every access to a state with a time to live cleans up a few of its
+    /// entries (one branch when no state has one).
+    #[inline]
+    fn on_access(&mut self, state: StateId) {
+        if self.ttl_sweeps.any {
+            self.sweep_state(state.0 as usize);
+        }
     }
 }
 
@@ -238,8 +253,11 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
 
     fn register_state(&mut self, registration: StateRegistration) -> Result<StateId> {
         let key_groups = self.range.len();
-        self.states
-            .register(registration, |meta| Ok(Table::new(meta.kind, key_groups)))
+        let id = self
+            .states
+            .register(registration, |meta| Ok(Table::new(meta.kind, key_groups)))?;
+        self.update_ttl_sweeps();
+        Ok(id)
     }
 
     fn state_metas(&self) -> Vec<StateMeta> {
@@ -248,6 +266,9 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
 
     #[inline]
     fn set_current_key(&mut self, encoded_key: &[u8]) -> Result<()> {
+        if !self.ttl_sweeps.per_record.is_empty() {
+            self.sweep_per_record();
+        }
         self.current.set(encoded_key, &self.assigner, self.range)
     }
 
@@ -261,6 +282,7 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
 
     #[inline]
     fn get(&mut self, state: StateId, namespace: &[u8]) -> Result<Option<&[u8]>> {
+        self.on_access(state);
         let table = bytes_table(self.states.get(state)?, StateKind::Value)?;
         let (key, index) = self.current.lookup(namespace)?;
         Ok(table.get(index, key).map(ValueBytes::as_slice))
@@ -268,6 +290,7 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
 
     #[inline]
     fn put(&mut self, state: StateId, namespace: &[u8], value: &[u8]) -> Result<()> {
+        self.on_access(state);
         let state = self.states.get_mut(state)?;
         let is_list = state.meta.kind == StateKind::List;
         let Table::Bytes(table) = &mut state.data else {
@@ -287,6 +310,7 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
     }
 
     fn clear(&mut self, state: StateId, namespace: &[u8]) -> Result<()> {
+        self.on_access(state);
         let state = self.states.get_mut(state)?;
         let (key, index) = self.current.lookup(namespace)?;
         match &mut state.data {
@@ -307,6 +331,7 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
         namespace: &[u8],
         encoded_elements: &[u8],
     ) -> Result<()> {
+        self.on_access(state);
         let state = self.states.get_mut(state)?;
         if state.meta.kind != StateKind::List {
             return Err(state.meta.kind_mismatch(StateKind::List));
@@ -325,6 +350,7 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
     }
 
     fn accumulate(&mut self, state: StateId, namespace: &[u8], input: &[u8]) -> Result<()> {
+        self.on_access(state);
         let state = self.states.get_mut(state)?;
         if !state.meta.kind.needs_function() {
             return Err(state.meta.kind_mismatch(StateKind::Reducing));
@@ -349,6 +375,7 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
     }
 
     fn merge_namespaces(&mut self, state: StateId, target: &[u8], sources: &[&[u8]]) -> Result<()> {
+        self.on_access(state);
         let state = self.states.get_mut(state)?;
         let kind = state.meta.kind;
         if !matches!(
@@ -388,6 +415,7 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
         namespace: &[u8],
         user_key: &[u8],
     ) -> Result<Option<&[u8]>> {
+        self.on_access(state);
         let table = map_table(self.states.get(state)?)?;
         let (key, index) = self.current.lookup(namespace)?;
         Ok(table.get(index, key).and_then(|map| map.get(user_key)))
@@ -400,6 +428,7 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
         user_key: &[u8],
         value: &[u8],
     ) -> Result<()> {
+        self.on_access(state);
         let table = map_table_mut(self.states.get_mut(state)?)?;
         let (key, index) = self.current.lookup(namespace)?;
         match table.get_mut(index, key) {
@@ -412,6 +441,7 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
     }
 
     fn map_remove(&mut self, state: StateId, namespace: &[u8], user_key: &[u8]) -> Result<()> {
+        self.on_access(state);
         let table = map_table_mut(self.states.get_mut(state)?)?;
         let (key, index) = self.current.lookup(namespace)?;
         // Look before writing: a write copies the key's page while a
@@ -439,6 +469,7 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
         namespace: &[u8],
         visitor: &mut EntryVisitor<'_>,
     ) -> Result<()> {
+        self.on_access(state);
         let state = self.states.get(state)?;
         if let Table::Timers(timers) = &state.data {
             // Timers in their canonical form: timestamps as user keys.

@@ -48,6 +48,7 @@ mod small;
 mod snapshot;
 mod table;
 mod timers;
+mod ttl;
 mod user_map;
 
 pub use backend::{BACKEND_NAME, HeapKeyedStateBackend};

@@ -8,12 +8,14 @@
 //! [`FrozenSnapshot::into_task`] then writes them in the key-group format on
 //! whatever thread runs the task, and dropping the task releases them.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use state_api::format::key_groups::{Entry, KeyGroupsWriter};
 use state_api::lifecycle::SnapshotUploads;
 use state_api::storage::{file_name_safe, write_with_retries};
 use state_api::timers::encode_timestamp;
+use state_api::ttl::StateTtlConfig;
 use state_api::{
     AsyncSnapshot, CheckpointStorageAccess, KeyGroupRange, KeyedStateHandle, Result,
     SnapshotResult, StateError, StateMeta, StateScope,
@@ -22,6 +24,7 @@ use state_api::{
 use crate::backend::{BACKEND_NAME, HeapKeyedStateBackend};
 use crate::key::split_composite_key;
 use crate::table::Table;
+use crate::ttl::Expiry;
 
 /// The state of a backend at one point in time, ready to be written.
 pub(crate) struct FrozenSnapshot {
@@ -33,6 +36,10 @@ pub(crate) struct FrozenSnapshot {
     metas: Vec<StateMeta>,
     /// The tables, in the order of `metas`.
     tables: Vec<Table>,
+    /// Per state with a time to live and full-snapshot clean-up: its
+    /// configuration and "now" at the synchronous phase; expired entries
+    /// are left out.
+    expiries: Vec<Option<(StateTtlConfig, i64)>>,
 }
 
 /// The synchronous phase: shares the tables' pages, copies the metadata.
@@ -44,6 +51,14 @@ pub(crate) fn freeze(backend: &HeapKeyedStateBackend) -> FrozenSnapshot {
         range: state_api::KeyedStateBackend::key_group_range(backend),
         metas: states.metas(),
         tables: states.iter().map(|s| s.data.clone()).collect(),
+        expiries: states
+            .iter()
+            .map(|s| {
+                let ttl = s.ttl.as_ref().filter(|t| t.cleanup.full_snapshot)?;
+                s.meta.ttl.as_ref()?;
+                Some((ttl.clone(), ttl.now_ms()))
+            })
+            .collect(),
     }
 }
 
@@ -84,25 +99,36 @@ impl FrozenSnapshot {
             KeyGroupsWriter::new(out, self.max_parallelism, self.range, self.metas.clone())?;
         for (index, key_group) in self.range.iter().enumerate() {
             writer.start_key_group(key_group)?;
-            for (state, table) in self.tables.iter().enumerate() {
-                let state = u32::try_from(state).map_err(|_| too_many_states())?;
+            for (position, table) in self.tables.iter().enumerate() {
+                let state = u32::try_from(position).map_err(|_| too_many_states())?;
+                let expiry = self.expiries[position]
+                    .as_ref()
+                    .map(|(ttl, now)| Expiry { ttl, now: *now });
+                let kind = self.metas[position].kind;
                 match table {
                     Table::Bytes(table) => {
                         for (composite, value) in sorted(table.entries(index)) {
                             let (key, namespace) = split(composite)?;
+                            let value = value.as_slice();
+                            let alive = match &expiry {
+                                Some(expiry) => expiry.alive(kind, value),
+                                None => Some(Cow::Borrowed(value)),
+                            };
+                            let Some(value) = alive else { continue };
                             writer.add(Entry {
                                 state,
                                 key,
                                 namespace,
                                 user_key: None,
-                                value,
+                                value: &value,
                             })?;
                         }
                     }
                     Table::Map(table) => {
                         for (composite, map) in sorted(table.entries(index)) {
                             let (key, namespace) = split(composite)?;
-                            for (user_key, value) in map.iter() {
+                            let alive = expiry.as_ref().and_then(|e| e.alive_map(map));
+                            for (user_key, value) in alive.as_ref().unwrap_or(map).iter() {
                                 writer.add(Entry {
                                     state,
                                     key,

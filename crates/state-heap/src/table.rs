@@ -248,6 +248,25 @@ impl<V: Clone> KeyGroupPages<V> {
     }
 }
 
+/// Where an incremental clean-up ([`StateTable::sweep`]) goes on: key group,
+/// page and bucket.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct SweepCursor {
+    key_group: usize,
+    page: usize,
+    bucket: usize,
+}
+
+/// What [`StateTable::sweep`] does with an entry.
+pub(crate) enum Sweep<V> {
+    /// Leave it.
+    Keep,
+    /// Remove it.
+    Remove,
+    /// Replace its value.
+    Replace(V),
+}
+
 /// One state's entries, pages per key group of the backend's range.
 #[derive(Clone, Debug)]
 pub(crate) struct StateTable<V> {
@@ -361,6 +380,71 @@ impl<V: Clone> StateTable<V> {
     /// Number of (key, namespace) entries.
     pub(crate) fn len(&self) -> usize {
         self.key_groups.iter().map(KeyGroupPages::len).sum()
+    }
+
+    /// Looks at up to `budget` buckets from `cursor` on (wrapping around
+    /// at the end), letting `decide` keep, remove or replace each entry:
+    /// the incremental clean-up of expired entries. Only a page with an
+    /// entry to change is written (and copied if a snapshot shares it).
+    /// Returns how many entries it removed.
+    pub(crate) fn sweep(
+        &mut self,
+        cursor: &mut SweepCursor,
+        budget: usize,
+        mut decide: impl FnMut(&V) -> Sweep<V>,
+    ) -> usize {
+        let mut removed = 0;
+        if self.key_groups.is_empty() {
+            return 0;
+        }
+        let mut steps = 0;
+        while steps < budget {
+            if cursor.key_group >= self.key_groups.len() {
+                *cursor = SweepCursor::default();
+            }
+            let key_group = &mut self.key_groups[cursor.key_group];
+            let Some(page) = key_group.pages.get(cursor.page) else {
+                cursor.key_group += 1;
+                cursor.page = 0;
+                cursor.bucket = 0;
+                steps += 1; // an empty range of the table costs a step too
+                continue;
+            };
+            if cursor.bucket >= page.num_buckets() {
+                cursor.page += 1;
+                cursor.bucket = 0;
+                continue;
+            }
+            let bucket = cursor.bucket;
+            cursor.bucket += 1;
+            steps += 1;
+            let Some(entry) = page.get_bucket(bucket) else {
+                continue;
+            };
+            let action = decide(&entry.value);
+            if matches!(action, Sweep::Keep) {
+                continue;
+            }
+            // Copying a shared page keeps its layout: the bucket index
+            // still names the entry.
+            let pages = Arc::make_mut(&mut key_group.pages);
+            let page = Arc::make_mut(&mut pages[cursor.page]);
+            match action {
+                Sweep::Remove => {
+                    if let Ok(occupied) = page.get_bucket_entry(bucket) {
+                        occupied.remove();
+                        removed += 1;
+                    }
+                }
+                Sweep::Replace(value) => {
+                    if let Some(entry) = page.get_bucket_mut(bucket) {
+                        entry.value = value;
+                    }
+                }
+                Sweep::Keep => {}
+            }
+        }
+        removed
     }
 
     /// The address of every page of the key group at `index`, to tell which
