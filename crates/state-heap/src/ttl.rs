@@ -10,8 +10,7 @@
 
 use std::borrow::Cow;
 
-use state_api::codec::{ListElements, write_len_prefixed};
-use state_api::ttl::{StateTtlConfig, split_stamp};
+use state_api::ttl::{StateTtlConfig, alive_part, split_stamp};
 use state_api::{KeyedStateBackend, StateKind};
 
 use crate::backend::HeapKeyedStateBackend;
@@ -33,27 +32,9 @@ impl Expiry<'_> {
         split_stamp(stored).is_some_and(|(stamp, _)| self.ttl.is_expired(stamp, self.now))
     }
 
-    /// What of a stored value of a state of `kind` is still alive: all of
-    /// it, none, or (lists) the alive elements.
+    /// What of a stored value of a state of `kind` is still alive.
     pub(crate) fn alive<'v>(&self, kind: StateKind, stored: &'v [u8]) -> Option<Cow<'v, [u8]>> {
-        if kind != StateKind::List {
-            return (!self.expired(stored)).then_some(Cow::Borrowed(stored));
-        }
-        let mut alive = Vec::new();
-        let mut dropped = false;
-        for element in ListElements::new(stored) {
-            match element {
-                Ok(element) if self.expired(element) => dropped = true,
-                Ok(element) => write_len_prefixed(&mut alive, element),
-                // Malformed: leave the list as it is.
-                Err(_) => return Some(Cow::Borrowed(stored)),
-            }
-        }
-        match (dropped, alive.is_empty()) {
-            (false, _) => Some(Cow::Borrowed(stored)),
-            (true, true) => None,
-            (true, false) => Some(Cow::Owned(alive)),
-        }
+        alive_part(kind, self.ttl, self.now, stored)
     }
 
     /// A map without its expired entries: `None` when none expired, an

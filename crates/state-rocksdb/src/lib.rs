@@ -63,6 +63,7 @@ mod restore;
 mod snapshot;
 mod timers;
 mod transfer;
+mod ttl;
 
 pub use backend::{BACKEND_NAME, RocksDbKeyedStateBackend};
 pub use factory::{DEFAULT_TRANSFER_THREADS, RocksDbBackendFactory, RocksDbConfig};

@@ -35,6 +35,7 @@ use crate::backend::{
     BACKEND_NAME, Db, LocalDir, column_family, column_family_name, db_error, open_db,
 };
 use crate::keys::{ABOVE_ALL_KEYS, KeyLayout};
+use crate::ttl::DbOptions;
 use crate::{options, transfer};
 
 /// Write batches are flushed at this size while copying.
@@ -57,7 +58,7 @@ pub(crate) struct Restored {
 pub(crate) fn restore(
     context: &BackendContext,
     instance_dir: &Path,
-    options: &Options,
+    options: &DbOptions,
     threads: usize,
 ) -> Result<Restored> {
     let db_path = instance_dir.join("db");
@@ -186,11 +187,12 @@ fn collect_metas(
 }
 
 /// Creates the column family of every state that has none yet.
-fn ensure_column_families(db: &mut Db, metas: &[StateMeta], options: &Options) -> Result<()> {
+fn ensure_column_families(db: &mut Db, metas: &[StateMeta], options: &DbOptions) -> Result<()> {
     for meta in metas {
         let name = column_family_name(&meta.name);
         if db.cf_handle(&name).is_none() {
-            db.create_cf(&name, options).map_err(db_error)?;
+            db.create_cf(&name, &options.for_new_cf(&name))
+                .map_err(db_error)?;
         }
     }
     Ok(())
@@ -201,7 +203,7 @@ fn open_downloaded(
     storage: &dyn CheckpointStorageAccess,
     handle: &IncrementalStateHandle,
     dir: &Path,
-    options: &Options,
+    options: &DbOptions,
     threads: usize,
     read_only: bool,
 ) -> Result<Db> {
@@ -222,7 +224,7 @@ fn open_downloaded(
         .map_err(|e| crate::backend::local_error("create directory", dir, e))?;
     transfer::download(storage, &files, dir, threads)?;
     let mut open_options = options.clone();
-    open_options.create_if_missing(false);
+    open_options.base.create_if_missing(false);
     open_db(&open_options, dir, read_only)
 }
 

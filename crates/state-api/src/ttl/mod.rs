@@ -290,6 +290,39 @@ pub fn unstamp(stored: &[u8]) -> Result<(i64, &[u8])> {
     split_stamp(stored).ok_or_else(|| missing_stamp("<state value>"))
 }
 
+/// What of a stored value of a state of `kind` with time to live `ttl` is
+/// alive at `now`: all of it (borrowed), nothing (`None`), or, for a list
+/// some of whose elements expired, the live elements. Malformed values are
+/// kept whole (reads report them). Backends use it to leave expired
+/// entries out of snapshots and to clean them up.
+pub fn alive_part<'v>(
+    kind: crate::StateKind,
+    ttl: &StateTtlConfig,
+    now: i64,
+    stored: &'v [u8],
+) -> Option<std::borrow::Cow<'v, [u8]>> {
+    use std::borrow::Cow;
+    let expired =
+        |bytes: &[u8]| split_stamp(bytes).is_some_and(|(stamp, _)| ttl.is_expired(stamp, now));
+    if kind != crate::StateKind::List {
+        return (!expired(stored)).then_some(Cow::Borrowed(stored));
+    }
+    let mut alive = Vec::new();
+    let mut dropped = false;
+    for element in crate::codec::ListElements::new(stored) {
+        match element {
+            Ok(element) if expired(element) => dropped = true,
+            Ok(element) => crate::codec::write_len_prefixed(&mut alive, element),
+            Err(_) => return Some(Cow::Borrowed(stored)),
+        }
+    }
+    match (dropped, alive.is_empty()) {
+        (false, _) => Some(Cow::Borrowed(stored)),
+        (true, true) => None,
+        (true, false) => Some(Cow::Owned(alive)),
+    }
+}
+
 /// A fold function over stamped accumulators: an expired accumulator
 /// counts as none, and the result is stamped with now (reducing and
 /// aggregating states with TTL).

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use rocksdb::{
-    ColumnFamily, DBWithThreadMode, Options, ReadOptions, SingleThreaded, WriteBatch, WriteOptions,
+    ColumnFamily, DBWithThreadMode, ReadOptions, SingleThreaded, WriteBatch, WriteOptions,
 };
 use state_api::backend::EntryVisitor;
 use state_api::codec::check_list;
@@ -30,9 +30,13 @@ pub(crate) use crate::local_dir::LocalDir;
 use crate::local_dir::sweep_abandoned;
 use crate::snapshot::UploadTracker;
 use crate::timers::{TimerChange, TimerQueue};
+use crate::ttl::{DbOptions, TtlCompactor};
 use crate::{options, restore, snapshot};
 
 mod timer_access;
+
+/// Records between two looks at the TTL compaction.
+const OPS_PER_TTL_CHECK: u32 = 4096;
 
 /// Name of this backend, as [`KeyedStateBackend::backend_name`], the
 /// factory and snapshot handles report it.
@@ -73,22 +77,24 @@ pub(crate) fn column_family_name(name: &str) -> String {
     }
 }
 
-/// Opens the DB in `path` with every column family it has, each with
-/// `options` (the `rocksdb` crate's `open_cf` would give column families
-/// default options, without the list merge operator).
-pub(crate) fn open_db(options: &Options, path: &Path, read_only: bool) -> Result<Db> {
+/// Opens the DB in `path` with every column family it has, each with its
+/// options (the `rocksdb` crate's `open_cf` would give column families
+/// default options, without the list merge operator and the TTL filter).
+pub(crate) fn open_db(options: &DbOptions, path: &Path, read_only: bool) -> Result<Db> {
+    let base = &options.base;
     let names = if path.join("CURRENT").exists() {
-        Db::list_cf(options, path).map_err(db_error)?
+        Db::list_cf(base, path).map_err(db_error)?
     } else {
         Vec::new()
     };
-    let descriptors = names
-        .into_iter()
-        .map(|name| rocksdb::ColumnFamilyDescriptor::new(name, options.clone()));
+    let descriptors = names.into_iter().map(|name| {
+        let cf_options = options.for_cf(&name);
+        rocksdb::ColumnFamilyDescriptor::new(name, cf_options)
+    });
     if read_only {
-        Db::open_cf_descriptors_read_only(options, path, descriptors, false)
+        Db::open_cf_descriptors_read_only(base, path, descriptors, false)
     } else {
-        Db::open_cf_descriptors(options, path, descriptors)
+        Db::open_cf_descriptors(base, path, descriptors)
     }
     .map_err(db_error)
 }
@@ -131,8 +137,13 @@ pub(crate) struct Settings {
 /// the `rocksdb` crate does not expose `avoid_flush_during_shutdown`).
 pub struct RocksDbKeyedStateBackend {
     // Field order is drop order: the DB closes before its directory goes.
-    db: Db,
-    options: Options,
+    // Shared only with the TTL compaction thread, which `Drop` joins first.
+    db: Arc<Db>,
+    options: DbOptions,
+    /// Compacts the old files of states with a time to live.
+    ttl_compactor: TtlCompactor,
+    /// Operations until the next look at the TTL compaction.
+    ops_until_ttl_check: u32,
     write_options: WriteOptions,
     read_options: ReadOptions,
     /// Each state's part is its column family name (derived from the state
@@ -157,6 +168,14 @@ pub struct RocksDbKeyedStateBackend {
     backend_id: String,
     snapshot_sequence: u64,
     dir: LocalDir,
+}
+
+impl Drop for RocksDbKeyedStateBackend {
+    /// The TTL compaction thread holds the DB: it must end before the DB
+    /// closes and its directory goes.
+    fn drop(&mut self) {
+        self.ttl_compactor.join();
+    }
 }
 
 impl fmt::Debug for RocksDbKeyedStateBackend {
@@ -196,7 +215,11 @@ impl RocksDbKeyedStateBackend {
             "{}-{backend_id}",
             file_name_safe(&context.operator)
         )))?;
-        let options = options::build(&config.memory, config.profile, config.options_hook.as_ref());
+        let options = DbOptions::new(options::build(
+            &config.memory,
+            config.profile,
+            config.options_hook.as_ref(),
+        ));
         let settings = Settings {
             incremental: config.incremental,
             transfer_threads: config.transfer_threads.max(1),
@@ -211,8 +234,10 @@ impl RocksDbKeyedStateBackend {
             states.restore(meta, |meta| Ok(column_family_name(&meta.name)))?;
         }
         Ok(Self {
-            db: restored.db,
+            db: Arc::new(restored.db),
             options,
+            ttl_compactor: TtlCompactor::default(),
+            ops_until_ttl_check: OPS_PER_TTL_CHECK,
             write_options: options::write_options(),
             read_options: ReadOptions::default(),
             states,
@@ -339,14 +364,25 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
     }
 
     fn register_state(&mut self, registration: StateRegistration) -> Result<StateId> {
-        let (db, options) = (&mut self.db, &self.options);
+        // Creating a column family needs the DB to itself.
+        self.ttl_compactor.join();
+        let db = Arc::get_mut(&mut self.db).ok_or_else(|| StateError::Backend {
+            backend: BACKEND_NAME,
+            source: "the DB is shared while a state is registered".into(),
+        })?;
+        let options = &self.options;
         let id = self.states.register(registration, |meta| {
             let cf_name = column_family_name(&meta.name);
             if db.cf_handle(&cf_name).is_none() {
-                db.create_cf(&cf_name, options).map_err(db_error)?;
+                db.create_cf(&cf_name, &options.for_new_cf(&cf_name))
+                    .map_err(db_error)?;
             }
             Ok(cf_name)
         })?;
+        let state = self.states.get(id)?;
+        self.options
+            .ttl
+            .set(&state.data, state.meta.kind, state.ttl.as_ref());
         self.load_timer_queue(id)?;
         Ok(id)
     }
@@ -357,6 +393,11 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
 
     #[inline]
     fn set_current_key(&mut self, encoded_key: &[u8]) -> Result<()> {
+        self.ops_until_ttl_check -= 1;
+        if self.ops_until_ttl_check == 0 {
+            self.ops_until_ttl_check = OPS_PER_TTL_CHECK;
+            self.ttl_compactor.maybe_start(&self.db, &self.options.ttl);
+        }
         self.current.set(encoded_key, &self.layout, self.range)
     }
 
@@ -674,6 +715,15 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
             range: self.range,
             layout: self.layout,
             operator: self.operator.clone(),
+            expiries: self
+                .states
+                .iter()
+                .map(|state| {
+                    let ttl = state.ttl.as_ref().filter(|t| t.cleanup.full_snapshot)?;
+                    state.meta.ttl.as_ref()?;
+                    Some((ttl.clone(), ttl.now_ms()))
+                })
+                .collect(),
         };
         Ok(match kind {
             snapshot::SnapshotKind::Full => snapshot::full::task(
@@ -707,6 +757,7 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         // unknown, so their files are never deleted here.
         self.own_uploads.complete(checkpoint_id);
         self.own_uploads.forget_up_to(checkpoint_id);
+        self.ttl_compactor.maybe_start(&self.db, &self.options.ttl);
         Ok(())
     }
 

@@ -7,9 +7,10 @@
 //! key group: the key-group prefix makes each key group a contiguous range,
 //! so every iterator only moves forward and the file comes out in one pass.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
-use rocksdb::{DBRawIteratorWithThreadMode, Options, ReadOptions};
+use rocksdb::{DBRawIteratorWithThreadMode, ReadOptions};
 use state_api::format::key_groups::{Entry, KeyGroupsWriter};
 use state_api::{
     AsyncSnapshot, CheckpointStorageAccess, KeyedStateHandle, Result, SnapshotResult, StateError,
@@ -20,17 +21,19 @@ use state_api::key_group::KeyGroup;
 use state_api::lifecycle::SnapshotUploads;
 use state_api::storage::{file_name_safe, write_with_retries};
 use state_api::timers::encode_timestamp;
+use state_api::ttl::alive_part;
 
 use super::Frozen;
 use crate::backend::{BACKEND_NAME, Db, column_family_name, db_error, open_db};
 use crate::keys::KeyLayout;
+use crate::ttl::DbOptions;
 
 /// The asynchronous phase of a full snapshot of `frozen`.
 /// The file it writes is recorded in `own_uploads`; a failed upload starts
 /// over.
 pub(crate) fn task(
     frozen: Frozen,
-    options: Options,
+    options: DbOptions,
     storage: Arc<dyn CheckpointStorageAccess>,
     own_uploads: SnapshotUploads,
 ) -> AsyncSnapshot {
@@ -48,7 +51,7 @@ pub(crate) fn task(
 
 fn run(
     frozen: &Frozen,
-    options: &Options,
+    options: &DbOptions,
     storage: &dyn CheckpointStorageAccess,
 ) -> Result<SnapshotResult> {
     let dir = frozen.dir.path();
@@ -123,13 +126,23 @@ fn run(
                         meta.name
                     )));
                 };
-                writer.add(Entry {
-                    state,
-                    key: parsed.key,
-                    namespace: parsed.namespace,
-                    user_key,
-                    value,
-                })?;
+                // A map entry's value is stamped like a single value.
+                let alive = match &frozen.expiries[index] {
+                    Some((ttl, now)) if meta.kind == StateKind::List => {
+                        alive_part(StateKind::List, ttl, *now, value)
+                    }
+                    Some((ttl, now)) => alive_part(StateKind::Value, ttl, *now, value),
+                    None => Some(Cow::Borrowed(value)),
+                };
+                if let Some(value) = alive {
+                    writer.add(Entry {
+                        state,
+                        key: parsed.key,
+                        namespace: parsed.namespace,
+                        user_key,
+                        value: &value,
+                    })?;
+                }
                 iter.next();
             }
             iter.status().map_err(db_error)?;

@@ -14,6 +14,8 @@ pub(crate) mod incremental;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
+use state_api::ttl::StateTtlConfig;
+
 use rocksdb::checkpoint::Checkpoint;
 use state_api::snapshot::SavepointFormat;
 use state_api::{FileHandle, KeyGroupRange, Result, SnapshotType, StateMeta};
@@ -55,6 +57,10 @@ pub(crate) struct Frozen {
     pub(crate) range: KeyGroupRange,
     pub(crate) layout: KeyLayout,
     pub(crate) operator: String,
+    /// Per state with a time to live and full-snapshot clean-up, in the
+    /// order of `metas`: its configuration and "now" at the synchronous
+    /// phase. Full snapshots leave expired entries out.
+    pub(crate) expiries: Vec<Option<(StateTtlConfig, i64)>>,
 }
 
 /// The synchronous phase: flush and hard-link the DB's live files into
