@@ -4,8 +4,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
+use std::time::Duration;
 
 use state_api::timers::TimerService;
+use state_api::ttl::StateTtlConfig;
 use state_api::{
     AggregateFunction, AggregatingState, AggregatingStateDescriptor, KeyedStateBackend,
     KeyedStateBackendExt, ListState, ListStateDescriptor, MapState, MapStateDescriptor,
@@ -21,6 +23,9 @@ pub const WINDOW_MS: u64 = 10_000;
 fn window_end(window: u64) -> i64 {
     i64::try_from((window + 1).saturating_mul(WINDOW_MS) - 1).unwrap_or(i64::MAX)
 }
+
+/// The time to live of `recent-count`.
+const RECENT_TTL: Duration = Duration::from_secs(3600);
 
 /// How many of its largest values the list state keeps per key.
 const TOP: usize = 4;
@@ -76,6 +81,9 @@ pub struct KeySummary {
     pub adjustment_count: u64,
     /// Sum of the adjustments' values.
     pub adjustments: u64,
+    /// Events counted in a state with a time to live (one hour: it does not
+    /// expire during a run, and its stamps survive failovers).
+    pub recent_count: u64,
 }
 
 /// What closing a window on one instance produced: the sink's input.
@@ -102,12 +110,13 @@ pub struct KeyedAggregator {
     adjustments: ReducingState<u64>,
     /// One event-time timer per (key, window) at the window's last ms.
     window_timers: TimerService<u64>,
+    recent_count: ValueState<u64>,
 }
 
 impl KeyedAggregator {
     /// The names of the states the operator registers: what a restore
     /// checks a savepoint's states against.
-    pub const STATE_NAMES: [&'static str; 11] = [
+    pub const STATE_NAMES: [&'static str; 12] = [
         "count",
         "sum",
         "max",
@@ -119,6 +128,7 @@ impl KeyedAggregator {
         "adjustments",
         "_timer_state/event_windows",
         "_timer_state/processing_windows",
+        "recent-count",
     ];
 
     /// Registers (or, after a restore, re-opens) the operator's states.
@@ -151,6 +161,9 @@ impl KeyedAggregator {
                 |a: &u64, b: &u64| a + b,
             ))?,
             window_timers: TimerService::register(backend, "windows")?,
+            recent_count: backend.value_state(
+                ValueStateDescriptor::new("recent-count").with_ttl(StateTtlConfig::new(RECENT_TTL)),
+            )?,
         })
     }
 
@@ -174,6 +187,8 @@ impl KeyedAggregator {
         backend.set_key(&event.key)?;
         let count = self.count.value(backend)?.unwrap_or(0);
         self.count.update(backend, &(count + 1))?;
+        let recent = self.recent_count.value(backend)?.unwrap_or(0);
+        self.recent_count.update(backend, &(recent + 1))?;
         self.sum.add(backend, &event.value)?;
         self.max.add(backend, &event.value)?;
         // The largest values, not the latest: records of one key come from
@@ -285,6 +300,7 @@ impl KeyedAggregator {
                 mean_window_size: self.closed_windows.get(backend)?,
                 adjustment_count: self.adjustment_count.value(backend)?.unwrap_or(0),
                 adjustments: self.adjustments.get(backend)?.unwrap_or(0),
+                recent_count: self.recent_count.value(backend)?.unwrap_or(0),
             };
             out.insert(key, summary);
         }

@@ -85,6 +85,7 @@ mod tests {
             mean_window_size: None,
             adjustment_count,
             adjustments: adjustment_count,
+            recent_count: count,
         }
     }
 
