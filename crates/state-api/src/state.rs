@@ -330,10 +330,12 @@ impl<V: Serialize + DeserializeOwned + Clone, N> ValueState<V, N> {
     /// # Errors
     /// [`StateError::NoCurrentKey`], backend or codec errors.
     pub fn update<B: KeyedStateBackend + ?Sized>(&self, backend: &mut B, value: &V) -> Result<()> {
-        with_encoded(value, |encoded| match &self.ttl {
-            None => backend.put(self.id, &self.namespace, encoded),
-            Some(ttl) => access::put(backend, ttl, self.id, &self.namespace, encoded),
-        })
+        match &self.ttl {
+            None => with_encoded(value, |encoded| {
+                backend.put(self.id, &self.namespace, encoded)
+            }),
+            Some(ttl) => access::put_value(backend, ttl, self.id, &self.namespace, value),
+        }
     }
 }
 

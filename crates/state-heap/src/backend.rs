@@ -21,7 +21,7 @@ use crate::bytes::ValueBytes;
 use crate::key::{CurrentKey, KeyGroupAssigner, split_composite_key};
 use crate::table::{HeapState, StateTable, Table};
 use crate::timers::TimerTable;
-use crate::ttl::TtlSweeps;
+use crate::ttl::{ACCESSES_PER_SWEEP, TtlSweeps};
 use crate::user_map::UserMap;
 use crate::{restore, snapshot};
 
@@ -181,7 +181,11 @@ impl HeapKeyedStateBackend {
     #[inline]
     fn on_access(&mut self, state: StateId) {
         if self.ttl_sweeps.any {
-            self.sweep_state(state.0 as usize);
+            self.ttl_sweeps.countdown = self.ttl_sweeps.countdown.saturating_sub(1);
+            if self.ttl_sweeps.countdown == 0 {
+                self.ttl_sweeps.countdown = ACCESSES_PER_SWEEP;
+                self.sweep_state(state.0 as usize, ACCESSES_PER_SWEEP as usize);
+            }
         }
     }
 }

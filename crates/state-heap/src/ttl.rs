@@ -72,10 +72,17 @@ impl Expiry<'_> {
     }
 }
 
+/// Accesses between two sweeps: each sweep does the work of this many
+/// accesses at once (the same number of buckets looked at per access as
+/// configured, with a fraction of the per-sweep cost).
+pub(crate) const ACCESSES_PER_SWEEP: u32 = 8;
+
 /// The incremental clean-up of one backend: a cursor per state.
 #[derive(Debug, Default)]
 pub(crate) struct TtlSweeps {
     cursors: Vec<SweepCursor>,
+    /// Accesses until the next sweep.
+    pub(crate) countdown: u32,
     /// Whether any registered state has incremental clean-up on.
     pub(crate) any: bool,
     /// States whose clean-up also runs on every record.
@@ -103,9 +110,9 @@ impl HeapKeyedStateBackend {
     }
 
     /// Cleans up a few entries of the state at `index`, if it has a time to
-    /// live with incremental clean-up.
+    /// live with incremental clean-up: the share of `accesses` accesses.
     #[cold]
-    pub(crate) fn sweep_state(&mut self, index: usize) {
+    pub(crate) fn sweep_state(&mut self, index: usize, accesses: usize) {
         let (states, sweeps) = (&mut self.states, &mut self.ttl_sweeps);
         let Some(state) = states.by_index_mut(index) else {
             return;
@@ -113,7 +120,7 @@ impl HeapKeyedStateBackend {
         let Some(ttl) = state.ttl.as_ref() else {
             return;
         };
-        let budget = ttl.cleanup.incremental_entries;
+        let budget = ttl.cleanup.incremental_entries * accesses;
         if budget == 0 || state.meta.ttl.is_none() {
             return;
         }
@@ -142,7 +149,7 @@ impl HeapKeyedStateBackend {
     pub(crate) fn sweep_per_record(&mut self) {
         let per_record = std::mem::take(&mut self.ttl_sweeps.per_record);
         for &index in &per_record {
-            self.sweep_state(index);
+            self.sweep_state(index, 1);
         }
         self.ttl_sweeps.per_record = per_record;
     }

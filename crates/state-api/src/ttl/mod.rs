@@ -67,6 +67,49 @@ impl TtlClock for SystemClock {
     }
 }
 
+/// The system clock read at most every [`CoarseClock::RESOLUTION`]: one
+/// atomic load per read instead of a system call (the default clock: a
+/// time to live is seconds or more, and state accesses read the clock once
+/// or twice each). A process-wide thread, started on first use, refreshes it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CoarseClock;
+
+impl CoarseClock {
+    /// How stale a read may be, at most (plus scheduling delays).
+    pub const RESOLUTION: Duration = Duration::from_millis(5);
+
+    fn now() -> &'static AtomicI64 {
+        static NOW: std::sync::OnceLock<&'static AtomicI64> = std::sync::OnceLock::new();
+        NOW.get_or_init(|| {
+            let now: &'static AtomicI64 = Box::leak(Box::new(AtomicI64::new(SystemClock.now_ms())));
+            let spawned = std::thread::Builder::new()
+                .name("ttl-clock".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(Self::RESOLUTION);
+                        now.store(SystemClock.now_ms(), Ordering::Relaxed);
+                    }
+                });
+            if spawned.is_err() {
+                // No thread: the time stays where it was. Better stale
+                // expiry than none: fall back to the precise clock.
+                now.store(i64::MIN, Ordering::Relaxed);
+            }
+            now
+        })
+    }
+}
+
+impl TtlClock for CoarseClock {
+    #[inline]
+    fn now_ms(&self) -> i64 {
+        match Self::now().load(Ordering::Relaxed) {
+            i64::MIN => SystemClock.now_ms(),
+            now => now,
+        }
+    }
+}
+
 /// A clock that moves only when told to (tests, benchmarks, replays).
 #[derive(Debug, Default)]
 pub struct ManualClock(AtomicI64);
@@ -179,14 +222,15 @@ impl fmt::Debug for StateTtlConfig {
 
 impl StateTtlConfig {
     /// Entries live `ttl` after their last write, expired ones are never
-    /// returned, on the system clock, with the default clean-up.
+    /// returned, on the system clock (read through [`CoarseClock`]), with
+    /// the default clean-up.
     pub fn new(ttl: Duration) -> Self {
         Self {
             ttl,
             update_type: TtlUpdateType::default(),
             visibility: TtlVisibility::default(),
             cleanup: TtlCleanup::default(),
-            clock: Arc::new(SystemClock),
+            clock: Arc::new(CoarseClock),
         }
     }
 
@@ -382,6 +426,13 @@ mod tests {
         assert!(!ttl.is_expired(100, 109));
         assert!(ttl.is_expired(100, 110));
         assert!(!ttl.is_expired(i64::MAX, i64::MAX - 1), "no overflow");
+    }
+
+    #[test]
+    fn the_coarse_clock_follows_the_system_clock() {
+        let coarse = CoarseClock.now_ms();
+        let precise = SystemClock.now_ms();
+        assert!((precise - coarse).abs() < 1_000, "{coarse} vs {precise}");
     }
 
     #[test]
