@@ -8,6 +8,7 @@
 
 use serde_json::Value;
 use state_api::codec::{self, ListElements};
+use state_api::ttl::split_stamp;
 
 /// How to show a key, namespace or value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -74,6 +75,31 @@ impl Decoding {
             Decoding::Void => bytes.is_empty().then_some(Value::Null),
         };
         decoded.unwrap_or_else(|| Value::String(hex(bytes)))
+    }
+
+    /// The value and last-access stamp of a stored value of a state with
+    /// a time to live (hex and no stamp when it has none).
+    pub fn stamped_to_json(self, bytes: &[u8]) -> (Value, Option<i64>) {
+        match split_stamp(bytes) {
+            Some((stamp, value)) => (self.to_json(value), Some(stamp)),
+            None => (Value::String(hex(bytes)), None),
+        }
+    }
+
+    /// The elements and their last-access stamps of a list state with a
+    /// time to live.
+    pub fn stamped_list_to_json(self, bytes: &[u8]) -> (Value, Value) {
+        let mut values = Vec::new();
+        let mut stamps = Vec::new();
+        for element in ListElements::new(bytes) {
+            let Ok(element) = element else {
+                return (Value::String(hex(bytes)), Value::Null);
+            };
+            let (value, stamp) = self.stamped_to_json(element);
+            values.push(value);
+            stamps.push(stamp.map_or(Value::Null, Value::from));
+        }
+        (Value::Array(values), Value::Array(stamps))
     }
 
     /// The elements of an encoded list as a JSON array (hex of the whole

@@ -262,7 +262,16 @@ fn write_entries(
                 }
                 let mut entry = line.clone();
                 entry.insert("user_key".into(), user_key_decoding.to_json(&user_key));
-                entry.insert("value".into(), value_decoding.to_json(&value));
+                if meta.ttl.is_some() {
+                    let (value, stamp) = value_decoding.stamped_to_json(&value);
+                    entry.insert("value".into(), value);
+                    entry.insert(
+                        "last_access_ms".into(),
+                        stamp.map_or(Value::Null, Value::from),
+                    );
+                } else {
+                    entry.insert("value".into(), value_decoding.to_json(&value));
+                }
                 write_line(out, entry)?;
                 written += 1;
             }
@@ -271,12 +280,23 @@ fn write_entries(
         let Some(value) = backend.get(id, &namespace)? else {
             continue;
         };
-        let value = if meta.kind == StateKind::List {
-            value_decoding.list_to_json(value)
-        } else {
-            value_decoding.to_json(value)
+        // Values of a state with a time to live carry their last access.
+        let (value, stamp) = match (meta.kind == StateKind::List, meta.ttl.is_some()) {
+            (true, false) => (value_decoding.list_to_json(value), None),
+            (false, false) => (value_decoding.to_json(value), None),
+            (true, true) => {
+                let (values, stamps) = value_decoding.stamped_list_to_json(value);
+                (values, Some(stamps))
+            }
+            (false, true) => {
+                let (value, stamp) = value_decoding.stamped_to_json(value);
+                (value, Some(stamp.map_or(Value::Null, Value::from)))
+            }
         };
         line.insert("value".into(), value);
+        if let Some(stamp) = stamp {
+            line.insert("last_access_ms".into(), stamp);
+        }
         write_line(out, line)?;
         written += 1;
     }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use state_api::snapshot::SavepointFormat;
 use state_api::timers::TimerService;
+use state_api::ttl::StateTtlConfig;
 use state_api::{
     BackendContext, CheckpointStorageAccess, KeyGroupRange, KeyedStateBackend,
     KeyedStateBackendExt, ListStateDescriptor, MapStateDescriptor, SnapshotOptions, SnapshotType,
@@ -62,12 +63,19 @@ fn populated(
         .map_state(MapStateDescriptor::<u32, String>::new("tags"))
         .unwrap();
     let timers = TimerService::<u32>::register(&mut *backend, "windows").unwrap();
+    let seen = backend
+        .value_state(
+            ValueStateDescriptor::<u64>::new("seen")
+                .with_ttl(StateTtlConfig::new(std::time::Duration::from_secs(3600))),
+        )
+        .unwrap();
     for key in 0..KEYS {
         backend.set_key(&key).unwrap();
         timers
             .register_event_time_timer(&mut *backend, &((key % 2) as u32), (key * 100) as i64)
             .unwrap();
         count.update(&mut *backend, &(key * 10)).unwrap();
+        seen.update(&mut *backend, &key).unwrap();
         names.add(&mut *backend, &format!("n{key}")).unwrap();
         names.add(&mut *backend, &format!("m{key}")).unwrap();
         tags.put(&mut *backend, &1, &"one".to_string()).unwrap();
@@ -349,13 +357,28 @@ fn dump_prints_every_entry_as_json_lines() {
         assert_eq!(entry["timestamp"].as_u64().unwrap(), key * 100);
     }
 
+    // A state with a time to live: the value and its last access.
+    let out = statectl(&[
+        "dump",
+        &f.savepoint(),
+        "--state",
+        "seen",
+        "--key-type",
+        "u64",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for entry in lines(&out) {
+        assert_eq!(entry["value"], entry["key"]);
+        assert!(entry["last_access_ms"].as_i64().unwrap() > 1_600_000_000_000);
+    }
+
     let unknown = statectl(&["dump", &f.checkpoint(), "--state", "count"]);
     assert_eq!(unknown.status.code(), Some(1));
     let message = stderr(&unknown);
     assert!(message.contains("heap-op, rocksdb-op"), "{message}");
     let unknown = statectl(&["dump", &f.savepoint(), "--state", "nope"]);
     assert!(
-        stderr(&unknown).contains("count, names, tags"),
+        stderr(&unknown).contains("count, names, seen, tags"),
         "{}",
         stderr(&unknown)
     );
