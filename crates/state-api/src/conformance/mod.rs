@@ -52,7 +52,8 @@ pub use timers::{
     timer_differential_against_model, timer_semantics, timers_survive_restore_and_rescaling,
 };
 pub use ttl::{
-    ttl_expiry_per_value_element_and_entry, ttl_survives_restore, ttl_update_types_and_visibility,
+    ttl_expiry_per_value_element_and_entry, ttl_savepoints_leave_expired_entries_out,
+    ttl_survives_restore, ttl_update_types_and_visibility,
 };
 
 /// Damages stored checkpoint files, so the suite can check that restores fail
@@ -250,4 +251,5 @@ pub fn run_all(harness: &Harness<'_>) {
     ttl_expiry_per_value_element_and_entry(harness);
     ttl_update_types_and_visibility(harness);
     ttl_survives_restore(harness);
+    ttl_savepoints_leave_expired_entries_out(harness);
 }

@@ -166,8 +166,9 @@ pub enum TtlVisibility {
 /// How expired entries nobody reads are removed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TtlCleanup {
-    /// Heap: entries of the state checked on every access to it (Flink's
-    /// `cleanupIncrementally(5, false)`); 0 turns it off.
+    /// Heap: entries (buckets) of the state checked per access to it
+    /// (Flink's `cleanupIncrementally(5, false)`; the heap backend checks
+    /// eight accesses' share every eighth access); 0 turns it off.
     pub incremental_entries: usize,
     /// Heap: also check `incremental_entries` on every record (every
     /// `set_current_key`), not only on accesses to the state.
