@@ -172,6 +172,12 @@ impl<N: Serialize + DeserializeOwned> TimerService<N> {
         })
     }
 
+    /// The ids of its timer states (event time, processing time), e.g. to
+    /// dump them.
+    pub fn state_ids(&self) -> [StateId; 2] {
+        [self.event, self.processing]
+    }
+
     /// The last watermark [`advance_watermark`](Self::advance_watermark)
     /// reached.
     pub fn current_watermark(&self) -> i64 {

@@ -1,9 +1,13 @@
 //! The state schedules write: every kind of state
-//! ([`StandardStates`]), and its canonical contents ([`Dump`]) as the model
-//! a restored backend is compared with.
+//! ([`StandardStates`]) and timers, and their canonical contents ([`Dump`])
+//! as the model a restored backend is compared with.
 
 use state_api::conformance::{Dump, StandardStates, dump};
-use state_api::{KeyedStateBackend, KeyedStateBackendExt, Result};
+use state_api::timers::TimerService;
+use state_api::{KeyedStateBackend, KeyedStateBackendExt, Result, StateKind};
+
+/// The name of the schedules' timer service.
+pub const TIMERS: &str = "schedule";
 
 /// Writes the initial entries of keys `0..keys`.
 ///
@@ -46,4 +50,38 @@ pub fn change(
 pub fn contents(backend: &mut dyn KeyedStateBackend) -> Dump {
     let states = StandardStates::register(backend);
     dump(backend, &states.ids())
+}
+
+/// One change to `key`'s timers: a timer at `round` (namespace `round % 3`),
+/// the one set three rounds earlier deleted, and every tenth round the
+/// timers up to `round - 10` fired (each firing is a removal the backend
+/// must persist).
+///
+/// # Errors
+/// The backend's errors.
+pub fn change_timers(backend: &mut dyn KeyedStateBackend, key: u64, round: u64) -> Result<()> {
+    let mut timers = TimerService::<u64>::register(backend, TIMERS)?;
+    backend.set_key(&key)?;
+    let at = i64::try_from(round).unwrap_or(i64::MAX);
+    timers.register_event_time_timer(backend, &(round % 3), at)?;
+    timers.delete_event_time_timer(backend, &(round % 3), at - 3)?;
+    if round.is_multiple_of(10) {
+        timers.advance_watermark(backend, at - 10, |_, _| Ok(()))?;
+    }
+    Ok(())
+}
+
+/// [`contents`] with the timers of the schedules' timer service.
+pub fn contents_with_timers(backend: &mut dyn KeyedStateBackend) -> Result<Dump> {
+    let mut all = contents(backend);
+    let timers = TimerService::<u64>::register(backend, TIMERS)?;
+    let [event, processing] = timers.state_ids();
+    all.extend(dump(
+        backend,
+        &[
+            ("event-timers", event, StateKind::Timers),
+            ("processing-timers", processing, StateKind::Timers),
+        ],
+    ));
+    Ok(all)
 }

@@ -13,7 +13,7 @@ use state_api::{
     KeyedStateHandle, Result, SnapshotOptions, StateError,
 };
 
-use crate::workload::{change, contents};
+use crate::workload::{change, change_timers, contents_with_timers};
 
 /// Max parallelism of the schedules' jobs.
 pub const MAX_PARALLELISM: u32 = 128;
@@ -76,16 +76,17 @@ impl<B: KeyedStateBackend> Job<B> {
             &mut self.states[index],
             key,
             round,
-        )
+        )?;
+        change_timers(&mut self.backends[index], key, round)
     }
 
-    /// The contents of all backends (disjoint by key).
-    pub(crate) fn contents(&mut self) -> Dump {
+    /// The contents of all backends (disjoint by key), timers included.
+    pub(crate) fn contents(&mut self) -> Result<Dump> {
         let mut all = Dump::new();
         for backend in &mut self.backends {
-            all.extend(contents(backend));
+            all.extend(contents_with_timers(backend)?);
         }
-        all
+        Ok(all)
     }
 
     /// The synchronous phase on every backend; on a failure the backends

@@ -56,7 +56,7 @@ pub use job::MAX_PARALLELISM;
 use job::{Job, context, run_tasks};
 
 use crate::rng::Rng;
-use crate::workload::contents;
+use crate::workload::contents_with_timers;
 
 /// The operator id checkpoints store the job's handles under.
 const OPERATOR: &str = "op";
@@ -356,7 +356,9 @@ impl Run<'_> {
             Ok(tasks) => tasks,
             Err(e) => return self.abort_failed(id, &e),
         };
-        let model = job.contents();
+        let model = job
+            .contents()
+            .map_err(|e| format!("reading the job's state: {e}"))?;
         let handles = match run_tasks(tasks) {
             Ok(handles) => handles,
             Err(e) => return self.abort_failed(id, &e),
@@ -487,7 +489,8 @@ impl Run<'_> {
         )
         .map_err(|e| format!("restart at parallelism {parallelism}: {e}"))?;
         if let Some(latest) = self.store.latest()
-            && self.models.get(&latest.checkpoint_id) != Some(&job.contents())
+            && self.models.get(&latest.checkpoint_id)
+                != Some(&job.contents().map_err(|e| e.to_string())?)
         {
             return Err(format!(
                 "after the crash, checkpoint {} restored at parallelism {parallelism} holds other state",
@@ -517,7 +520,9 @@ impl Run<'_> {
         let tasks = job
             .snapshot(id, &options, &writer.storage())
             .map_err(|e| format!("savepoint {id}: {e}"))?;
-        let model = job.contents();
+        let model = job
+            .contents()
+            .map_err(|e| format!("reading the job's state: {e}"))?;
         let written = run_tasks(tasks).and_then(|handles| {
             writer.commit(
                 CompletedCheckpoint::new("job", id, id, CheckpointKind::Savepoint)
@@ -535,7 +540,7 @@ impl Run<'_> {
             handles,
         ))
         .map_err(|e| format!("savepoint {id} does not restore: {e}"))?;
-        if contents(&mut restored) != model {
+        if contents_with_timers(&mut restored).map_err(|e| e.to_string())? != model {
             return Err(format!("savepoint {id} restores to other state"));
         }
         self.outcome.savepoints += 1;
@@ -568,7 +573,9 @@ impl Run<'_> {
             let mut restored = create(context(&self.access, None, all, handles))
                 .map_err(|e| format!("checkpoint {id} does not restore: {e}"))?;
             self.outcome.restores_checked += 1;
-            if self.models.get(&id) != Some(&contents(&mut restored)) {
+            let restored_contents =
+                contents_with_timers(&mut restored).map_err(|e| e.to_string())?;
+            if self.models.get(&id) != Some(&restored_contents) {
                 return Err(format!("checkpoint {id} restores to other state"));
             }
         }
