@@ -68,6 +68,36 @@ pub(crate) fn put<B: KeyedStateBackend + ?Sized>(
     backend.put(id, namespace, &stamp_inline(ttl.now_ms(), encoded))
 }
 
+/// What a read of one stamped value found.
+enum Found<T> {
+    /// Alive; nothing to write.
+    Alive(T),
+    /// Alive, and to be written back with this fresh stamp.
+    Restamp(T, InlineBytes),
+    /// Expired: to be removed; returned only if expired ones are visible.
+    Expired(T),
+}
+
+/// Checks and decodes stamped `stored` at `now` (one place for the rules
+/// of single values and map entries).
+fn check<T>(
+    ttl: &StateTtlConfig,
+    now: i64,
+    stored: &[u8],
+    decode: impl FnOnce(&[u8]) -> Result<T>,
+) -> Result<Found<T>> {
+    let (stamp, value) = unstamp(stored)?;
+    if ttl.is_expired(stamp, now) {
+        return decode(value).map(Found::Expired);
+    }
+    if !ttl.refreshes_on_read() {
+        // The common case: decoded in place, nothing written.
+        return decode(value).map(Found::Alive);
+    }
+    let restamped = stamp_inline(now, value);
+    Ok(Found::Restamp(decode(value)?, restamped))
+}
+
 /// Reads and decodes a single stamped value; `None` when absent or expired
 /// (expired ones are cleared).
 pub(crate) fn get<B: KeyedStateBackend + ?Sized, T>(
@@ -81,22 +111,15 @@ pub(crate) fn get<B: KeyedStateBackend + ?Sized, T>(
     let Some(stored) = backend.get(id, namespace)? else {
         return Ok(None);
     };
-    let (stamp, value) = unstamp(stored)?;
-    let expired = ttl.is_expired(stamp, now);
-    if !expired && !ttl.refreshes_on_read() {
-        // The common case: decoded in place, nothing written.
-        return decode(value).map(Some);
-    }
-    let restamped = (!expired).then(|| stamp_inline(now, value));
-    let decoded = decode(value)?;
-    match restamped {
-        Some(restamped) => {
+    match check(ttl, now, stored, decode)? {
+        Found::Alive(value) => Ok(Some(value)),
+        Found::Restamp(value, restamped) => {
             backend.put(id, namespace, &restamped)?;
-            Ok(Some(decoded))
+            Ok(Some(value))
         }
-        None => {
+        Found::Expired(value) => {
             backend.clear(id, namespace)?;
-            Ok(ttl.returns_expired().then_some(decoded))
+            Ok(ttl.returns_expired().then_some(value))
         }
     }
 }
@@ -162,21 +185,15 @@ pub(crate) fn map_get<B: KeyedStateBackend + ?Sized, T>(
     let Some(stored) = backend.map_get(id, namespace, user_key)? else {
         return Ok(None);
     };
-    let (stamp, value) = unstamp(stored)?;
-    let expired = ttl.is_expired(stamp, now);
-    if !expired && !ttl.refreshes_on_read() {
-        return decode(value).map(Some);
-    }
-    let restamped = (!expired).then(|| stamp_inline(now, value));
-    let decoded = decode(value)?;
-    match restamped {
-        Some(restamped) => {
+    match check(ttl, now, stored, decode)? {
+        Found::Alive(value) => Ok(Some(value)),
+        Found::Restamp(value, restamped) => {
             backend.map_put(id, namespace, user_key, &restamped)?;
-            Ok(Some(decoded))
+            Ok(Some(value))
         }
-        None => {
+        Found::Expired(value) => {
             backend.map_remove(id, namespace, user_key)?;
-            Ok(ttl.returns_expired().then_some(decoded))
+            Ok(ttl.returns_expired().then_some(value))
         }
     }
 }
