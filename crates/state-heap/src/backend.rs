@@ -180,7 +180,7 @@ impl HeapKeyedStateBackend {
     /// entries (one branch when no state has one).
     #[inline]
     fn on_access(&mut self, state: StateId) {
-        if self.ttl_sweeps.any {
+        if self.ttl_sweeps.any && self.ttl_sweeps.incremental.get(state.0 as usize) == Some(&true) {
             self.ttl_sweeps.countdown = self.ttl_sweeps.countdown.saturating_sub(1);
             if self.ttl_sweeps.countdown == 0 {
                 self.ttl_sweeps.countdown = ACCESSES_PER_SWEEP;

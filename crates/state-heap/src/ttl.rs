@@ -85,6 +85,11 @@ pub(crate) struct TtlSweeps {
     pub(crate) countdown: u32,
     /// Whether any registered state has incremental clean-up on.
     pub(crate) any: bool,
+    /// Per state index: whether it has incremental clean-up on. Only
+    /// accesses to such states count down to a sweep, so a state with a
+    /// time to live is swept at its configured rate whatever other states
+    /// are accessed in between.
+    pub(crate) incremental: Vec<bool>,
     /// States whose clean-up also runs on every record.
     pub(crate) per_record: Vec<usize>,
 }
@@ -94,24 +99,26 @@ impl HeapKeyedStateBackend {
     pub(crate) fn update_ttl_sweeps(&mut self) {
         let mut any = false;
         let mut per_record = Vec::new();
+        let mut incremental = vec![false; self.states.len()];
         for (index, state) in self.states.iter().enumerate() {
             let Some(ttl) = state.ttl.as_ref().filter(|_| state.registered) else {
                 continue;
             };
             if ttl.cleanup.incremental_entries > 0 {
                 any = true;
+                incremental[index] = true;
                 if ttl.cleanup.incremental_on_every_record {
                     per_record.push(index);
                 }
             }
         }
         self.ttl_sweeps.any = any;
+        self.ttl_sweeps.incremental = incremental;
         self.ttl_sweeps.per_record = per_record;
     }
 
     /// Cleans up a few entries of the state at `index`, if it has a time to
     /// live with incremental clean-up: the share of `accesses` accesses.
-    #[cold]
     pub(crate) fn sweep_state(&mut self, index: usize, accesses: usize) {
         let (states, sweeps) = (&mut self.states, &mut self.ttl_sweeps);
         let Some(state) = states.by_index_mut(index) else {

@@ -153,3 +153,36 @@ fn snapshots_leave_expired_entries_out() {
         .unwrap();
     assert_eq!(keys, KEYS / 2, "only the live values were written");
 }
+
+#[test]
+fn accesses_to_other_states_do_not_take_the_clean_up_away() {
+    let clock = Arc::new(ManualClock::new(0));
+    let mut b = backend();
+    half_expired(&mut b, &clock, TtlCleanup::default());
+    let plain: Vec<_> = (0..7)
+        .map(|i| {
+            b.value_state(ValueStateDescriptor::<u64>::new(format!("plain-{i}")))
+                .unwrap()
+        })
+        .collect();
+    let value = b
+        .value_state(
+            ValueStateDescriptor::<u64>::new("v").with_ttl(ttl(&clock, TtlCleanup::default())),
+        )
+        .unwrap();
+    b.set_key(&(KEYS - 1)).unwrap();
+    // Each read of the TTL state comes with seven reads of plain states.
+    let mut reads = 0;
+    while b.num_entries() > 2 * KEYS as usize + KEYS as usize / 2 && reads < 20_000 {
+        for state in &plain {
+            state.value(&mut b).unwrap();
+        }
+        value.value(&mut b).unwrap();
+        reads += 1;
+    }
+    assert_eq!(
+        b.num_entries(),
+        2 * KEYS as usize + KEYS as usize / 2,
+        "the TTL state is swept at its own rate ({reads} reads)"
+    );
+}
