@@ -33,6 +33,9 @@ pub(crate) const EXIT_LEAKED: u8 = 5;
 /// Exit code of any other error.
 pub(crate) const EXIT_ERROR: u8 = 2;
 
+/// Checkpoints the final life tries before it reports an error.
+const FINAL_CHECKPOINT_ATTEMPTS: u32 = 5;
+
 /// Where the worker kills itself: at the `nth` storage operation `operation`
 /// on a path containing `pattern`.
 #[derive(Clone, Debug)]
@@ -190,9 +193,18 @@ fn life(plan: &WorkerPlan) -> Result<u8> {
         println!("finished the stream at offset {end}");
         return Ok(0);
     }
-    if !coordinator.checkpoint_now(&mut pipeline, &mut store, &access, end)? {
-        eprintln!("the final checkpoint did not complete");
-        return Ok(EXIT_ERROR);
+    // A checkpoint may abort for a passing cause (an upload that timed out
+    // on a loaded machine fails it, as in Flink); the final life needs one
+    // that completes, so it tries a few times before it calls it an error.
+    let mut attempts = 0;
+    while !coordinator.checkpoint_now(&mut pipeline, &mut store, &access, end)? {
+        attempts += 1;
+        if attempts == FINAL_CHECKPOINT_ATTEMPTS {
+            eprintln!("the final checkpoint did not complete in {attempts} attempts");
+            return Ok(EXIT_ERROR);
+        }
+        println!("  the final checkpoint did not complete; trying again");
+        std::thread::sleep(Duration::from_millis(500));
     }
     drop(pipeline);
     state_api::lifecycle::wait_for_detached_deletions(Duration::from_secs(60));

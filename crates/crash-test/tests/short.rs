@@ -47,14 +47,39 @@ fn crash_with(
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     println!("{name}: {stdout}");
+    let clean =
+        stdout.contains("lost 0, corrupt 0, errors 0, unreferenced files 0, local leftovers 0");
     assert!(
-        output.status.success(),
-        "{name}: {stdout}\n{stderr}\nlogs of failed lives: {}",
-        dir.keep().display()
+        output.status.success() && clean,
+        "{name}: {stdout}\n{stderr}\n{}",
+        failed_lives(dir.keep())
     );
-    assert!(
-        stdout.contains("lost 0, corrupt 0, errors 0, unreferenced files 0, local leftovers 0")
-    );
+}
+
+/// The logs the driver kept (those of lives that failed and of the final
+/// life), so a failure on a CI machine whose files are gone is explained.
+fn failed_lives(dir: std::path::PathBuf) -> String {
+    let mut report = format!("logs of failed lives in {}:\n", dir.display());
+    let mut logs: Vec<_> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    for log in logs {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(40)..];
+        report += &format!(
+            "--- {} (last {} lines)\n{}\n",
+            log.display(),
+            tail.len(),
+            tail.join("\n")
+        );
+    }
+    report
 }
 
 #[test]

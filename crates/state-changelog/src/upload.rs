@@ -9,8 +9,9 @@
 //!   the changes of all backends of a task manager.
 //! * An upload attempt that fails or takes longer than
 //!   [`DstlConfig::upload_timeout`] is followed by another, up to
-//!   [`DstlConfig::max_attempts`]; a timed-out attempt that succeeds late
-//!   deletes its own file. The segment's [`SegmentSlot`] then holds the
+//!   [`DstlConfig::max_attempts`]; a timed-out attempt keeps running and
+//!   the first attempt to succeed is the upload. One that succeeds after
+//!   the upload was decided deletes its own file. The segment's [`SegmentSlot`] then holds the
 //!   segment's handle or the error.
 //! * `submit` blocks while more than [`DstlConfig::max_in_flight`] bytes wait
 //!   for upload, which slows the writers down instead of growing memory.
@@ -25,7 +26,7 @@ use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
@@ -549,82 +550,184 @@ impl Inner {
 
     /// Uploads `file`, starting a new attempt when one fails or times out.
     /// Returns the outcome and the attempts it took.
+    ///
+    /// A timed-out attempt is not abandoned: it races the attempts started
+    /// after it, and whichever succeeds first is the upload (Flink's
+    /// `upload.timeout` semantics), so a slow but working store is not
+    /// turned into failures. The upload fails once every attempt failed, or
+    /// when the last attempt has run for the timeout too without any of them
+    /// succeeding. Attempts that succeed after that delete their file.
     fn upload_with_retries(
         &self,
         storage: &Arc<dyn CheckpointStorageAccess>,
         file: Bytes,
     ) -> (std::result::Result<FileHandle, String>, u32) {
-        let mut last_error = String::new();
-        for attempt in 1..=self.config.max_attempts {
-            match attempt_with_timeout(storage, file.clone(), self.config.upload_timeout) {
-                Ok(handle) => return (Ok(handle), attempt),
-                Err(message) => {
-                    self.counters
-                        .failed_attempts
-                        .fetch_add(1, Ordering::Relaxed);
-                    last_error = format!(
-                        "attempt {attempt} of {}: {message}",
-                        self.config.max_attempts
-                    );
+        let race = Arc::new(Race::default());
+        let mut started = 0;
+        loop {
+            if let Err(message) = race.start(storage, file.clone()) {
+                race.record_failure(message);
+            }
+            started += 1;
+            let deadline = Instant::now() + self.config.upload_timeout;
+            if started == self.config.max_attempts {
+                return (self.last_attempt(&race, started, deadline), started);
+            }
+            match race.wait(started, deadline) {
+                RaceState::Won(handle) => return (Ok(handle), started),
+                // One more failure; the next attempt starts after the pause.
+                RaceState::Failed { .. } => std::thread::sleep(self.config.retry_delay),
+                // The timeout: the next attempt starts now, beside this one.
+                RaceState::Running => {}
+            }
+            self.counters
+                .failed_attempts
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Waits for the race once the last attempt started: until one attempt
+    /// succeeds, every attempt failed, or the last one timed out.
+    fn last_attempt(
+        &self,
+        race: &Race,
+        started: u32,
+        deadline: Instant,
+    ) -> std::result::Result<FileHandle, String> {
+        loop {
+            match race.wait(started, deadline) {
+                RaceState::Won(handle) => return Ok(handle),
+                RaceState::Failed { all: true, message } => {
+                    return Err(self.failed(started, &message));
+                }
+                // Earlier attempts still run: they get the rest of the time.
+                RaceState::Failed { all: false, .. } => {}
+                RaceState::Running => {
+                    return race.give_up().ok_or_else(|| {
+                        let timeout = self.config.upload_timeout;
+                        self.failed(started, &format!("timed out after {timeout:?}"))
+                    });
                 }
             }
-            if attempt < self.config.max_attempts {
-                std::thread::sleep(self.config.retry_delay);
-            }
         }
-        (Err(last_error), self.config.max_attempts)
+    }
+
+    /// The error of an upload that ran out of attempts (the last one counted
+    /// as failed).
+    fn failed(&self, attempts: u32, message: &str) -> String {
+        self.counters
+            .failed_attempts
+            .fetch_add(1, Ordering::Relaxed);
+        format!(
+            "attempt {attempts} of {}: {message}",
+            self.config.max_attempts
+        )
     }
 }
 
-/// The shared state of one upload attempt: the result, or the waiter's
-/// decision to give up on it.
+/// The attempts of one upload, racing: the first success wins.
 #[derive(Default)]
-struct Attempt {
-    outcome: Mutex<(Option<std::result::Result<FileHandle, String>>, bool)>,
-    done: Condvar,
+struct Race {
+    state: Mutex<RaceInner>,
+    changed: Condvar,
 }
 
-/// One upload on its own thread, waited for at most `timeout`. An attempt
-/// that finishes after its waiter gave up deletes its file.
-fn attempt_with_timeout(
-    storage: &Arc<dyn CheckpointStorageAccess>,
-    file: Bytes,
-    timeout: Duration,
-) -> std::result::Result<FileHandle, String> {
-    let attempt = Arc::new(Attempt::default());
-    let worker = Arc::clone(&attempt);
-    let target = Arc::clone(storage);
-    std::thread::Builder::new()
-        .name("dstl-attempt".into())
-        .spawn(move || {
-            let outcome = write_file(&*target, &file);
-            let mut state = worker.outcome.lock();
-            let abandoned = state.1;
-            if abandoned {
-                drop(state);
-                if let Ok(handle) = outcome {
-                    // Best effort: the file is an orphan otherwise.
-                    let _ = target.delete(&handle);
+#[derive(Default)]
+struct RaceInner {
+    /// The first successful attempt's file.
+    winner: Option<FileHandle>,
+    /// Attempts that ended in an error, and the last error.
+    failures: u32,
+    /// Failures [`Race::wait`] reported already.
+    reported_failures: u32,
+    last_error: String,
+    /// The uploader gave up (or has its winner): later successes delete
+    /// their file.
+    settled: bool,
+}
+
+/// What [`Race::wait`] saw.
+enum RaceState {
+    /// An attempt succeeded.
+    Won(FileHandle),
+    /// Another attempt failed (`all`: every attempt started so far has).
+    Failed { all: bool, message: String },
+    /// No attempt ended since the last wait.
+    Running,
+}
+
+impl Race {
+    /// Starts one attempt on its own thread.
+    fn start(
+        self: &Arc<Self>,
+        storage: &Arc<dyn CheckpointStorageAccess>,
+        file: Bytes,
+    ) -> std::result::Result<(), String> {
+        let race = Arc::clone(self);
+        let target = Arc::clone(storage);
+        std::thread::Builder::new()
+            .name("dstl-attempt".into())
+            .spawn(move || {
+                let outcome = write_file(&*target, &file);
+                let mut state = race.state.lock();
+                match outcome {
+                    Ok(handle) if state.settled || state.winner.is_some() => {
+                        drop(state);
+                        // Best effort: the file is an orphan otherwise (the
+                        // store's garbage collection finds it).
+                        let _ = target.delete(&handle);
+                    }
+                    Ok(handle) => state.winner = Some(handle),
+                    Err(message) => {
+                        state.failures += 1;
+                        state.last_error = message;
+                    }
                 }
-            } else {
-                state.0 = Some(outcome);
-                worker.done.notify_all();
+                race.changed.notify_all();
+            })
+            .map(|_| ())
+            .map_err(|e| format!("cannot start an upload thread: {e}"))
+    }
+
+    fn record_failure(&self, message: String) {
+        let mut state = self.state.lock();
+        state.failures += 1;
+        state.last_error = message;
+    }
+
+    /// Waits until an attempt succeeds, another one fails, or `deadline`.
+    fn wait(&self, started: u32, deadline: Instant) -> RaceState {
+        let mut state = self.state.lock();
+        loop {
+            if let Some(handle) = state.winner.clone() {
+                state.settled = true;
+                return RaceState::Won(handle);
             }
-        })
-        .map_err(|e| format!("cannot start an upload thread: {e}"))?;
-    let deadline = Instant::now() + timeout;
-    let mut state = attempt.outcome.lock();
-    while state.0.is_none() {
-        if attempt.done.wait_until(&mut state, deadline).timed_out() {
-            break;
+            if state.failures > state.reported_failures {
+                state.reported_failures = state.failures;
+                return RaceState::Failed {
+                    all: state.failures >= started,
+                    message: state.last_error.clone(),
+                };
+            }
+            if self.changed.wait_until(&mut state, deadline).timed_out() {
+                return match state.winner.clone() {
+                    Some(handle) => {
+                        state.settled = true;
+                        RaceState::Won(handle)
+                    }
+                    None => RaceState::Running,
+                };
+            }
         }
     }
-    match state.0.take() {
-        Some(outcome) => outcome,
-        None => {
-            state.1 = true;
-            Err(format!("timed out after {timeout:?}"))
-        }
+
+    /// Stops waiting: returns a winner that arrived just now, or settles
+    /// the race so that later successes delete their files.
+    fn give_up(&self) -> Option<FileHandle> {
+        let mut state = self.state.lock();
+        state.settled = true;
+        state.winner.clone()
     }
 }
 

@@ -314,6 +314,66 @@ fn upload_failures_fail_the_checkpoint_cleanly_and_lose_nothing() {
     assert!(stats.failed_attempts >= 4, "{stats:?}");
 }
 
+/// A store slower than the upload timeout but working: the timed-out first
+/// attempt races the ones started after it and its upload is used (Flink's
+/// `upload.timeout`), instead of every attempt being abandoned and the
+/// checkpoint failing. The attempts that finish later delete their files.
+#[test]
+fn a_slow_store_is_not_turned_into_failures_by_the_upload_timeout() {
+    let inner = memory();
+    let flaky = FlakyStorage::new(Arc::clone(&inner));
+    let storage: Arc<dyn CheckpointStorageAccess> = Arc::new(FlakyAccess(Arc::clone(&flaky)));
+    let dstl = DstlConfig {
+        upload_timeout: Duration::from_millis(100),
+        max_attempts: 3,
+        ..test_dstl()
+    };
+    let factory = changelog_heap(dstl, manual_materialization());
+    let (mut backend, mut states) = populated(&factory, &storage, all(), 0..200);
+    snapshot(&mut backend, &storage, 1).unwrap();
+    backend.notify_checkpoint_complete(1).unwrap();
+
+    // Each attempt takes 250 ms: the first ends after the second (100 ms)
+    // and third (200 ms) started, before the third times out (300 ms).
+    flaky.set(Fault::Slow(Duration::from_millis(250)));
+    change(&mut backend, &mut states, &[1, 2, 3]);
+    let result = snapshot(&mut backend, &storage, 2).expect("the first attempt's upload is used");
+    backend.notify_checkpoint_complete(2).unwrap();
+    flaky.set(Fault::None);
+    let live = contents(&mut backend);
+    let mut back = restored(&factory, &storage, all(), vec![result.handle.clone()]);
+    assert!(contents(&mut back) == live);
+    assert!(factory.uploader().stats().failed_attempts >= 2);
+
+    // The losing attempts finish by ~450 ms and delete what they wrote:
+    // storage holds what checkpoint 2 references and nothing else.
+    let referenced: BTreeSet<String> = result
+        .handle
+        .files()
+        .into_iter()
+        .map(|f| f.path.clone())
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stored = loop {
+        let stored: BTreeSet<String> = inner
+            .list_files(Some("shared"))
+            .unwrap()
+            .into_iter()
+            .filter(|path| !path.contains("/chk-"))
+            .collect();
+        let shared: BTreeSet<String> = referenced
+            .iter()
+            .filter(|path| path.contains("shared"))
+            .cloned()
+            .collect();
+        if stored == shared || Instant::now() > deadline {
+            break (stored, shared);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(stored.0, stored.1);
+}
+
 /// A long outage: the log's failed segments would pile up in memory
 /// without bound. Past the in-flight limit the backend fails instead (the
 /// job restarts from its last checkpoint), with memory bounded.
