@@ -54,9 +54,9 @@
 //! Settings are modest (10 samples, short measurement) so the whole file
 //! runs in a few minutes.
 
+use state_benches::backends::{changelog_factory, rocksdb_config};
 use state_benches::shuffled_keys;
 use std::hint::black_box;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -68,11 +68,9 @@ use state_api::{
     KeyedStateBackendExt, ListState, ListStateDescriptor, MapState, MapStateDescriptor,
     SnapshotOptions, SnapshotResult, ValueState, ValueStateDescriptor,
 };
-use state_changelog::{
-    ChangelogBackendFactory, ChangelogKeyedStateBackend, DstlConfig, MaterializationConfig,
-};
+use state_changelog::{ChangelogBackendFactory, ChangelogKeyedStateBackend};
 use state_heap::{HeapBackendFactory, HeapKeyedStateBackend};
-use state_rocksdb::{RocksDbBackendFactory, RocksDbConfig, RocksDbMemory};
+use state_rocksdb::RocksDbBackendFactory;
 use state_storage::ObjectStoreCheckpointStorage;
 
 const MAX_PARALLELISM: u32 = 128;
@@ -109,23 +107,6 @@ fn context(storage: &Arc<dyn CheckpointStorageAccess>, operator: &str) -> Backen
         restore_storage: None,
         skip_restored_states: Vec::new(),
     }
-}
-
-fn rocksdb_config(dir: &Path) -> RocksDbConfig {
-    RocksDbConfig::new(dir).with_memory(RocksDbMemory::new(256 << 20).expect("valid budget"))
-}
-
-/// Default DSTL settings, no periodic materialization.
-fn changelog_factory(delegate: Arc<dyn state_api::StateBackendFactory>) -> ChangelogBackendFactory {
-    ChangelogBackendFactory::new(
-        delegate,
-        DstlConfig::default(),
-        MaterializationConfig {
-            interval: None,
-            ..Default::default()
-        },
-    )
-    .expect("valid changelog settings")
 }
 
 /// Both phases of checkpoint `id`, then the completion notification.

@@ -525,18 +525,55 @@ where
     /// As [`get`](Self::get).
     pub fn entries<B: KeyedStateBackend + ?Sized>(&self, backend: &mut B) -> Result<Vec<(UK, UV)>> {
         let mut entries = Vec::new();
-        if let Some(ttl) = &self.ttl {
-            access::map_entries(backend, ttl, self.id, &self.namespace, |uk, uv| {
-                entries.push((decode(uk)?, decode(uv)?));
-                Ok(())
-            })?;
-            return Ok(entries);
-        }
-        backend.map_for_each(self.id, &self.namespace, &mut |uk, uv| {
+        self.for_each_encoded(backend, |uk, uv| {
             entries.push((decode(uk)?, decode(uv)?));
-            Ok(ControlFlow::Continue(()))
+            Ok(())
         })?;
         Ok(entries)
+    }
+
+    /// All user keys, in ascending order of their encoding (values are not
+    /// decoded).
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub fn keys<B: KeyedStateBackend + ?Sized>(&self, backend: &mut B) -> Result<Vec<UK>> {
+        let mut keys = Vec::new();
+        self.for_each_encoded(backend, |uk, _| {
+            keys.push(decode(uk)?);
+            Ok(())
+        })?;
+        Ok(keys)
+    }
+
+    /// All values, in ascending order of their user keys' encoding (keys are
+    /// not decoded).
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub fn values<B: KeyedStateBackend + ?Sized>(&self, backend: &mut B) -> Result<Vec<UV>> {
+        let mut values = Vec::new();
+        self.for_each_encoded(backend, |_, uv| {
+            values.push(decode(uv)?);
+            Ok(())
+        })?;
+        Ok(values)
+    }
+
+    /// Visits the live entries' encoded user keys and values (without TTL
+    /// stamps).
+    fn for_each_encoded<B: KeyedStateBackend + ?Sized>(
+        &self,
+        backend: &mut B,
+        mut visit: impl FnMut(&[u8], &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        if let Some(ttl) = &self.ttl {
+            return access::map_entries(backend, ttl, self.id, &self.namespace, visit);
+        }
+        backend.map_for_each(self.id, &self.namespace, &mut |uk, uv| {
+            visit(uk, uv)?;
+            Ok(ControlFlow::Continue(()))
+        })
     }
 
     /// Whether the map has no entry.

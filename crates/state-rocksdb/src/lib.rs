@@ -73,3 +73,37 @@ pub use options::{
 };
 /// The `rocksdb` crate this backend is built on, for [`OptionsHook`]s.
 pub use rocksdb;
+
+/// Appends the RocksDB key under which the backend stores an entry: key
+/// group, length-prefixed key and namespace, then the map state's user key
+/// (see the crate docs). The layout is part of the stored format (native
+/// savepoints and incremental checkpoints hold it); this is for tools and
+/// benchmarks that read or write the same keys with raw `rocksdb` calls,
+/// so none of them re-implements the layout.
+///
+/// `key` and `namespace` are the serialized forms (as
+/// [`KeyedStateBackend::set_current_key`](state_api::KeyedStateBackend::set_current_key)
+/// takes them); the key group is computed from `key`.
+///
+/// ```
+/// let key = state_api::codec::encode(&7u64).unwrap();
+/// let mut stored = Vec::new();
+/// state_rocksdb::write_storage_key(&mut stored, 128, &key, &[], None);
+/// assert_eq!(&stored[1..], &[1, 7, 0]); // [kg][len 1][7][namespace len 0]
+/// ```
+pub fn write_storage_key(
+    out: &mut Vec<u8>,
+    max_parallelism: u32,
+    key: &[u8],
+    namespace: &[u8],
+    user_key: Option<&[u8]>,
+) {
+    let layout = keys::KeyLayout::new(max_parallelism);
+    layout.write_composite(out, layout.key_group_of_key(key), key, namespace, user_key);
+}
+
+/// The name of the column family holding state `state_name` (one per
+/// state), for the same tools as [`write_storage_key`].
+pub fn column_family_name(state_name: &str) -> String {
+    backend::column_family_name(state_name)
+}
