@@ -8,11 +8,16 @@
 //!   job's own checkpoint storage, its shared files seed the "confirmed
 //!   uploads", so the next checkpoint does not upload them again; files of a
 //!   savepoint (another storage) are never referenced by later checkpoints.
-//! * Anything else (several handles after a scale-in, key-group handles):
-//!   start an empty DB; open each incremental handle in a temporary
-//!   directory (read-only) and copy only the key groups of this backend with
-//!   WAL-less write batches; stream key-group handles' entries of this
-//!   backend's key groups in. Foreign key groups are never copied.
+//! * Several handles (after a scale-in, or key-group handles): the
+//!   incremental handle holding most of this backend's key groups is opened
+//!   as the DB and clipped as above (Flink's choice of an initial handle),
+//!   so its key groups are not copied at all; each other incremental handle
+//!   is opened in a temporary directory (read-only) and this backend's key
+//!   groups in it are written, state by state, into an SST file that is
+//!   ingested into the DB (no memtable, write path or compaction); key-group
+//!   handles' entries of this backend's key groups are streamed in with
+//!   WAL-less write batches. Foreign key groups are never copied. Without
+//!   an incremental handle the DB starts empty.
 //!
 //! Damage is an error, never a panic: the storage verifies every file's size
 //! and checksum; handles with odd file names, no CURRENT/MANIFEST, unknown
@@ -22,7 +27,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use rocksdb::{Options, ReadOptions, WriteBatch};
+use rocksdb::{IngestExternalFileOptions, Options, ReadOptions, SstFileWriter, WriteBatch};
 use state_api::codec::ListElements;
 use state_api::format::key_groups::KeyGroupsReader;
 use state_api::timers::decode_timestamp;
@@ -40,6 +45,9 @@ use crate::{options, transfer};
 
 /// Write batches are flushed at this size while copying.
 const BATCH_BYTES: usize = 4 << 20;
+
+/// Read-ahead of the scans that copy key groups out of a downloaded DB.
+const READAHEAD_BYTES: usize = 4 << 20;
 
 /// What a restore produced.
 pub(crate) struct Restored {
@@ -68,48 +76,65 @@ pub(crate) fn restore(
     metas.retain(|meta| !context.skips_state(&meta.name));
     let skip = context.skip_restored_states.as_slice();
 
-    if let [KeyedStateHandle::Incremental(handle)] = context.restore.as_slice()
-        && handle.key_group_range.contains_range(&range)
-    {
-        let db = open_downloaded(storage, handle, &db_path, options, threads, false)?;
-        let mut db = db;
-        for name in skip {
-            let name = column_family_name(name);
-            if db.cf_handle(&name).is_some() {
-                db.drop_cf(&name).map_err(db_error)?;
+    let layout = KeyLayout::new(context.max_parallelism);
+    let base = base_handle(&context.restore, range);
+    let db = match base {
+        Some((_, handle)) => {
+            let mut db = open_downloaded(storage, handle, &db_path, options, threads, false)?;
+            for name in skip {
+                let name = column_family_name(name);
+                if db.cf_handle(&name).is_some() {
+                    db.drop_cf(&name).map_err(db_error)?;
+                }
             }
+            ensure_column_families(&mut db, &metas, options)?;
+            clip(&db, range, layout)?;
+            db
         }
-        ensure_column_families(&mut db, &metas, options)?;
-        clip(&db, range, KeyLayout::new(context.max_parallelism))?;
-        // Only the job's own shared files may be referenced again: files of
-        // another storage (a savepoint) are not the job's to keep, so the
-        // first checkpoint uploads everything anew (Flink's NO_CLAIM for
-        // savepoints, FLINK-23949).
-        let confirmed = context.restores_from_own_storage().then(|| {
+        None => {
+            let mut db = open_db(options, &db_path, false)?;
+            ensure_column_families(&mut db, &metas, options)?;
+            db
+        }
+    };
+    // One handle covering the range: the DB is its files. Only the job's
+    // own shared files may be referenced again: files of another storage (a
+    // savepoint) are not the job's to keep, so the first checkpoint uploads
+    // everything anew (Flink's NO_CLAIM for savepoints, FLINK-23949).
+    let confirmed = match (base, context.restore.len()) {
+        (Some((_, handle)), 1)
+            if handle.key_group_range.contains_range(&range)
+                && context.restores_from_own_storage() =>
+        {
             let shared = handle
                 .shared_files
                 .iter()
                 .filter(|f| f.file.scope == StateScope::Shared)
                 .map(|f| (f.name.clone(), f.file.clone()))
                 .collect();
-            (handle.checkpoint_id, shared)
-        });
-        return Ok(Restored {
-            db,
-            metas,
-            confirmed,
-        });
-    }
-
-    let mut db = open_db(options, &db_path, false)?;
-    ensure_column_families(&mut db, &metas, options)?;
-    let layout = KeyLayout::new(context.max_parallelism);
+            Some((handle.checkpoint_id, shared))
+        }
+        _ => None,
+    };
     for (index, handle) in context.restore.iter().enumerate() {
+        if base.is_some_and(|(base, _)| base == index) {
+            continue;
+        }
         match handle {
             KeyedStateHandle::Incremental(handle) => {
                 let temp = LocalDir::adopt(instance_dir.join(format!("restore-{index}")));
+                let ingest = LocalDir::adopt(instance_dir.join(format!("ingest-{index}")));
                 let source = open_downloaded(storage, handle, temp.path(), options, threads, true)?;
-                copy_key_groups(&source, &db, handle, range, layout, skip)?;
+                copy_key_groups(
+                    &source,
+                    &db,
+                    handle,
+                    range,
+                    layout,
+                    skip,
+                    options,
+                    ingest.path(),
+                )?;
                 // The temporary DB closes before its directory is removed.
                 drop(source);
                 drop(temp);
@@ -124,8 +149,30 @@ pub(crate) fn restore(
     Ok(Restored {
         db,
         metas,
-        confirmed: None,
+        confirmed,
     })
+}
+
+/// The incremental handle to open as the DB itself (Flink's choice of the
+/// initial handle): the one holding most of `range`'s key groups, so only
+/// the other handles' key groups are copied. `None` when no incremental
+/// handle holds any of them.
+fn base_handle(
+    handles: &[KeyedStateHandle],
+    range: KeyGroupRange,
+) -> Option<(usize, &IncrementalStateHandle)> {
+    handles
+        .iter()
+        .enumerate()
+        .filter_map(|(index, handle)| match handle {
+            KeyedStateHandle::Incremental(h) => Some((index, h)),
+            _ => None,
+        })
+        .map(|(index, h)| (h.key_group_range.intersection(&range).len(), index, h))
+        .filter(|(overlap, _, _)| *overlap > 0)
+        // Most overlap; the first of equals.
+        .max_by_key(|(overlap, index, _)| (*overlap, std::cmp::Reverse(*index)))
+        .map(|(_, index, h)| (index, h))
 }
 
 fn unsupported(handle: &KeyedStateHandle) -> StateError {
@@ -246,7 +293,11 @@ fn clip(db: &Db, range: KeyGroupRange, layout: KeyLayout) -> Result<()> {
 }
 
 /// Copies the key groups of `range` that `handle` holds from `source` into
-/// `target`, state by state.
+/// `target`, state by state: each state's entries are written, in key
+/// order, into one SST file in `ingest_dir` and ingested (moved) into the
+/// target's column family, which bypasses the memtables, the write path and
+/// the compactions that write batches would cause.
+#[allow(clippy::too_many_arguments)]
 fn copy_key_groups(
     source: &Db,
     target: &Db,
@@ -254,14 +305,24 @@ fn copy_key_groups(
     range: KeyGroupRange,
     layout: KeyLayout,
     skip: &[String],
+    options: &DbOptions,
+    ingest_dir: &Path,
 ) -> Result<()> {
     let part = handle.key_group_range.intersection(&range);
     if part.is_empty() {
         return Ok(());
     }
+    std::fs::create_dir_all(ingest_dir)
+        .map_err(|e| crate::backend::local_error("create directory", ingest_dir, e))?;
     let (lower, upper) = layout.range_bounds(part);
-    let write = options::write_options();
-    for meta in handle.states.iter().filter(|m| !skip.contains(&m.name)) {
+    let mut ingest = IngestExternalFileOptions::default();
+    ingest.set_move_files(true);
+    for (n, meta) in handle
+        .states
+        .iter()
+        .filter(|m| !skip.contains(&m.name))
+        .enumerate()
+    {
         let name = column_family_name(&meta.name);
         let Some(from) = source.cf_handle(&name) else {
             continue; // a state without entries
@@ -271,20 +332,30 @@ fn copy_key_groups(
         read.set_iterate_lower_bound(lower.clone());
         read.set_iterate_upper_bound(upper.clone());
         read.fill_cache(false);
+        // The downloaded files' checksums were verified whole; a sequential
+        // scan reads ahead.
+        read.set_verify_checksums(false);
+        read.set_readahead_size(READAHEAD_BYTES);
         let mut iter = source.raw_iterator_cf_opt(from, read);
         iter.seek_to_first();
-        let mut batch = WriteBatch::default();
+        let cf_options = options.for_cf(&name);
+        let mut writer = SstFileWriter::create(&cf_options);
+        let file = ingest_dir.join(format!("{n}.sst"));
+        writer.open(&file).map_err(db_error)?;
+        let mut written = 0u64;
         while let Some((key, value)) = iter.item() {
-            batch.put_cf(to, key, value);
-            if batch.size_in_bytes() >= BATCH_BYTES {
-                target
-                    .write_opt(std::mem::take(&mut batch), &write)
-                    .map_err(db_error)?;
-            }
+            writer.put(key, value).map_err(db_error)?;
+            written += 1;
             iter.next();
         }
         iter.status().map_err(db_error)?;
-        target.write_opt(batch, &write).map_err(db_error)?;
+        if written == 0 {
+            continue; // RocksDB refuses an SST file without entries
+        }
+        writer.finish().map_err(db_error)?;
+        target
+            .ingest_external_file_cf_opts(to, &ingest, vec![&file])
+            .map_err(db_error)?;
     }
     Ok(())
 }
