@@ -151,7 +151,7 @@ impl<T> StateRegistry<T> {
         self.states
             .get(id.0 as usize)
             .filter(|s| s.registered)
-            .ok_or(StateError::UnknownState { state_id: id.0 })
+            .ok_or_else(|| StateError::UnknownState { state_id: id.0 })
     }
 
     /// The registered state `id`, for writing.
@@ -163,7 +163,7 @@ impl<T> StateRegistry<T> {
         self.states
             .get_mut(id.0 as usize)
             .filter(|s| s.registered)
-            .ok_or(StateError::UnknownState { state_id: id.0 })
+            .ok_or_else(|| StateError::UnknownState { state_id: id.0 })
     }
 
     /// The state at `index`, registered or only restored (for restore and

@@ -56,7 +56,7 @@ pub trait KeyedStateBackendExt: KeyedStateBackend {
     /// # Errors
     /// [`StateError::NoCurrentKey`]; codec errors for another key type.
     fn current_key_as<K: DeserializeOwned>(&self) -> Result<K> {
-        decode(self.current_key().ok_or(StateError::NoCurrentKey)?)
+        decode(self.current_key().ok_or_else(|| StateError::NoCurrentKey)?)
     }
 
     /// Registers (or re-opens) a value state.

@@ -133,7 +133,7 @@ impl CurrentKey {
         let key_group = assigner.key_group(encoded_key);
         let index = range
             .index_of(key_group)
-            .ok_or(StateError::KeyGroupOutOfRange { key_group, range })?;
+            .ok_or_else(|| StateError::KeyGroupOutOfRange { key_group, range })?;
         let mut varint = VarintBytes::default();
         write_varint(&mut varint, encoded_key.len() as u64);
         let length = varint.bytes.get(..varint.len).unwrap_or_default();
@@ -178,7 +178,7 @@ impl CurrentKey {
     /// # Errors
     /// [`StateError::NoCurrentKey`].
     pub(crate) fn key_and_index(&self) -> Result<(&[u8], usize)> {
-        let (_, index) = self.key_group.ok_or(StateError::NoCurrentKey)?;
+        let (_, index) = self.key_group.ok_or_else(|| StateError::NoCurrentKey)?;
         Ok((
             self.prefix().get(self.key_start..).unwrap_or_default(),
             index,
@@ -197,7 +197,7 @@ impl CurrentKey {
     /// [`StateError::NoCurrentKey`].
     #[inline]
     pub(crate) fn lookup(&mut self, namespace: &[u8]) -> Result<(&[u8], usize)> {
-        let (_, index) = self.key_group.ok_or(StateError::NoCurrentKey)?;
+        let (_, index) = self.key_group.ok_or_else(|| StateError::NoCurrentKey)?;
         let end = self.prefix_len + namespace.len();
         if !self.prefix_spilled
             && let Some(slot) = self.inline.get_mut(self.prefix_len..end)

@@ -189,7 +189,7 @@ impl CurrentKey {
     /// `[kg][key][namespace]` of the current key.
     #[inline]
     pub(crate) fn composite(&mut self, namespace: &[u8]) -> Result<&[u8]> {
-        self.key_group.ok_or(StateError::NoCurrentKey)?;
+        self.key_group.ok_or_else(|| StateError::NoCurrentKey)?;
         self.buf.truncate(self.prefix_len);
         write_len_prefixed(&mut self.buf, namespace);
         Ok(&self.buf)

@@ -162,7 +162,7 @@ impl KeyGroupsWriter {
             .states
             .get(entry.state as usize)
             .map(|s| s.kind.has_user_key())
-            .ok_or(StateError::UnknownState {
+            .ok_or_else(|| StateError::UnknownState {
                 state_id: entry.state,
             })?;
         if is_map != entry.user_key.is_some() {
@@ -537,9 +537,11 @@ mod tests {
         }
         fn read_range(&self, file: &FileHandle, range: Range<u64>) -> Result<Bytes> {
             let files = self.0.lock().unwrap();
-            let bytes = files.get(&file.path).ok_or(StateError::FileNotFound {
-                path: file.path.clone(),
-            })?;
+            let bytes = files
+                .get(&file.path)
+                .ok_or_else(|| StateError::FileNotFound {
+                    path: file.path.clone(),
+                })?;
             Ok(Bytes::copy_from_slice(
                 &bytes[range.start as usize..range.end as usize],
             ))

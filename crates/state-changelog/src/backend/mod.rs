@@ -170,7 +170,7 @@ impl ChangelogKeyedStateBackend {
             .get(state)?
             .data
             .delegate
-            .ok_or(StateError::UnknownState { state_id: state.0 })
+            .ok_or_else(|| StateError::UnknownState { state_id: state.0 })
     }
 
     /// Logs a keyed record for the current key.

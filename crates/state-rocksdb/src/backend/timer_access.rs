@@ -38,8 +38,11 @@ impl RocksDbKeyedStateBackend {
         timestamp: i64,
     ) -> Result<bool> {
         let (cf, queue) = timer_queue(&self.db, &self.states, &mut self.timers, state)?;
-        let key = self.current.key().ok_or(StateError::NoCurrentKey)?;
-        let key_group = self.current.key_group().ok_or(StateError::NoCurrentKey)?;
+        let key = self.current.key().ok_or_else(|| StateError::NoCurrentKey)?;
+        let key_group = self
+            .current
+            .key_group()
+            .ok_or_else(|| StateError::NoCurrentKey)?;
         let store = TimerStore {
             db: &self.db,
             cf,
@@ -72,8 +75,11 @@ impl RocksDbKeyedStateBackend {
         namespace: &[u8],
         visitor: &mut EntryVisitor<'_>,
     ) -> Result<()> {
-        let key = self.current.key().ok_or(StateError::NoCurrentKey)?;
-        let key_group = self.current.key_group().ok_or(StateError::NoCurrentKey)?;
+        let key = self.current.key().ok_or_else(|| StateError::NoCurrentKey)?;
+        let key_group = self
+            .current
+            .key_group()
+            .ok_or_else(|| StateError::NoCurrentKey)?;
         let st = self.states.get(state)?;
         let cf = column_family(&self.db, &st.data)?;
         let prefix = self.layout.key_group_bound(key_group);
