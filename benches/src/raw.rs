@@ -269,7 +269,10 @@ impl RawCall<'_> {
             self.put(self.value, &enc(key));
             self.bytes.clear();
             framed(&mut self.bytes, key);
-            self.put(self.list, &self.bytes);
+            // As the backend's `add` writes it: a merge operand.
+            self.db
+                .merge_cf_opt(self.list, &self.key, &self.bytes, self.write)
+                .expect("merge");
             for uk in 0..MAP_ENTRIES {
                 self.key(key, Some(uk));
                 self.put(self.map, &enc(key));
