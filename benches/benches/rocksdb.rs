@@ -28,16 +28,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use state_api::codec::{encode_inline, write_varint};
-use state_api::key_group::{assign_to_key_group, key_group_range_for_operator};
+use state_api::codec::encode_inline;
+use state_api::key_group::key_group_range_for_operator;
 use state_api::{
     BackendContext, KeyGroupRange, KeyedStateBackend, KeyedStateBackendExt, KeyedStateHandle,
     ListStateDescriptor, MapStateDescriptor, SnapshotOptions, SnapshotType, ValueStateDescriptor,
 };
 use state_rocksdb::rocksdb::{DBWithThreadMode, ReadOptions, SingleThreaded, WriteOptions};
-use state_rocksdb::{
-    RocksDbBackendFactory, RocksDbConfig, RocksDbKeyedStateBackend, RocksDbMemory,
-};
+use state_rocksdb::{RocksDbBackendFactory, RocksDbKeyedStateBackend};
 use state_storage::ObjectStoreCheckpointStorage;
 
 type RawDb = DBWithThreadMode<SingleThreaded>;
@@ -47,21 +45,14 @@ const OPS_KEYS: usize = 500_000;
 const RESTORE_KEYS: u64 = 1_000_000;
 const MAP_ENTRIES: u32 = 4;
 
-/// The backend's key bytes for `key` in the void namespace:
-/// `[kg][varint len][key][varint 0]`.
+/// The backend's key bytes for `key` in the void namespace.
 fn composite(key: u64, out: &mut Vec<u8>) {
-    let encoded = encode_inline(&key).expect("u64 encodes");
-    let kg = assign_to_key_group(&encoded, MAX_PARALLELISM).expect("valid");
     out.clear();
-    out.push(kg as u8);
-    write_varint(out, encoded.len() as u64);
-    out.extend_from_slice(&encoded);
-    write_varint(out, 0);
+    let encoded = encode_inline(&key).expect("u64 encodes");
+    state_rocksdb::write_storage_key(out, MAX_PARALLELISM, &encoded, &[], None);
 }
 
-fn config(dir: &std::path::Path) -> RocksDbConfig {
-    RocksDbConfig::new(dir).with_memory(RocksDbMemory::new(256 << 20).expect("valid"))
-}
+use state_benches::backends::rocksdb_config as config;
 
 fn context(
     storage: &Arc<ObjectStoreCheckpointStorage>,

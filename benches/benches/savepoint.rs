@@ -78,6 +78,7 @@
 //! command line wins. Without `--bench` (as `cargo test --benches` runs it)
 //! the defaults are 10k keys and one round; with `--list` nothing runs.
 
+use state_benches::backends::rocksdb_config;
 use state_benches::shuffled_keys;
 use std::collections::HashMap;
 use std::fs::File;
@@ -97,9 +98,7 @@ use state_api::{
 use state_heap::HeapKeyedStateBackend;
 use state_rocksdb::rocksdb::checkpoint::Checkpoint;
 use state_rocksdb::rocksdb::{DBWithThreadMode, SingleThreaded, WriteOptions};
-use state_rocksdb::{
-    RocksDbBackendFactory, RocksDbConfig, RocksDbKeyedStateBackend, RocksDbMemory,
-};
+use state_rocksdb::{RocksDbBackendFactory, RocksDbKeyedStateBackend};
 use state_storage::{
     CheckpointKind, CompletedCheckpoint, ObjectStoreCheckpointStorage, Savepoint, SavepointWriter,
 };
@@ -109,9 +108,6 @@ type RawDb = DBWithThreadMode<SingleThreaded>;
 const MAX_PARALLELISM: u32 = 128;
 const JOB: &str = "savepoint-bench";
 const OPERATOR: &str = "op";
-/// Column families of the raw DB, named as the backend names its states'.
-const RAW_VALUE_CF: &str = "s.value";
-const RAW_LIST_CF: &str = "s.list";
 const BENCH_KEYS: [usize; 2] = [1_000_000, 5_000_000];
 const SMOKE_KEYS: [usize; 1] = [10_000];
 const BENCH_ROUNDS: usize = 5;
@@ -120,10 +116,6 @@ const CHECKED_KEYS: usize = 1000;
 
 fn all() -> KeyGroupRange {
     KeyGroupRange::all(MAX_PARALLELISM).expect("valid max parallelism")
-}
-
-fn rocksdb_config(dir: &Path) -> RocksDbConfig {
-    RocksDbConfig::new(dir).with_memory(RocksDbMemory::new(256 << 20).expect("valid budget"))
 }
 
 fn context(
@@ -142,6 +134,11 @@ fn context(
     }
 }
 
+/// Column families of the raw DB, named as the backend names its states'.
+fn raw_column_families() -> [String; 2] {
+    ["value", "list"].map(state_rocksdb::column_family_name)
+}
+
 fn encoded(value: u64) -> state_api::codec::InlineBytes {
     encode_inline(&value).expect("u64 encodes")
 }
@@ -150,15 +147,10 @@ fn key_group(key: u64) -> usize {
     assign_to_key_group(&encoded(key), MAX_PARALLELISM).expect("valid") as usize
 }
 
-/// The backend's key bytes for `key` in the void namespace:
-/// `[kg][varint len][key][varint 0]`.
+/// The backend's key bytes for `key` in the void namespace.
 fn composite(key: u64, out: &mut Vec<u8>) {
-    let key_bytes = encoded(key);
     out.clear();
-    out.push(key_group(key) as u8);
-    write_varint(out, key_bytes.len() as u64);
-    out.extend_from_slice(&key_bytes);
-    write_varint(out, 0);
+    state_rocksdb::write_storage_key(out, MAX_PARALLELISM, &encoded(key), &[], None);
 }
 
 /// One list element in the list encoding (what a merge operand holds).
@@ -298,7 +290,7 @@ impl Stores {
         let heap_states = register(&mut heap);
         let options = rocksdb_config(&root.join("unused")).rocksdb_options();
         let mut raw_db = RawDb::open(&options, root.join("raw-rocksdb")).expect("raw db");
-        for cf in [RAW_VALUE_CF, RAW_LIST_CF] {
+        for cf in raw_column_families() {
             raw_db
                 .create_cf(cf, &options)
                 .expect("create column family");
@@ -335,8 +327,14 @@ impl Stores {
         }
         composite(key, &mut self.scratch_key);
         list_element(element, &mut self.scratch_element);
-        let value_cf = self.raw_db.cf_handle(RAW_VALUE_CF).expect("value cf");
-        let list_cf = self.raw_db.cf_handle(RAW_LIST_CF).expect("list cf");
+        let value_cf = self
+            .raw_db
+            .cf_handle(&state_rocksdb::column_family_name("value"))
+            .expect("value cf");
+        let list_cf = self
+            .raw_db
+            .cf_handle(&state_rocksdb::column_family_name("list"))
+            .expect("list cf");
         self.raw_db
             .put_cf_opt(value_cf, &self.scratch_key, encoded(value), &self.wal_off)
             .expect("raw put");
@@ -372,8 +370,8 @@ impl Stores {
     /// directly, the backend's by the synchronous phase of a checkpoint
     /// whose task is dropped unrun (which removes its directory).
     fn flush_rocksdb(&mut self, id: u64, storage: &Arc<dyn CheckpointStorageAccess>) {
-        for cf in [RAW_VALUE_CF, RAW_LIST_CF] {
-            let cf = self.raw_db.cf_handle(cf).expect("cf");
+        for cf in raw_column_families() {
+            let cf = self.raw_db.cf_handle(&cf).expect("cf");
             self.raw_db.flush_cf(cf).expect("flush raw db");
         }
         drop(
@@ -397,8 +395,8 @@ impl Stores {
             let mut busy = 0;
             for property in PROPERTIES {
                 busy += self.rocksdb.property_sum(property).expect("property");
-                for cf in [RAW_VALUE_CF, RAW_LIST_CF] {
-                    let cf = self.raw_db.cf_handle(cf).expect("cf");
+                for cf in raw_column_families() {
+                    let cf = self.raw_db.cf_handle(&cf).expect("cf");
                     busy += self
                         .raw_db
                         .property_int_value_cf(cf, property)
@@ -415,8 +413,8 @@ impl Stores {
 
     fn compact(&self) {
         self.rocksdb.compact().expect("compact backend");
-        for cf in [RAW_VALUE_CF, RAW_LIST_CF] {
-            let cf = self.raw_db.cf_handle(cf).expect("cf");
+        for cf in raw_column_families() {
+            let cf = self.raw_db.cf_handle(&cf).expect("cf");
             self.raw_db
                 .compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
         }
