@@ -313,7 +313,13 @@ impl<V: Clone> StateTable<V> {
     /// shares it; an absent key never copies).
     #[inline]
     pub(crate) fn get_mut(&mut self, index: usize, key: &[u8]) -> Option<&mut V> {
-        let hash = hash_key(key);
+        self.get_mut_hashed(index, key, hash_key(key))
+    }
+
+    /// [`get_mut`](Self::get_mut) of a key whose hash the caller has, so a
+    /// write that then inserts hashes the key once.
+    #[inline]
+    fn get_mut_hashed(&mut self, index: usize, key: &[u8], hash: u64) -> Option<&mut V> {
         let key_group = self.key_group_mut(index);
         if key_group.shared_and_absent(hash, key) {
             return None;
@@ -327,20 +333,26 @@ impl<V: Clone> StateTable<V> {
     /// looked it up).
     #[inline]
     pub(crate) fn insert_new(&mut self, index: usize, key: &[u8], value: V) {
+        self.insert_new_hashed(index, key, hash_key(key), value);
+    }
+
+    /// [`insert_new`](Self::insert_new) with the key's hash.
+    #[inline]
+    fn insert_new_hashed(&mut self, index: usize, key: &[u8], hash: u64, value: V) {
         let entry = Entry {
             key: KeyBytes::from_slice(key),
             value,
         };
-        self.key_group_mut(index)
-            .insert_unique(hash_key(key), entry);
+        self.key_group_mut(index).insert_unique(hash, entry);
     }
 
     /// Inserts or replaces; returns the previous value.
     pub(crate) fn insert(&mut self, index: usize, key: &[u8], value: V) -> Option<V> {
-        match self.get_mut(index, key) {
+        let hash = hash_key(key);
+        match self.get_mut_hashed(index, key, hash) {
             Some(existing) => Some(std::mem::replace(existing, value)),
             None => {
-                self.insert_new(index, key, value);
+                self.insert_new_hashed(index, key, hash, value);
                 None
             }
         }
@@ -465,17 +477,19 @@ impl StateTable<ValueBytes> {
     /// existing entry with a small value does not allocate.
     #[inline]
     pub(crate) fn put(&mut self, index: usize, key: &[u8], value: &[u8]) {
-        match self.get_mut(index, key) {
+        let hash = hash_key(key);
+        match self.get_mut_hashed(index, key, hash) {
             Some(existing) => existing.set(value),
-            None => self.insert_new(index, key, ValueBytes::from_slice(value)),
+            None => self.insert_new_hashed(index, key, hash, ValueBytes::from_slice(value)),
         }
     }
 
     /// Appends `more` to the value under `key` (creating it).
     pub(crate) fn append(&mut self, index: usize, key: &[u8], more: &[u8]) {
-        match self.get_mut(index, key) {
+        let hash = hash_key(key);
+        match self.get_mut_hashed(index, key, hash) {
             Some(existing) => existing.append(more),
-            None => self.insert_new(index, key, ValueBytes::from_slice(more)),
+            None => self.insert_new_hashed(index, key, hash, ValueBytes::from_slice(more)),
         }
     }
 }
