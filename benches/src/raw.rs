@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::hint::black_box;
 
-use state_api::codec::{ListElements, decode, encode_inline, write_len_prefixed};
+use state_api::codec::{ListElements, decode, encode_inline, with_encoded, write_len_prefixed};
 use state_rocksdb::rocksdb::{
     ColumnFamily, DBWithThreadMode, Direction, IteratorMode, ReadOptions, SingleThreaded,
     WriteOptions,
@@ -23,9 +23,14 @@ use state_rocksdb::rocksdb::{
 use crate::backends::{MAX_PARALLELISM, rocksdb_config};
 use crate::workloads::{Contestant, KeySet, LIST_ELEMENTS, MAP_ENTRIES, Workload};
 
-/// `element` in the list encoding (one length-prefixed element).
+/// Appends `element` in the list encoding (one length-prefixed element),
+/// encoded as the typed API encodes list elements.
 fn framed(out: &mut Vec<u8>, element: u64) {
-    write_len_prefixed(out, &encode_inline(&element).expect("u64 encodes"));
+    with_encoded(&element, |encoded| {
+        write_len_prefixed(out, encoded);
+        Ok(())
+    })
+    .expect("u64 encodes");
 }
 
 /// The elements of an encoded list, decoded.
