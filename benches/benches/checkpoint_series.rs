@@ -14,24 +14,16 @@
 //! Run with `cargo bench --bench checkpoint_series`.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use state_api::{
     CheckpointStorageAccess, KeyedStateBackend, KeyedStateBackendExt, SnapshotOptions,
-    StateBackendFactory, ValueStateDescriptor,
 };
-use state_benches::backends::{fresh_context, rocksdb_config};
+use state_benches::backends::{rocksdb_config, value_backend};
+use state_benches::{env_or, report_dir};
 use state_rocksdb::RocksDbBackendFactory;
 use state_storage::ObjectStoreCheckpointStorage;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1 << 20) as f64
@@ -49,13 +41,8 @@ fn main() -> std::io::Result<()> {
             .expect("storage"),
     );
     let factory = RocksDbBackendFactory::new(rocksdb_config(&dir.path().join("db")));
-    let mut backend = factory
-        .create(fresh_context("series", Arc::clone(&storage)))
-        .expect("backend");
+    let (mut backend, state) = value_backend(&factory, Arc::clone(&storage));
     let b = &mut *backend;
-    let state = b
-        .value_state(ValueStateDescriptor::<u64>::new("value"))
-        .expect("register");
     for key in 0..keys {
         b.set_key(&key).expect("key");
         state.update(b, &key).expect("write");
@@ -122,9 +109,5 @@ fn main() -> std::io::Result<()> {
         sorted.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     );
     println!("{out}");
-    let report_dir = std::env::var_os("BENCH_REPORT_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/state-bench"));
-    std::fs::create_dir_all(&report_dir)?;
-    std::fs::write(report_dir.join("checkpoint_series.md"), out)
+    std::fs::write(report_dir()?.join("checkpoint_series.md"), out)
 }

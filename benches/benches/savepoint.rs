@@ -79,6 +79,7 @@
 //! the defaults are 10k keys and one round; with `--list` nothing runs.
 
 use state_benches::backends::rocksdb_config;
+use state_benches::dir_bytes;
 use state_benches::shuffled_keys;
 use std::collections::HashMap;
 use std::fs::File;
@@ -157,13 +158,6 @@ fn composite(key: u64, out: &mut Vec<u8>) {
 fn list_element(element: u64, out: &mut Vec<u8>) {
     out.clear();
     write_len_prefixed(out, &encoded(element));
-}
-
-fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .expect("list dir")
-        .map(|e| e.expect("dir entry").metadata().expect("stat").len())
-        .sum()
 }
 
 /// fsyncs every file in `dir` and the directory itself.

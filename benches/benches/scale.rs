@@ -18,26 +18,18 @@
 //! `SCALE_ONLY=heap,restore` picks some.
 
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use state_api::{
     CheckpointStorageAccess, KeyedStateBackendExt, SnapshotOptions, StateBackendFactory,
-    ValueStateDescriptor,
 };
-use state_benches::backends::fresh_context;
+use state_benches::backends::{fresh_context, value_backend};
+use state_benches::{dir_bytes, env_or, report_dir};
 use state_heap::HeapBackendFactory;
 use state_rocksdb::{RocksDbBackendFactory, RocksDbConfig, RocksDbMemory};
 use state_storage::ObjectStoreCheckpointStorage;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// A field of `/proc/self/status` in bytes (`VmRSS`, `VmHWM`), Linux only.
 fn status_bytes(field: &str) -> Option<u64> {
@@ -66,13 +58,8 @@ fn rocksdb(n: u64) -> Vec<String> {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = RocksDbConfig::new(dir.path())
         .with_memory(RocksDbMemory::new(1 << 30).expect("valid memory budget"));
-    let mut backend = RocksDbBackendFactory::new(config)
-        .create(fresh_context("scale", storage()))
-        .expect("backend");
+    let (mut backend, state) = value_backend(&RocksDbBackendFactory::new(config), storage());
     let b = &mut *backend;
-    let state = b
-        .value_state(ValueStateDescriptor::<u64>::new("value"))
-        .expect("register");
     let start = Instant::now();
     let mut lines = Vec::new();
     let step = (n / 10).max(1);
@@ -111,32 +98,11 @@ fn rocksdb(n: u64) -> Vec<String> {
     lines
 }
 
-/// Bytes of the files under `dir`.
-fn dir_bytes(dir: &std::path::Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(path) = stack.pop() {
-        for entry in std::fs::read_dir(&path).into_iter().flatten().flatten() {
-            match entry.metadata() {
-                Ok(meta) if meta.is_dir() => stack.push(entry.path()),
-                Ok(meta) => total += meta.len(),
-                Err(_) => {}
-            }
-        }
-    }
-    total
-}
-
 /// Loads `n` keys into the heap backend: resident bytes per entry.
 fn heap(n: u64) -> Vec<String> {
     let before = status_bytes("VmRSS:").unwrap_or(0);
-    let mut backend = HeapBackendFactory::new()
-        .create(fresh_context("scale", storage()))
-        .expect("backend");
+    let (mut backend, state) = value_backend(&HeapBackendFactory::new(), storage());
     let b = &mut *backend;
-    let state = b
-        .value_state(ValueStateDescriptor::<u64>::new("value"))
-        .expect("register");
     let start = Instant::now();
     for i in 0..n {
         b.set_key(&i).expect("key");
@@ -164,13 +130,8 @@ fn heap(n: u64) -> Vec<String> {
 fn restore(n: u64) -> Vec<String> {
     let storage = storage();
     let factory = HeapBackendFactory::new();
-    let mut backend = factory
-        .create(fresh_context("scale", Arc::clone(&storage)))
-        .expect("backend");
+    let (mut backend, state) = value_backend(&factory, Arc::clone(&storage));
     let b = &mut *backend;
-    let state = b
-        .value_state(ValueStateDescriptor::<u64>::new("value"))
-        .expect("register");
     for i in 0..n {
         b.set_key(&i).expect("key");
         state.update(b, &i).expect("write");
@@ -252,9 +213,5 @@ fn main() -> std::io::Result<()> {
     }
     let report = table.join("\n") + "\n";
     println!("{report}");
-    let dir = std::env::var_os("BENCH_REPORT_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/state-bench"));
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("scale.md"), report)
+    std::fs::write(report_dir()?.join("scale.md"), report)
 }

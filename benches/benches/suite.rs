@@ -11,18 +11,15 @@
 //! Run without `--bench` (as `cargo test` runs bench targets), it runs a
 //! tiny size and writes nothing.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use state_benches::measure::Plan;
 use state_benches::workloads::Workload;
 use state_benches::{SuiteConfig, run_suite};
 
+/// `env_or` for sizes.
 fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    state_benches::env_or(name, default as u64) as usize
 }
 
 fn main() -> std::io::Result<()> {
@@ -69,10 +66,7 @@ fn main() -> std::io::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         started.elapsed().as_secs_f64()
     ));
-    let dir = std::env::var_os("BENCH_REPORT_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/state-bench"));
-    std::fs::create_dir_all(&dir)?;
+    let dir = state_benches::report_dir()?;
     let markdown = report.markdown();
     std::fs::write(dir.join("suite.md"), &markdown)?;
     std::fs::write(dir.join("suite.svg"), report.svg())?;

@@ -22,29 +22,21 @@ use std::time::{Duration, Instant};
 
 use state_api::ttl::StateTtlConfig;
 use state_api::{
-    BackendContext, KeyGroupRange, KeyedStateBackend, KeyedStateBackendExt, SnapshotOptions,
-    StateBackendFactory, StateId, ValueState, ValueStateDescriptor,
+    BackendContext, KeyedStateBackend, KeyedStateBackendExt, SnapshotOptions, StateBackendFactory,
+    StateId, ValueState, ValueStateDescriptor,
 };
+use state_benches::backends::fresh_context;
 use state_benches::shuffled_keys;
 use state_heap::{HeapBackendFactory, HeapKeyedStateBackend};
 use state_rocksdb::{RocksDbBackendFactory, RocksDbConfig, RocksDbKeyedStateBackend};
 use state_storage::ObjectStoreCheckpointStorage;
 
-const MAX_PARALLELISM: u32 = 128;
 const OVERHEAD_KEYS: usize = 200_000;
 const ROUNDS: usize = 15;
 const CLEANUP_KEYS: u64 = 100_000;
 
 fn context(storage: &Arc<ObjectStoreCheckpointStorage>) -> BackendContext {
-    BackendContext {
-        operator: "ttl-bench".into(),
-        max_parallelism: MAX_PARALLELISM,
-        key_group_range: KeyGroupRange::all(MAX_PARALLELISM).expect("valid"),
-        restore: Vec::new(),
-        storage: storage.clone(),
-        restore_storage: None,
-        skip_restored_states: Vec::new(),
-    }
+    fresh_context("ttl-bench", storage.clone())
 }
 
 fn median(mut values: Vec<f64>) -> f64 {

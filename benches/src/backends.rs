@@ -105,6 +105,25 @@ pub fn fresh_context(operator: &str, storage: Arc<dyn CheckpointStorageAccess>) 
     }
 }
 
+/// A fresh backend from `factory` over the full range with one registered
+/// `ValueState<u64>` named `value`: the set-up of the scale and checkpoint
+/// benches.
+///
+/// # Panics
+/// When the backend cannot be built or the state registered.
+pub fn value_backend(
+    factory: &dyn StateBackendFactory,
+    storage: Arc<dyn CheckpointStorageAccess>,
+) -> (Box<dyn KeyedStateBackend>, ValueState<u64>) {
+    let mut backend = factory
+        .create(fresh_context("bench", storage))
+        .expect("backend");
+    let state = backend
+        .value_state(ValueStateDescriptor::new("value"))
+        .expect("register");
+    (backend, state)
+}
+
 /// A backend with the suite's states: a value, a list, a list of long
 /// lists and a map, all `u64`.
 pub struct BackendUnderTest {

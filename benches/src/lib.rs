@@ -45,6 +45,46 @@ pub fn shuffled_keys(n: usize) -> Vec<u64> {
     keys
 }
 
+/// The value of environment variable `name` as a number, or `default`
+/// (benchmark sizes are set this way).
+pub fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Where benchmark binaries write their reports: `BENCH_REPORT_DIR`, else
+/// `target/state-bench`; created if missing.
+///
+/// # Errors
+/// When the directory cannot be created.
+pub fn report_dir() -> std::io::Result<std::path::PathBuf> {
+    let dir = std::env::var_os("BENCH_REPORT_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/state-bench")
+        });
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Bytes of the files under `dir`, recursively (0 for what cannot be read).
+pub fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        for entry in std::fs::read_dir(&path).into_iter().flatten().flatten() {
+            match entry.metadata() {
+                Ok(meta) if meta.is_dir() => stack.push(entry.path()),
+                Ok(meta) => total += meta.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
 /// The size of one run of the suite, and what it runs.
 #[derive(Clone, Debug)]
 pub struct SuiteConfig {

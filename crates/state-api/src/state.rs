@@ -416,16 +416,18 @@ impl<T: Serialize + DeserializeOwned, N> ListState<T, N> {
 
 /// The list encoding of `elements`, each stamped when the state has a
 /// time to live.
-fn encode_list<T: Serialize>(elements: &[T], ttl: Option<&StateTtlConfig>) -> Result<Vec<u8>> {
+/// Short lists (a one-element update, the common case) are built inline,
+/// without an allocation per call.
+fn encode_list<T: Serialize>(elements: &[T], ttl: Option<&StateTtlConfig>) -> Result<InlineBytes> {
     if let Some(ttl) = ttl {
         let encoded = elements
             .iter()
             .map(crate::codec::encode)
             .collect::<Result<Vec<_>>>()?;
         let refs: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
-        return Ok(access::stamp_list(ttl, &refs));
+        return Ok(InlineBytes::from_vec(access::stamp_list(ttl, &refs)));
     }
-    let mut out = Vec::new();
+    let mut out = InlineBytes::new();
     for element in elements {
         with_encoded(element, |encoded| {
             write_len_prefixed(&mut out, encoded);

@@ -353,25 +353,32 @@ fn a_slow_store_is_not_turned_into_failures_by_the_upload_timeout() {
         .into_iter()
         .map(|f| f.path.clone())
         .collect();
+    let shared: BTreeSet<String> = referenced
+        .into_iter()
+        .filter(|path| path.starts_with("shared/") || path.contains("/shared/"))
+        .collect();
+    assert!(!shared.is_empty(), "checkpoint 2 refers to log files");
+    assert_eq!(shared_files_once_settled(&inner, &shared), shared);
+}
+
+/// The files under `shared/` once they equal `expected`, or after 10 s
+/// (deletions run on the upload threads).
+fn shared_files_once_settled(
+    storage: &ObjectStoreCheckpointStorage,
+    expected: &BTreeSet<String>,
+) -> BTreeSet<String> {
     let deadline = Instant::now() + Duration::from_secs(10);
-    let stored = loop {
-        let stored: BTreeSet<String> = inner
+    loop {
+        let stored: BTreeSet<String> = storage
             .list_files(Some("shared"))
             .unwrap()
             .into_iter()
-            .filter(|path| !path.contains("/chk-"))
             .collect();
-        let shared: BTreeSet<String> = referenced
-            .iter()
-            .filter(|path| path.contains("shared"))
-            .cloned()
-            .collect();
-        if stored == shared || Instant::now() > deadline {
-            break (stored, shared);
+        if &stored == expected || Instant::now() > deadline {
+            return stored;
         }
         std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(stored.0, stored.1);
+    }
 }
 
 /// A long outage: the log's failed segments would pile up in memory
@@ -643,20 +650,7 @@ fn storage_holds_exactly_what_is_retained(factory_for: impl Fn() -> ChangelogBac
         .into_iter()
         .map(|f| f.path.clone())
         .collect();
-    // Deletions run on the upload threads.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let stored = loop {
-        let stored: BTreeSet<String> = local
-            .list_files(Some("shared"))
-            .unwrap()
-            .into_iter()
-            .collect();
-        if stored == referenced || Instant::now() > deadline {
-            break stored;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(stored, referenced);
+    assert_eq!(shared_files_once_settled(&local, &referenced), referenced);
     let live = contents(&mut backend);
     let handles = store.latest().unwrap().operators["op"].clone();
     drop(backend);
