@@ -41,6 +41,12 @@ pub struct RocksDbConfig {
     pub options_hook: Option<OptionsHook>,
     /// Parallel file transfers per snapshot and restore.
     pub transfer_threads: usize,
+    /// Whether incremental checkpoints upload SST files in the background
+    /// as soon as a flush or compaction creates them (default `true`), so
+    /// a checkpoint after a compaction does not upload its output. Costs
+    /// the uploads of files compacted away before any checkpoint needed
+    /// them. No effect without `incremental`.
+    pub eager_upload: bool,
 }
 
 impl fmt::Debug for RocksDbConfig {
@@ -52,6 +58,7 @@ impl fmt::Debug for RocksDbConfig {
             .field("profile", &self.profile)
             .field("options_hook", &self.options_hook.as_ref().map(|_| "<fn>"))
             .field("transfer_threads", &self.transfer_threads)
+            .field("eager_upload", &self.eager_upload)
             .finish()
     }
 }
@@ -71,6 +78,7 @@ impl RocksDbConfig {
             profile: PredefinedOptions::Default,
             options_hook: None,
             transfer_threads: DEFAULT_TRANSFER_THREADS,
+            eager_upload: true,
         }
     }
 
@@ -108,6 +116,13 @@ impl RocksDbConfig {
     /// must also disable the WAL, as the backend does).
     pub fn rocksdb_options(&self) -> rocksdb::Options {
         crate::options::build(&self.memory, self.profile, self.options_hook.as_ref())
+    }
+
+    /// Turns the eager upload of SST files on or off (see
+    /// [`eager_upload`](Self::eager_upload)).
+    pub fn with_eager_upload(mut self, eager: bool) -> Self {
+        self.eager_upload = eager;
+        self
     }
 
     /// Transfers up to `threads` files at a time (at least 1).

@@ -73,6 +73,7 @@ pub use options::{
 };
 /// The `rocksdb` crate this backend is built on, for [`OptionsHook`]s.
 pub use rocksdb;
+pub use snapshot::eager::EagerUploadStats;
 
 /// Appends the RocksDB key under which the backend stores an entry: key
 /// group, length-prefixed key and namespace, then the map state's user key

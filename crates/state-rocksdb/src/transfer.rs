@@ -6,13 +6,13 @@
 //! is reported, so a damaged checkpoint gives the same error every time.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 use state_api::storage::write_with_retries;
-use state_api::{CheckpointStorageAccess, NamedFile, Result, StateError, StateScope};
+use state_api::{CheckpointStorageAccess, FileHandle, NamedFile, Result, StateError, StateScope};
 
 use crate::backend::local_error;
 
@@ -29,7 +29,7 @@ pub(crate) struct Upload {
 
 /// Runs `job` on every item with up to `threads` threads; results in input
 /// order.
-fn run_parallel<T: Sync, R: Send>(
+pub(crate) fn run_parallel<T: Sync, R: Send>(
     items: &[T],
     threads: usize,
     job: impl Fn(&T) -> Result<R> + Sync,
@@ -86,21 +86,10 @@ pub(crate) fn upload(
     files: &[Upload],
     threads: usize,
 ) -> Result<Vec<NamedFile>> {
-    let done: Mutex<Vec<state_api::FileHandle>> = Mutex::new(Vec::new());
+    let done: Mutex<Vec<FileHandle>> = Mutex::new(Vec::new());
     let result = run_parallel(files, threads, |upload| {
-        // A failed upload starts over from the local file, under a new name.
-        let file = write_with_retries(|| {
-            let mut source =
-                File::open(&upload.path).map_err(|e| local_error("open", &upload.path, e))?;
-            let hint = format!("{}-{}", crate::BACKEND_NAME, upload.name);
-            let mut out = storage.create_output(checkpoint_id, upload.scope, &hint)?;
-            let shown = || upload.path.display().to_string();
-            io::copy(&mut source, &mut out)
-                .map_err(|e| StateError::storage("write", shown(), e))?;
-            out.flush()
-                .map_err(|e| StateError::storage("write", shown(), e))?;
-            out.close()
-        })?;
+        let source = File::open(&upload.path).map_err(|e| local_error("open", &upload.path, e))?;
+        let file = upload_file(storage, checkpoint_id, upload.scope, &upload.name, &source)?;
         done.lock().push(file.clone());
         Ok(NamedFile {
             name: upload.name.clone(),
@@ -113,6 +102,34 @@ pub(crate) fn upload(
         }
     }
     result
+}
+
+/// Uploads the open local file `source` (RocksDB's name `name`) to
+/// `scope`, with retries: a failed attempt starts over from the start of
+/// the file, under a new name.
+///
+/// # Errors
+/// Local read errors, storage errors.
+pub(crate) fn upload_file(
+    storage: &dyn CheckpointStorageAccess,
+    checkpoint_id: u64,
+    scope: StateScope,
+    name: &str,
+    source: &File,
+) -> Result<FileHandle> {
+    let shown = || format!("local {name}");
+    write_with_retries(|| {
+        let mut source = source;
+        source
+            .seek(SeekFrom::Start(0))
+            .map_err(|e| StateError::storage("read", shown(), e))?;
+        let hint = format!("{}-{name}", crate::BACKEND_NAME);
+        let mut out = storage.create_output(checkpoint_id, scope, &hint)?;
+        io::copy(&mut source, &mut out).map_err(|e| StateError::storage("write", shown(), e))?;
+        out.flush()
+            .map_err(|e| StateError::storage("write", shown(), e))?;
+        out.close()
+    })
 }
 
 /// Whether `name` is a plain file name that cannot leave the directory it

@@ -171,7 +171,13 @@ fn savepoints_and_full_checkpoints_share_nothing() {
 
 fn store_run(num_retained: usize) {
     let storage = storage();
+    // Storage is compared with the retained checkpoints while the backend
+    // runs, so no upload of its own may be in flight: eager upload off
+    // (tests/eager_upload.rs checks it, after the backend closed).
     let (_dir, factory) = factory(true);
+    let factory = state_rocksdb::RocksDbBackendFactory::new(
+        factory.config().clone().with_eager_upload(false),
+    );
     let mut backend = factory
         .create_backend(state_api::BackendContext {
             operator: "op".into(),

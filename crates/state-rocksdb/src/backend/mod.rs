@@ -29,6 +29,7 @@ use crate::keys::{CurrentKey, KeyLayout, prefix_successor};
 pub(crate) use crate::local_dir::LocalDir;
 use crate::local_dir::sweep_abandoned;
 use crate::snapshot::UploadTracker;
+use crate::snapshot::eager::{EagerUploadStats, EagerUploader};
 use crate::timers::{TimerChange, TimerQueue};
 use crate::ttl::{DbOptions, TtlCompactor};
 use crate::{options, restore, snapshot};
@@ -163,6 +164,9 @@ pub struct RocksDbKeyedStateBackend {
     tracker: Arc<Mutex<UploadTracker>>,
     /// The files each snapshot uploaded itself, until its outcome is known.
     own_uploads: SnapshotUploads,
+    /// Uploads new SST files in the background (incremental checkpoints
+    /// with eager upload on); stopped before the DB closes.
+    eager: Option<Arc<EagerUploader>>,
     /// The in-memory heads of the registered timer states.
     timers: HashMap<StateId, TimerQueue>,
     backend_id: String,
@@ -175,6 +179,9 @@ impl Drop for RocksDbKeyedStateBackend {
     /// closes and its directory goes.
     fn drop(&mut self) {
         self.ttl_compactor.join();
+        if let Some(eager) = &self.eager {
+            eager.stop();
+        }
     }
 }
 
@@ -233,8 +240,21 @@ impl RocksDbKeyedStateBackend {
         for meta in &restored.metas {
             states.restore(meta, |meta| Ok(column_family_name(&meta.name)))?;
         }
+        let db = Arc::new(restored.db);
+        let tracker = Arc::new(Mutex::new(tracker));
+        let eager = if settings.incremental && config.eager_upload {
+            let uploader = EagerUploader::start(
+                Arc::clone(&db),
+                Arc::clone(&tracker),
+                settings.transfer_threads,
+            )
+            .map_err(|e| local_error("start the eager uploader for", dir.path(), e))?;
+            Some(Arc::new(uploader))
+        } else {
+            None
+        };
         Ok(Self {
-            db: Arc::new(restored.db),
+            db,
             options,
             ttl_compactor: TtlCompactor::default(),
             ops_until_ttl_check: OPS_PER_TTL_CHECK,
@@ -249,8 +269,9 @@ impl RocksDbKeyedStateBackend {
             value: Vec::new(),
             scratch: Vec::new(),
             settings,
-            tracker: Arc::new(Mutex::new(tracker)),
+            tracker,
             own_uploads: SnapshotUploads::default(),
+            eager,
             timers: HashMap::new(),
             backend_id,
             snapshot_sequence: 0,
@@ -277,6 +298,23 @@ impl RocksDbKeyedStateBackend {
     /// checkpoint may refer to: the last confirmed one, or the restored one.
     pub fn confirmed_checkpoint(&self) -> Option<u64> {
         self.tracker.lock().confirmed_checkpoint()
+    }
+
+    /// What the eager uploader did so far (`None` when it is off: full
+    /// checkpoints, or [`RocksDbConfig::eager_upload`](crate::RocksDbConfig::eager_upload)
+    /// false).
+    pub fn eager_upload_stats(&self) -> Option<EagerUploadStats> {
+        self.eager.as_ref().map(|eager| eager.stats())
+    }
+
+    /// Makes the eager uploader look for new SST files now and waits until
+    /// it uploaded them (for tests and benchmarks that need a settled
+    /// state; it starts uploading after the first incremental checkpoint
+    /// named the storage). Returns at once when it is off.
+    pub fn settle_eager_uploads(&self) {
+        if let Some(eager) = &self.eager {
+            eager.settle();
+        }
     }
 
     /// Compacts every state's column family completely (maintenance, e.g.
@@ -366,19 +404,29 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
     fn register_state(&mut self, registration: StateRegistration) -> Result<StateId> {
         // Creating a column family needs the DB to itself.
         self.ttl_compactor.join();
-        let db = Arc::get_mut(&mut self.db).ok_or_else(|| StateError::Backend {
-            backend: BACKEND_NAME,
-            source: "the DB is shared while a state is registered".into(),
-        })?;
-        let options = &self.options;
-        let id = self.states.register(registration, |meta| {
-            let cf_name = column_family_name(&meta.name);
-            if db.cf_handle(&cf_name).is_none() {
-                db.create_cf(&cf_name, &options.for_new_cf(&cf_name))
-                    .map_err(db_error)?;
-            }
-            Ok(cf_name)
-        })?;
+        if let Some(eager) = &self.eager {
+            eager.detach_db();
+        }
+        let registered = Arc::get_mut(&mut self.db)
+            .ok_or_else(|| StateError::Backend {
+                backend: BACKEND_NAME,
+                source: "the DB is shared while a state is registered".into(),
+            })
+            .and_then(|db| {
+                let options = &self.options;
+                self.states.register(registration, |meta| {
+                    let cf_name = column_family_name(&meta.name);
+                    if db.cf_handle(&cf_name).is_none() {
+                        db.create_cf(&cf_name, &options.for_new_cf(&cf_name))
+                            .map_err(db_error)?;
+                    }
+                    Ok(cf_name)
+                })
+            });
+        if let Some(eager) = &self.eager {
+            eager.attach_db(&self.db);
+        }
+        let id = registered?;
         let state = self.states.get(id)?;
         self.options
             .ttl
@@ -732,22 +780,29 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
                 storage,
                 self.own_uploads.clone(),
             ),
-            snapshot::SnapshotKind::Incremental { share } => snapshot::incremental::task(
-                frozen,
-                snapshot::incremental::Sharing {
-                    share,
-                    confirmed: if share {
-                        self.tracker.lock().confirmed_files()
-                    } else {
-                        Default::default()
+            snapshot::SnapshotKind::Incremental { share } => {
+                let eager = self.eager.as_ref().filter(|_| share);
+                if let Some(eager) = eager {
+                    eager.use_storage(&storage, checkpoint_id);
+                }
+                snapshot::incremental::task(
+                    frozen,
+                    snapshot::incremental::Sharing {
+                        share,
+                        confirmed: if share {
+                            self.tracker.lock().confirmed_files()
+                        } else {
+                            Default::default()
+                        },
+                        tracker: Arc::clone(&self.tracker),
+                        own_uploads: self.own_uploads.clone(),
+                        eager: eager.cloned(),
+                        backend_id: self.backend_id.clone(),
+                        threads: self.settings.transfer_threads,
                     },
-                    tracker: Arc::clone(&self.tracker),
-                    own_uploads: self.own_uploads.clone(),
-                    backend_id: self.backend_id.clone(),
-                    threads: self.settings.transfer_threads,
-                },
-                storage,
-            ),
+                    storage,
+                )
+            }
         })
     }
 

@@ -8,6 +8,8 @@
 //!
 //! * refers to the `*.sst` files the last confirmed checkpoint uploaded,
 //!   reusing their [`FileHandle`]s (shared scope);
+//! * adopts the [eager](super::eager) upload of an `*.sst` file when there
+//!   is one (it becomes this snapshot's own upload);
 //! * uploads the other `*.sst` files to shared scope;
 //! * uploads MANIFEST, CURRENT, OPTIONS (and any other file) as this
 //!   checkpoint's own (exclusive scope);
@@ -21,12 +23,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use state_api::lifecycle::SnapshotUploads;
+use state_api::lifecycle::{SnapshotUploads, delete_detached};
 use state_api::{
     AsyncSnapshot, CheckpointStorageAccess, FileHandle, IncrementalStateHandle, KeyedStateHandle,
     NamedFile, Result, SnapshotResult, StateScope,
 };
 
+use super::eager::EagerUploader;
 use super::{Frozen, UploadTracker};
 use crate::backend::{BACKEND_NAME, local_error};
 use crate::transfer::{self, Upload};
@@ -42,6 +45,8 @@ pub(crate) struct Sharing {
     pub(crate) tracker: Arc<Mutex<UploadTracker>>,
     /// Where the files this snapshot uploads itself are recorded.
     pub(crate) own_uploads: SnapshotUploads,
+    /// The background uploader whose uploads this snapshot may adopt.
+    pub(crate) eager: Option<Arc<EagerUploader>>,
     /// This backend instance's id.
     pub(crate) backend_id: String,
     /// Parallel uploads.
@@ -83,6 +88,7 @@ fn run(
     names.sort();
 
     let mut shared_files = Vec::new();
+    let mut adopted = Vec::new();
     let mut uploads = Vec::new();
     for (name, size) in names {
         let is_sst = name.ends_with(".sst");
@@ -93,6 +99,14 @@ fn run(
                     name,
                     file: file.clone(),
                 });
+                continue;
+            }
+            if let Some(file) = sharing
+                .eager
+                .as_ref()
+                .and_then(|eager| eager.take(&name, size, storage))
+            {
+                adopted.push(NamedFile { name, file });
                 continue;
             }
         }
@@ -108,7 +122,19 @@ fn run(
         });
     }
 
-    let uploaded = transfer::upload(&**storage, frozen.checkpoint_id, &uploads, sharing.threads)?;
+    let uploaded =
+        match transfer::upload(&**storage, frozen.checkpoint_id, &uploads, sharing.threads) {
+            Ok(uploaded) => uploaded,
+            Err(e) => {
+                // No checkpoint will refer to the adopted uploads either.
+                delete_detached(
+                    Arc::clone(storage),
+                    adopted.into_iter().map(|f| f.file).collect(),
+                );
+                return Err(e);
+            }
+        };
+    let uploaded: Vec<NamedFile> = adopted.into_iter().chain(uploaded).collect();
     let uploaded_bytes = uploaded.iter().map(|f| f.file.size).sum();
     sharing.own_uploads.record(
         frozen.checkpoint_id,

@@ -8,6 +8,7 @@
 //! then reads only that directory, on any thread, and removes it when done
 //! (or when the task is dropped unrun).
 
+pub(crate) mod eager;
 pub(crate) mod full;
 pub(crate) mod incremental;
 
@@ -110,6 +111,15 @@ impl UploadTracker {
         self.confirmed
             .as_ref()
             .map(|(_, files)| files.clone())
+            .unwrap_or_default()
+    }
+
+    /// The names of the confirmed SST files (those the eager uploader
+    /// leaves alone).
+    pub(crate) fn confirmed_names(&self) -> BTreeSet<String> {
+        self.confirmed
+            .as_ref()
+            .map(|(_, files)| files.keys().cloned().collect())
             .unwrap_or_default()
     }
 
