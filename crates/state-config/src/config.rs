@@ -68,6 +68,7 @@ struct Settings {
     rocksdb_write_buffer_ratio: f64,
     rocksdb_profile: RocksDbProfile,
     rocksdb_transfer_threads: usize,
+    rocksdb_eager_upload: bool,
     checkpointing: CheckpointConfig,
 }
 
@@ -565,6 +566,11 @@ impl StateConfig {
         self.settings.rocksdb_transfer_threads
     }
 
+    /// `state.backend.rocksdb.checkpoint.eager-upload`.
+    pub fn rocksdb_eager_upload(&self) -> bool {
+        self.settings.rocksdb_eager_upload
+    }
+
     /// The RocksDB backend configuration these settings describe, with a
     /// new memory budget (shared by every backend of a factory built from
     /// it).
@@ -601,7 +607,8 @@ impl StateConfig {
             .with_memory(memory)
             .with_profile(s.rocksdb_profile.into())
             .with_incremental(s.incremental)
-            .with_transfer_threads(s.rocksdb_transfer_threads))
+            .with_transfer_threads(s.rocksdb_transfer_threads)
+            .with_eager_upload(s.rocksdb_eager_upload))
     }
 
     /// The keyed state backend factory: heap or RocksDB, wrapped in the
@@ -820,6 +827,7 @@ impl StateConfig {
                 _ => RocksDbProfile::Default,
             },
             rocksdb_transfer_threads: v.int(keys::ROCKSDB_TRANSFER_THREADS)?,
+            rocksdb_eager_upload: v.bool(keys::ROCKSDB_EAGER_UPLOAD)?,
             checkpointing: CheckpointConfig {
                 interval: v.optional_duration(keys::CHECKPOINT_INTERVAL)?,
                 min_pause: v.duration(keys::CHECKPOINT_MIN_PAUSE)?,

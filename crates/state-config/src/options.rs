@@ -72,6 +72,8 @@ pub const ROCKSDB_WRITE_BUFFER_RATIO: &str = "state.backend.rocksdb.memory.write
 pub const ROCKSDB_PREDEFINED_OPTIONS: &str = "state.backend.rocksdb.predefined-options";
 /// `state.backend.rocksdb.checkpoint.transfer.thread.num`.
 pub const ROCKSDB_TRANSFER_THREADS: &str = "state.backend.rocksdb.checkpoint.transfer.thread.num";
+/// `state.backend.rocksdb.checkpoint.eager-upload` (not in Flink).
+pub const ROCKSDB_EAGER_UPLOAD: &str = "state.backend.rocksdb.checkpoint.eager-upload";
 
 /// The type of an option's value, with the values it accepts.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -447,6 +449,13 @@ pub static OPTIONS: &[OptionDef] = &[
         },
         Some("4"),
         "Files uploaded or downloaded in parallel per snapshot and restore.",
+    ),
+    opt(
+        ROCKSDB_EAGER_UPLOAD,
+        &[],
+        OptionType::Bool,
+        Some("true"),
+        "Upload SST files in the background as soon as a flush or compaction writes them, so an incremental checkpoint after a compaction does not upload its output (not in Flink). Costs the uploads of files compacted away before any checkpoint needed them.",
     ),
 ];
 

@@ -51,6 +51,7 @@ state.backend.rocksdb.memory.fixed-per-tm: 64 mb
 state.backend.rocksdb.memory.write-buffer-ratio: 0.25
 state.backend.rocksdb.predefined-options: FLASH_SSD_OPTIMIZED
 state.backend.rocksdb.checkpoint.transfer.thread.num: 2
+state.backend.rocksdb.checkpoint.eager-upload: false
 ";
 
 const FULL_NESTED_YAML: &str = "
@@ -64,6 +65,7 @@ state:
         write-buffer-ratio: 0.25
       predefined-options: flash_ssd_optimized
       checkpoint.transfer.thread.num: 2
+      checkpoint.eager-upload: false
   changelog:
     enabled: true
     periodic-materialize: {enabled: true, interval: 2min}
@@ -134,6 +136,7 @@ memory.fixed-per-tm = "64 mb"
 memory.write-buffer-ratio = 0.25
 predefined-options = "FLASH_SSD_OPTIMIZED"
 checkpoint.transfer.thread.num = 2
+checkpoint.eager-upload = false
 "#;
 
 const FULL_JSON: &str = r#"{
@@ -164,7 +167,8 @@ const FULL_JSON: &str = r#"{
     "memory.fixed-per-tm": "64 mb",
     "memory.write-buffer-ratio": 0.25,
     "predefined-options": "FLASH_SSD_OPTIMIZED",
-    "checkpoint.transfer.thread.num": 2
+    "checkpoint.transfer.thread.num": 2,
+    "checkpoint.eager-upload": false
   }
 }"#;
 
@@ -247,11 +251,13 @@ fn every_option_is_read_into_its_setting() {
     assert_eq!(c.rocksdb_write_buffer_ratio(), 0.25);
     assert_eq!(c.rocksdb_predefined_options(), PredefinedOptions::Flash);
     assert_eq!(c.rocksdb_transfer_threads(), 2);
+    assert!(!c.rocksdb_eager_upload());
     assert!(c.deprecated_keys().is_empty());
     let rocksdb = c.rocksdb_config().unwrap();
     assert_eq!(rocksdb.memory.managed_memory_bytes(), 64 << 20);
     assert_eq!(rocksdb.profile, PredefinedOptions::Flash);
     assert_eq!(rocksdb.transfer_threads, 2);
+    assert!(!rocksdb.eager_upload);
     assert!(rocksdb.incremental);
     assert_eq!(
         c.checkpoint_config(),
@@ -308,6 +314,7 @@ fn defaults_are_flinks_and_the_backends() {
         c.rocksdb_transfer_threads(),
         state_rocksdb::DEFAULT_TRANSFER_THREADS
     );
+    assert!(c.rocksdb_eager_upload());
     assert_eq!(c.checkpoint_config(), &CheckpointConfig::default());
 }
 
