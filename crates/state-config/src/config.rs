@@ -10,7 +10,9 @@ use state_api::{Result, StateBackendFactory, StateError};
 use state_changelog::{ChangelogBackendFactory, DstlConfig, MaterializationConfig};
 use state_heap::HeapBackendFactory;
 #[cfg(feature = "rocksdb")]
-use state_rocksdb::{PredefinedOptions, RocksDbBackendFactory, RocksDbConfig, RocksDbMemory};
+use state_rocksdb::{
+    CompactionStyle, PredefinedOptions, RocksDbBackendFactory, RocksDbConfig, RocksDbMemory,
+};
 use state_runtime::CheckpointingMode;
 use state_runtime::coordinator::CheckpointConfig;
 use state_storage::{CompletedCheckpointStore, ObjectStoreCheckpointStorage};
@@ -69,6 +71,8 @@ struct Settings {
     rocksdb_profile: RocksDbProfile,
     rocksdb_transfer_threads: usize,
     rocksdb_eager_upload: bool,
+    /// `state.backend.rocksdb.compaction.style` is `UNIVERSAL` (else `LEVEL`).
+    rocksdb_universal_compaction: bool,
     checkpointing: CheckpointConfig,
 }
 
@@ -566,6 +570,16 @@ impl StateConfig {
         self.settings.rocksdb_transfer_threads
     }
 
+    /// `state.backend.rocksdb.compaction.style`.
+    #[cfg(feature = "rocksdb")]
+    pub fn rocksdb_compaction_style(&self) -> CompactionStyle {
+        if self.settings.rocksdb_universal_compaction {
+            CompactionStyle::Universal
+        } else {
+            CompactionStyle::Level
+        }
+    }
+
     /// `state.backend.rocksdb.checkpoint.eager-upload`.
     pub fn rocksdb_eager_upload(&self) -> bool {
         self.settings.rocksdb_eager_upload
@@ -608,7 +622,8 @@ impl StateConfig {
             .with_profile(s.rocksdb_profile.into())
             .with_incremental(s.incremental)
             .with_transfer_threads(s.rocksdb_transfer_threads)
-            .with_eager_upload(s.rocksdb_eager_upload))
+            .with_eager_upload(s.rocksdb_eager_upload)
+            .with_compaction_style(self.rocksdb_compaction_style()))
     }
 
     /// The keyed state backend factory: heap or RocksDB, wrapped in the
@@ -828,6 +843,7 @@ impl StateConfig {
             },
             rocksdb_transfer_threads: v.int(keys::ROCKSDB_TRANSFER_THREADS)?,
             rocksdb_eager_upload: v.bool(keys::ROCKSDB_EAGER_UPLOAD)?,
+            rocksdb_universal_compaction: v.string(keys::ROCKSDB_COMPACTION_STYLE)? == "UNIVERSAL",
             checkpointing: CheckpointConfig {
                 interval: v.optional_duration(keys::CHECKPOINT_INTERVAL)?,
                 min_pause: v.duration(keys::CHECKPOINT_MIN_PAUSE)?,

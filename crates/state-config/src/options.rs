@@ -72,6 +72,8 @@ pub const ROCKSDB_WRITE_BUFFER_RATIO: &str = "state.backend.rocksdb.memory.write
 pub const ROCKSDB_PREDEFINED_OPTIONS: &str = "state.backend.rocksdb.predefined-options";
 /// `state.backend.rocksdb.checkpoint.transfer.thread.num`.
 pub const ROCKSDB_TRANSFER_THREADS: &str = "state.backend.rocksdb.checkpoint.transfer.thread.num";
+/// `state.backend.rocksdb.compaction.style`.
+pub const ROCKSDB_COMPACTION_STYLE: &str = "state.backend.rocksdb.compaction.style";
 /// `state.backend.rocksdb.checkpoint.eager-upload` (not in Flink).
 pub const ROCKSDB_EAGER_UPLOAD: &str = "state.backend.rocksdb.checkpoint.eager-upload";
 
@@ -449,6 +451,13 @@ pub static OPTIONS: &[OptionDef] = &[
         },
         Some("4"),
         "Files uploaded or downloaded in parallel per snapshot and restore.",
+    ),
+    opt(
+        ROCKSDB_COMPACTION_STYLE,
+        &[],
+        OptionType::Enum(&["LEVEL", "UNIVERSAL"]),
+        Some("LEVEL"),
+        "RocksDB's compaction style. UNIVERSAL rewrites each byte fewer times, so incremental checkpoints upload far less after compactions, at the cost of up to twice the space. Flink's FIFO is not offered: it drops old files, and with them state.",
     ),
     opt(
         ROCKSDB_EAGER_UPLOAD,

@@ -13,7 +13,7 @@ use state_api::{
 };
 use state_changelog::{DstlConfig, MaterializationConfig};
 use state_config::{BackendType, OPTIONS, StateConfig, env_var_name};
-use state_rocksdb::PredefinedOptions;
+use state_rocksdb::{CompactionStyle, PredefinedOptions};
 use state_runtime::CheckpointingMode;
 use state_runtime::coordinator::CheckpointConfig;
 
@@ -52,6 +52,7 @@ state.backend.rocksdb.memory.write-buffer-ratio: 0.25
 state.backend.rocksdb.predefined-options: FLASH_SSD_OPTIMIZED
 state.backend.rocksdb.checkpoint.transfer.thread.num: 2
 state.backend.rocksdb.checkpoint.eager-upload: false
+state.backend.rocksdb.compaction.style: UNIVERSAL
 ";
 
 const FULL_NESTED_YAML: &str = "
@@ -66,6 +67,7 @@ state:
       predefined-options: flash_ssd_optimized
       checkpoint.transfer.thread.num: 2
       checkpoint.eager-upload: false
+      compaction.style: universal
   changelog:
     enabled: true
     periodic-materialize: {enabled: true, interval: 2min}
@@ -137,6 +139,7 @@ memory.write-buffer-ratio = 0.25
 predefined-options = "FLASH_SSD_OPTIMIZED"
 checkpoint.transfer.thread.num = 2
 checkpoint.eager-upload = false
+compaction.style = "UNIVERSAL"
 "#;
 
 const FULL_JSON: &str = r#"{
@@ -168,7 +171,8 @@ const FULL_JSON: &str = r#"{
     "memory.write-buffer-ratio": 0.25,
     "predefined-options": "FLASH_SSD_OPTIMIZED",
     "checkpoint.transfer.thread.num": 2,
-    "checkpoint.eager-upload": false
+    "checkpoint.eager-upload": false,
+    "compaction.style": "UNIVERSAL"
   }
 }"#;
 
@@ -252,12 +256,14 @@ fn every_option_is_read_into_its_setting() {
     assert_eq!(c.rocksdb_predefined_options(), PredefinedOptions::Flash);
     assert_eq!(c.rocksdb_transfer_threads(), 2);
     assert!(!c.rocksdb_eager_upload());
+    assert_eq!(c.rocksdb_compaction_style(), CompactionStyle::Universal);
     assert!(c.deprecated_keys().is_empty());
     let rocksdb = c.rocksdb_config().unwrap();
     assert_eq!(rocksdb.memory.managed_memory_bytes(), 64 << 20);
     assert_eq!(rocksdb.profile, PredefinedOptions::Flash);
     assert_eq!(rocksdb.transfer_threads, 2);
     assert!(!rocksdb.eager_upload);
+    assert_eq!(rocksdb.compaction_style, CompactionStyle::Universal);
     assert!(rocksdb.incremental);
     assert_eq!(
         c.checkpoint_config(),
@@ -315,6 +321,7 @@ fn defaults_are_flinks_and_the_backends() {
         state_rocksdb::DEFAULT_TRANSFER_THREADS
     );
     assert!(c.rocksdb_eager_upload());
+    assert_eq!(c.rocksdb_compaction_style(), CompactionStyle::Level);
     assert_eq!(c.checkpoint_config(), &CheckpointConfig::default());
 }
 

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use state_api::{BackendContext, KeyedStateBackend, Result, StateBackendFactory};
 
 use crate::backend::{BACKEND_NAME, RocksDbKeyedStateBackend};
-use crate::options::{DEFAULT_MANAGED_MEMORY_BYTES, OptionsHook, PredefinedOptions, RocksDbMemory};
+use crate::options::{
+    CompactionStyle, DEFAULT_MANAGED_MEMORY_BYTES, OptionsHook, PredefinedOptions, RocksDbMemory,
+};
 
 /// Default number of parallel uploads and downloads per snapshot or restore
 /// (Flink's `state.backend.rocksdb.checkpoint.transfer.thread.num`).
@@ -36,6 +38,8 @@ pub struct RocksDbConfig {
     pub memory: RocksDbMemory,
     /// Predefined option profile.
     pub profile: PredefinedOptions,
+    /// Compaction style (default leveled, as in Flink).
+    pub compaction_style: CompactionStyle,
     /// User adjustments of RocksDB options, applied after the profile and
     /// before the memory settings.
     pub options_hook: Option<OptionsHook>,
@@ -56,6 +60,7 @@ impl fmt::Debug for RocksDbConfig {
             .field("incremental", &self.incremental)
             .field("memory", &self.memory)
             .field("profile", &self.profile)
+            .field("compaction_style", &self.compaction_style)
             .field("options_hook", &self.options_hook.as_ref().map(|_| "<fn>"))
             .field("transfer_threads", &self.transfer_threads)
             .field("eager_upload", &self.eager_upload)
@@ -76,6 +81,7 @@ impl RocksDbConfig {
             incremental: true,
             memory: default_memory(),
             profile: PredefinedOptions::Default,
+            compaction_style: CompactionStyle::Level,
             options_hook: None,
             transfer_threads: DEFAULT_TRANSFER_THREADS,
             eager_upload: true,
@@ -115,7 +121,13 @@ impl RocksDbConfig {
     /// benchmarks that open RocksDB directly with the same settings (writes
     /// must also disable the WAL, as the backend does).
     pub fn rocksdb_options(&self) -> rocksdb::Options {
-        crate::options::build(&self.memory, self.profile, self.options_hook.as_ref())
+        crate::options::build(self)
+    }
+
+    /// Uses compaction style `style`.
+    pub fn with_compaction_style(mut self, style: CompactionStyle) -> Self {
+        self.compaction_style = style;
+        self
     }
 
     /// Turns the eager upload of SST files on or off (see

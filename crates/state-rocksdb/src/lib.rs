@@ -68,8 +68,8 @@ mod ttl;
 pub use backend::{BACKEND_NAME, RocksDbKeyedStateBackend};
 pub use factory::{DEFAULT_TRANSFER_THREADS, RocksDbBackendFactory, RocksDbConfig};
 pub use options::{
-    DEFAULT_MANAGED_MEMORY_BYTES, DEFAULT_WRITE_BUFFER_RATIO, OptionsHook, PredefinedOptions,
-    RocksDbMemory,
+    CompactionStyle, DEFAULT_MANAGED_MEMORY_BYTES, DEFAULT_WRITE_BUFFER_RATIO, OptionsHook,
+    PredefinedOptions, RocksDbMemory,
 };
 /// The `rocksdb` crate this backend is built on, for [`OptionsHook`]s.
 pub use rocksdb;

@@ -36,9 +36,7 @@ use state_api::{
     KeyGroupsStateHandle, KeyedStateHandle, Result, StateError, StateKind, StateMeta, StateScope,
 };
 
-use crate::backend::{
-    BACKEND_NAME, Db, LocalDir, column_family, column_family_name, db_error, open_db,
-};
+use crate::backend::{BACKEND_NAME, Db, LocalDir, column_family_name, db_error, open_db};
 use crate::keys::{ABOVE_ALL_KEYS, KeyLayout};
 use crate::ttl::DbOptions;
 use crate::{options, transfer};
@@ -439,4 +437,13 @@ fn stream_key_groups(
         Ok(())
     })?;
     db.write_opt(batch, &write).map_err(db_error)
+}
+
+/// The column family `name` of `db` (restore looks names up once per
+/// state; operations use the backend's resolved handles).
+fn column_family<'a>(db: &'a Db, name: &str) -> Result<&'a rocksdb::ColumnFamily> {
+    db.cf_handle(name).ok_or_else(|| StateError::Backend {
+        backend: BACKEND_NAME,
+        source: format!("column family '{name}' is missing").into(),
+    })
 }

@@ -33,7 +33,9 @@ use crate::snapshot::eager::{EagerUploadStats, EagerUploader};
 use crate::timers::{TimerChange, TimerQueue};
 use crate::ttl::{DbOptions, TtlCompactor};
 use crate::{options, restore, snapshot};
+use families::ColumnFamilies;
 
+mod families;
 mod timer_access;
 
 /// Records between two looks at the TTL compaction.
@@ -100,15 +102,6 @@ pub(crate) fn open_db(options: &DbOptions, path: &Path, read_only: bool) -> Resu
     .map_err(db_error)
 }
 
-/// The column family `name` of `db`.
-#[inline]
-pub(crate) fn column_family<'a>(db: &'a Db, name: &str) -> Result<&'a ColumnFamily> {
-    db.cf_handle(name).ok_or_else(|| StateError::Backend {
-        backend: BACKEND_NAME,
-        source: format!("column family '{name}' is missing").into(),
-    })
-}
-
 /// Snapshot settings copied from the configuration.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Settings {
@@ -140,6 +133,8 @@ pub struct RocksDbKeyedStateBackend {
     // Field order is drop order: the DB closes before its directory goes.
     // Shared only with the TTL compaction thread, which `Drop` joins first.
     db: Arc<Db>,
+    /// Each state's column family handle, by state id.
+    families: ColumnFamilies,
     options: DbOptions,
     /// Compacts the old files of states with a time to live.
     ttl_compactor: TtlCompactor,
@@ -222,11 +217,7 @@ impl RocksDbKeyedStateBackend {
             "{}-{backend_id}",
             file_name_safe(&context.operator)
         )))?;
-        let options = DbOptions::new(options::build(
-            &config.memory,
-            config.profile,
-            config.options_hook.as_ref(),
-        ));
+        let options = DbOptions::new(options::build(config));
         let settings = Settings {
             incremental: config.incremental,
             transfer_threads: config.transfer_threads.max(1),
@@ -241,6 +232,7 @@ impl RocksDbKeyedStateBackend {
             states.restore(meta, |meta| Ok(column_family_name(&meta.name)))?;
         }
         let db = Arc::new(restored.db);
+        let families = ColumnFamilies::resolve(&db, states.iter().map(|s| s.data.as_str()))?;
         let tracker = Arc::new(Mutex::new(tracker));
         let eager = if settings.incremental && config.eager_upload {
             let uploader = EagerUploader::start(
@@ -255,6 +247,7 @@ impl RocksDbKeyedStateBackend {
         };
         Ok(Self {
             db,
+            families,
             options,
             ttl_compactor: TtlCompactor::default(),
             ops_until_ttl_check: OPS_PER_TTL_CHECK,
@@ -324,8 +317,8 @@ impl RocksDbKeyedStateBackend {
     /// # Errors
     /// RocksDB failures.
     pub fn compact(&self) -> Result<()> {
-        for state in self.states.iter() {
-            let cf = column_family(&self.db, &state.data)?;
+        for index in 0..self.states.len() {
+            let cf = self.families.by_index(index)?;
             self.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
         }
         Ok(())
@@ -338,8 +331,8 @@ impl RocksDbKeyedStateBackend {
     /// RocksDB failures.
     pub fn property_sum(&self, name: &str) -> Result<u64> {
         let mut sum = 0;
-        for state in self.states.iter() {
-            let cf = column_family(&self.db, &state.data)?;
+        for index in 0..self.states.len() {
+            let cf = self.families.by_index(index)?;
             sum += self
                 .db
                 .property_int_value_cf(cf, name)
@@ -351,8 +344,7 @@ impl RocksDbKeyedStateBackend {
 
     /// Reads `key` of column family `cf_name` into `self.value`.
     fn read_into_value(&mut self, id: StateId, key: &[u8]) -> Result<bool> {
-        let state = self.states.get(id)?;
-        let cf = column_family(&self.db, &state.data)?;
+        let cf = self.families.get(id)?;
         read_value(&self.db, cf, key, &self.read_options, &mut self.value)
     }
 }
@@ -407,6 +399,7 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         if let Some(eager) = &self.eager {
             eager.detach_db();
         }
+        self.families.release();
         let registered = Arc::get_mut(&mut self.db)
             .ok_or_else(|| StateError::Backend {
                 backend: BACKEND_NAME,
@@ -426,6 +419,8 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         if let Some(eager) = &self.eager {
             eager.attach_db(&self.db);
         }
+        self.families =
+            ColumnFamilies::resolve(&self.db, self.states.iter().map(|s| s.data.as_str()))?;
         let id = registered?;
         let state = self.states.get(id)?;
         self.options
@@ -463,7 +458,7 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         if st.meta.kind.has_user_key() {
             return Err(st.meta.kind_mismatch(StateKind::Value));
         }
-        let cf = column_family(&self.db, &st.data)?;
+        let cf = self.families.get(state)?;
         let key = self.current.composite(namespace)?;
         let found = read_value(&self.db, cf, key, &self.read_options, &mut self.value)?;
         Ok(found.then_some(self.value.as_slice()))
@@ -476,7 +471,7 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
             return Err(st.meta.kind_mismatch(StateKind::Value));
         }
         let is_list = st.meta.kind == StateKind::List;
-        let cf = column_family(&self.db, &st.data)?;
+        let cf = self.families.get(state)?;
         let key = self.current.composite(namespace)?;
         if is_list {
             if value.is_empty() {
@@ -498,7 +493,7 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         if st.meta.kind == StateKind::Timers {
             return Err(st.meta.kind_mismatch(StateKind::Value));
         }
-        let cf = column_family(&self.db, &st.data)?;
+        let cf = self.families.get(state)?;
         let is_map = st.meta.kind == StateKind::Map;
         let key = self.current.composite(namespace)?;
         if !is_map {
@@ -533,7 +528,7 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         if st.meta.kind != StateKind::List {
             return Err(st.meta.kind_mismatch(StateKind::List));
         }
-        let cf = column_family(&self.db, &st.data)?;
+        let cf = self.families.get(state)?;
         let key = self.current.composite(namespace)?;
         check_list(encoded_elements)?;
         if encoded_elements.is_empty() {
@@ -551,7 +546,7 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         let (true, Some(function)) = (st.meta.kind.needs_function(), st.function.as_ref()) else {
             return Err(st.meta.kind_mismatch(StateKind::Reducing));
         };
-        let cf = column_family(&self.db, &st.data)?;
+        let cf = self.families.get(state)?;
         let key = self.current.composite(namespace)?;
         let scratch = &mut self.scratch;
         scratch.clear();
@@ -593,8 +588,8 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         for source in sources.iter().filter(|s| **s != target) {
             source_keys.push(self.current.composite(source)?.to_vec());
         }
-        let st = self.states.get(state)?;
-        let cf = column_family(&self.db, &st.data)?;
+        self.states.get(state)?;
+        let cf = self.families.get(state)?;
         let mut batch = WriteBatch::default();
         batch.put_cf(cf, &target_key, &merged);
         for key in &source_keys {
@@ -615,7 +610,7 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         if st.meta.kind != StateKind::Map {
             return Err(st.meta.kind_mismatch(StateKind::Map));
         }
-        let cf = column_family(&self.db, &st.data)?;
+        let cf = self.families.get(state)?;
         let key = self.current.composite_with_user_key(namespace, user_key)?;
         let found = read_value(&self.db, cf, key, &self.read_options, &mut self.value)?;
         Ok(found.then_some(self.value.as_slice()))
@@ -632,7 +627,7 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         if st.meta.kind != StateKind::Map {
             return Err(st.meta.kind_mismatch(StateKind::Map));
         }
-        let cf = column_family(&self.db, &st.data)?;
+        let cf = self.families.get(state)?;
         let key = self.current.composite_with_user_key(namespace, user_key)?;
         self.db
             .put_cf_opt(cf, key, value, &self.write_options)
@@ -644,7 +639,7 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         if st.meta.kind != StateKind::Map {
             return Err(st.meta.kind_mismatch(StateKind::Map));
         }
-        let cf = column_family(&self.db, &st.data)?;
+        let cf = self.families.get(state)?;
         let key = self.current.composite_with_user_key(namespace, user_key)?;
         self.db
             .delete_cf_opt(cf, key, &self.write_options)
@@ -664,7 +659,7 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         if st.meta.kind != StateKind::Map {
             return Err(st.meta.kind_mismatch(StateKind::Map));
         }
-        let cf = column_family(&self.db, &st.data)?;
+        let cf = self.families.get(state)?;
         let prefix = self.current.composite(namespace)?;
         let prefix_len = prefix.len();
         // Bounded to the (key, namespace) prefix; RocksDB's byte order is
@@ -690,7 +685,7 @@ impl KeyedStateBackend for RocksDbKeyedStateBackend {
         if st.meta.kind == StateKind::Timers {
             return self.visit_timer_keys(state, visitor);
         }
-        let cf = column_family(&self.db, &st.data)?;
+        let cf = self.families.get(state)?;
         let (lower, upper) = self.layout.range_bounds(self.range);
         let mut read = ReadOptions::default();
         read.set_iterate_lower_bound(lower);

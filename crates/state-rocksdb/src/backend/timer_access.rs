@@ -9,7 +9,8 @@ use state_api::registry::StateRegistry;
 use state_api::timers::{Timer, encode_timestamp};
 use state_api::{Result, StateError, StateId, StateKind};
 
-use super::{Db, RocksDbKeyedStateBackend, column_family, db_error, prefix_read_options};
+use super::families::ColumnFamilies;
+use super::{RocksDbKeyedStateBackend, db_error, prefix_read_options};
 use crate::timers::{TimerChange, TimerQueue, TimerStore};
 
 impl RocksDbKeyedStateBackend {
@@ -20,7 +21,7 @@ impl RocksDbKeyedStateBackend {
         if state.meta.kind == StateKind::Timers && !self.timers.contains_key(&id) {
             let store = TimerStore {
                 db: &self.db,
-                cf: column_family(&self.db, &state.data)?,
+                cf: self.families.get(id)?,
                 write: &self.write_options,
             };
             let queue = TimerQueue::load(&store, self.layout, self.range)?;
@@ -37,7 +38,7 @@ impl RocksDbKeyedStateBackend {
         namespace: &[u8],
         timestamp: i64,
     ) -> Result<bool> {
-        let (cf, queue) = timer_queue(&self.db, &self.states, &mut self.timers, state)?;
+        let (cf, queue) = timer_queue(&self.families, &self.states, &mut self.timers, state)?;
         let key = self.current.key().ok_or_else(|| StateError::NoCurrentKey)?;
         let key_group = self
             .current
@@ -52,12 +53,12 @@ impl RocksDbKeyedStateBackend {
     }
 
     pub(super) fn peek_timer(&mut self, state: StateId) -> Result<Option<i64>> {
-        let (_, queue) = timer_queue(&self.db, &self.states, &mut self.timers, state)?;
+        let (_, queue) = timer_queue(&self.families, &self.states, &mut self.timers, state)?;
         Ok(queue.peek())
     }
 
     pub(super) fn poll_timer(&mut self, state: StateId, up_to: i64) -> Result<Option<Timer>> {
-        let (cf, queue) = timer_queue(&self.db, &self.states, &mut self.timers, state)?;
+        let (cf, queue) = timer_queue(&self.families, &self.states, &mut self.timers, state)?;
         let store = TimerStore {
             db: &self.db,
             cf,
@@ -81,7 +82,7 @@ impl RocksDbKeyedStateBackend {
             .key_group()
             .ok_or_else(|| StateError::NoCurrentKey)?;
         let st = self.states.get(state)?;
-        let cf = column_family(&self.db, &st.data)?;
+        let cf = self.families.get(state)?;
         let prefix = self.layout.key_group_bound(key_group);
         let mut iter = self
             .db
@@ -111,7 +112,7 @@ impl RocksDbKeyedStateBackend {
         visitor: &mut EntryVisitor<'_>,
     ) -> Result<()> {
         let st = self.states.get(state)?;
-        let cf = column_family(&self.db, &st.data)?;
+        let cf = self.families.get(state)?;
         let (lower, upper) = self.layout.range_bounds(self.range);
         let mut read = ReadOptions::default();
         read.set_iterate_lower_bound(lower);
@@ -145,14 +146,14 @@ impl RocksDbKeyedStateBackend {
 /// The column family and in-memory queue of timer state `state` (a free
 /// function: it borrows only these fields of the backend).
 fn timer_queue<'a>(
-    db: &'a Db,
+    families: &'a ColumnFamilies,
     states: &StateRegistry<String>,
     timers: &'a mut HashMap<StateId, TimerQueue>,
     state: StateId,
 ) -> Result<(&'a ColumnFamily, &'a mut TimerQueue)> {
     let st = states.get(state)?;
     match timers.get_mut(&state) {
-        Some(queue) => Ok((column_family(db, &st.data)?, queue)),
+        Some(queue) => Ok((families.get(state)?, queue)),
         None => Err(st.meta.kind_mismatch(StateKind::Timers)),
     }
 }
