@@ -10,7 +10,10 @@
 //! checkpoint every tens of seconds or minutes) passes, and a checkpoint is
 //! taken and confirmed. The whole series runs four times in one process:
 //! leveled compaction (Flink's default) and universal compaction, each with
-//! eager upload off and on. Checkpoint storage is a local directory.
+//! eager upload off and on. Checkpoint storage is a local directory beside
+//! the DB, or under `CHECKPOINT_STORAGE_DIR` (e.g. a tmpfs, standing in for
+//! remote storage: on one disk, the eager upload's writes and the next
+//! checkpoint's flush wait for each other).
 //! Printed (and written to `target/state-bench/checkpoint_series.md` or
 //! `BENCH_REPORT_DIR`): per checkpoint its time (both phases) and the bytes
 //! its asynchronous phase uploaded, then per mode the bytes uploaded over
@@ -20,6 +23,7 @@
 //! Run with `cargo bench --bench checkpoint_series`.
 
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,6 +47,8 @@ fn ms(duration: Duration) -> f64 {
 /// One checkpoint of the series.
 struct Step {
     took: Duration,
+    /// Of which the synchronous phase (flush and hard links).
+    sync: Duration,
     /// Bytes the asynchronous phase uploaded itself.
     uploaded_by_checkpoint: u64,
 }
@@ -67,10 +73,9 @@ fn series(
     eager: bool,
 ) -> Series {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let storage: Arc<dyn CheckpointStorageAccess> = Arc::new(
-        ObjectStoreCheckpointStorage::local(dir.path().join("checkpoints"), "series")
-            .expect("storage"),
-    );
+    let root = storage_dir(&dir, compaction, eager);
+    let storage: Arc<dyn CheckpointStorageAccess> =
+        Arc::new(ObjectStoreCheckpointStorage::local(root.clone(), "series").expect("storage"));
     let factory = RocksDbBackendFactory::new(
         rocksdb_config(&dir.path().join("db"))
             .with_eager_upload(eager)
@@ -90,15 +95,16 @@ fn series(
     let checkpoint = |b: &mut RocksDbKeyedStateBackend, id: u64| {
         let before = adopted(b).bytes_adopted;
         let start = Instant::now();
-        let result = b
+        let task = b
             .snapshot(id, &SnapshotOptions::checkpoint(0), Arc::clone(&storage))
-            .expect("sync phase")
-            .run()
-            .expect("async phase");
+            .expect("sync phase");
+        let sync = start.elapsed();
+        let result = task.run().expect("async phase");
         let took = start.elapsed();
         b.notify_checkpoint_complete(id).expect("notify");
         let step = Step {
             took,
+            sync,
             uploaded_by_checkpoint: result.uploaded_bytes - (adopted(b).bytes_adopted - before),
         };
         (step, result.handle.state_size())
@@ -125,12 +131,26 @@ fn series(
     }
     let stats = adopted(&backend);
     let by_checkpoints: u64 = steps.iter().map(|s| s.uploaded_by_checkpoint).sum();
+    drop(backend);
+    let _ = std::fs::remove_dir_all(&root);
     Series {
         first,
         steps,
         uploaded: by_checkpoints + stats.bytes_uploaded - eager_before,
         discarded: stats.bytes_discarded,
         state_size,
+    }
+}
+
+/// Where checkpoint storage goes: under `CHECKPOINT_STORAGE_DIR` when set
+/// (another device, as remote storage would be), else beside the DB.
+fn storage_dir(dir: &tempfile::TempDir, compaction: CompactionStyle, eager: bool) -> PathBuf {
+    match std::env::var_os("CHECKPOINT_STORAGE_DIR") {
+        Some(root) => PathBuf::from(root).join(format!(
+            "series-{}-{compaction:?}-{eager}",
+            std::process::id()
+        )),
+        None => dir.path().join("checkpoints"),
     }
 }
 
@@ -170,9 +190,14 @@ fn main() -> std::io::Result<()> {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{keys} keys, {checkpoints} checkpoints at 1% updates, one every {} ms. Per checkpoint: \
-         its time in ms (both phases) / the MiB its asynchronous phase uploaded itself.\n",
+        "{keys} keys, {checkpoints} checkpoints at 1% updates, one every {} ms; checkpoint \
+         storage {}. Per checkpoint: its time in ms (both phases) / the MiB its asynchronous \
+         phase uploaded itself.\n",
         interval.as_millis(),
+        match std::env::var("CHECKPOINT_STORAGE_DIR") {
+            Ok(root) => format!("under {root}"),
+            Err(_) => "on the DB's disk".to_string(),
+        },
     );
     let mut header = String::from("| checkpoint |");
     let mut rule = String::from("|---:|");
@@ -210,7 +235,8 @@ fn main() -> std::io::Result<()> {
         let _ = writeln!(
             out,
             "- {name}: uploaded {:.1} MiB = {:.2}x the state ({:.1} MiB){}; time p50 {:.0} ms, \
-             p90 {:.0} ms (p90/p50 {:.2}), max {:.0} ms (max/p50 {:.1})",
+             p90 {:.0} ms (p90/p50 {:.2}), max {:.0} ms (max/p50 {:.1}); longest synchronous \
+             phase {:.0} ms",
             mib(run.uploaded),
             run.uploaded as f64 / run.state_size.max(1) as f64,
             mib(run.state_size),
@@ -224,6 +250,7 @@ fn main() -> std::io::Result<()> {
             p90.as_secs_f64() / p50.as_secs_f64(),
             ms(max),
             max.as_secs_f64() / p50.as_secs_f64(),
+            run.steps.iter().map(|s| ms(s.sync)).fold(0.0, f64::max),
         );
     }
     println!("{out}");

@@ -363,6 +363,28 @@ fn scan(shared: &Shared, dir: &Path, tracker: &Mutex<UploadTracker>, threads: us
     });
 }
 
+/// An `Uploading` entry of an upload that unwound: released on drop.
+struct Claim<'a> {
+    shared: &'a Shared,
+    name: &'a str,
+    /// Cleared once the outcome is handled normally.
+    armed: bool,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let mut state = self.shared.state.lock();
+        state.entries.remove(self.name);
+        state.skip.insert(self.name.to_string());
+        state.stats.failures += 1;
+        drop(state);
+        self.shared.changed.notify_all();
+    }
+}
+
 /// Uploads one file unless a checkpoint claimed it first or the uploader
 /// is stopping.
 fn upload_one(
@@ -379,6 +401,13 @@ fn upload_one(
         }
         state.entries.insert(name.to_string(), Entry::Uploading);
     }
+    // Should the upload panic, the entry must not stay `Uploading`: a
+    // checkpoint waiting for it would wait forever.
+    let mut claim = Claim {
+        shared,
+        name,
+        armed: true,
+    };
     // Opened before anything else: a compaction may delete the file any
     // moment, and the descriptor keeps its content.
     let outcome = match File::open(dir.join(name)) {
@@ -391,6 +420,7 @@ fn upload_one(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(_) => Err(()),
     };
+    claim.armed = false;
     let mut state = shared.state.lock();
     match outcome {
         Ok(None) => {
