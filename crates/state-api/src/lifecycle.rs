@@ -31,7 +31,11 @@
 //!   checkpoint it handed the file to was aborted (a notice), or it never
 //!   handed the file to any checkpoint (a failed asynchronous phase, a
 //!   materialization replaced before use). [`SnapshotUploads`] keeps this
-//!   bookkeeping for the files a snapshot uploaded itself.
+//!   bookkeeping for the files a snapshot uploaded itself. A file uploaded
+//!   ahead of any snapshot (RocksDB's eager SST upload) is the backend's
+//!   until a snapshot adopts it as one of its own uploads; until then no
+//!   checkpoint refers to it, so the backend deletes it when no snapshot
+//!   can adopt it any more.
 //! * **The checkpoint store** owns every file a committed checkpoint
 //!   references, from the commit on: its shared-state registry deletes a
 //!   file once no retained checkpoint references it. No backend ever

@@ -15,15 +15,21 @@
 //!   map state is one RocksDB entry per map entry, iterated by prefix with
 //!   iterate bounds (ascending user-key byte order); reducing and
 //!   aggregating state read, fold and write. The WAL is off and nothing is
-//!   fsynced: durability comes from checkpoints.
+//!   fsynced: durability comes from checkpoints. Each state's column-family
+//!   handle is resolved once per registration (`backend::families`), not
+//!   looked up by name per operation.
 //! * `options`: bounded memory ([`RocksDbMemory`]: one LRU block cache and
 //!   one write buffer manager shared by every column family and backend that
-//!   uses it), Flink's [`PredefinedOptions`] and a user [`OptionsHook`].
+//!   uses it), Flink's [`PredefinedOptions`], the [`CompactionStyle`] and a
+//!   user [`OptionsHook`].
 //! * `snapshot`: the synchronous phase flushes and hard-links a native
 //!   RocksDB checkpoint; the asynchronous phase writes either the key-group
 //!   format (full checkpoints, canonical savepoints: restorable by any
 //!   backend) or uploads the RocksDB files, only the SST files no confirmed
-//!   checkpoint uploaded already (incremental checkpoints).
+//!   checkpoint uploaded already (incremental checkpoints). With eager upload
+//!   (`snapshot::eager`, [`RocksDbConfig::eager_upload`]) a background thread
+//!   uploads new SST files as flushes and compactions write them, and the
+//!   asynchronous phase adopts those uploads ([`EagerUploadStats`]).
 //! * `restore`: opens one covering incremental handle as the DB and clips
 //!   foreign key groups with `delete_range`, or copies the backend's key
 //!   groups from several handles (incremental or key-group) into a new DB.
