@@ -230,6 +230,16 @@ mod tests {
             assert_eq!(read_varint(&buf[..buf.len() - 1]), None);
         }
         assert_eq!(read_varint(&[0xff; 11]), None);
+        // The stored formats pin these bytes.
+        let mut buf = Vec::new();
+        write_varint(&mut buf, 300);
+        assert_eq!(buf, [0xac, 0x02]);
+        buf.clear();
+        write_varint(&mut buf, u64::MAX);
+        assert_eq!(
+            buf,
+            [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]
+        );
     }
 
     #[test]
