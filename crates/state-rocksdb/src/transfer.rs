@@ -120,9 +120,10 @@ pub(crate) fn upload_file(
     let shown = || format!("local {name}");
     write_with_retries(|| {
         let mut source = source;
+        // A local failure, not one for `write_with_retries` to repeat.
         source
             .seek(SeekFrom::Start(0))
-            .map_err(|e| StateError::storage("read", shown(), e))?;
+            .map_err(|e| local_error("seek", Path::new(name), e))?;
         let hint = format!("{}-{name}", crate::BACKEND_NAME);
         let mut out = storage.create_output(checkpoint_id, scope, &hint)?;
         io::copy(&mut source, &mut out).map_err(|e| StateError::storage("write", shown(), e))?;

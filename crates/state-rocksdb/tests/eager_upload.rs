@@ -134,71 +134,96 @@ fn new_shared_bytes(result: &SnapshotResult, earlier: &SnapshotResult) -> u64 {
         .sum()
 }
 
+/// A backend holding `keys` keys and their completed checkpoint 1.
+struct Started {
+    backend: RocksDbKeyedStateBackend,
+    states: StandardStates,
+    keys: u64,
+    first: SnapshotResult,
+}
+
+impl Setup {
+    fn start(&self, keys: u64) -> Started {
+        let mut backend = self.backend(Vec::new());
+        let states = populate(&mut backend, 0..keys);
+        let first = self.checkpoint(&mut backend, 1);
+        Started {
+            backend,
+            states,
+            keys,
+            first,
+        }
+    }
+
+    /// Closes the backend and checks the invariants with its contents as
+    /// the model.
+    fn finish(
+        &self,
+        mut backend: RocksDbKeyedStateBackend,
+        last: &SnapshotResult,
+        kept: &[&SnapshotResult],
+    ) {
+        let model = contents(&mut backend);
+        drop(backend);
+        self.check(last, &model, kept);
+    }
+}
+
+impl Started {
+    /// Rewrites every key (`shift` changes the values), compacts, and lets
+    /// the eager uploader catch up.
+    fn rewrite_and_compact(&mut self, shift: u64) {
+        for k in 0..self.keys {
+            self.states.populate(&mut self.backend, k + shift);
+        }
+        self.backend.compact().unwrap();
+        self.backend.settle_eager_uploads();
+    }
+}
+
 #[test]
 fn a_checkpoint_after_a_compaction_adopts_its_uploads() {
     let setup = setup(true);
-    let mut backend = setup.backend(Vec::new());
-    let mut states = populate(&mut backend, 0..4_000);
-    let first = setup.checkpoint(&mut backend, 1);
-    for k in 0..4_000 {
-        states.populate(&mut backend, k + 7);
-    }
-    backend.compact().unwrap();
-    backend.settle_eager_uploads();
-    let before = backend.eager_upload_stats().unwrap();
+    let mut run = setup.start(4_000);
+    run.rewrite_and_compact(7);
+    let before = run.backend.eager_upload_stats().unwrap();
     assert!(before.files_uploaded > 0, "{before:?}");
 
-    let second = setup.checkpoint(&mut backend, 2);
-    let stats = backend.eager_upload_stats().unwrap();
+    let second = setup.checkpoint(&mut run.backend, 2);
+    let stats = run.backend.eager_upload_stats().unwrap();
     let adopted = stats.bytes_adopted - before.bytes_adopted;
     // The compaction's output is every new SST of checkpoint 2 (its own
     // flush found an empty memtable): the asynchronous phase uploaded none.
-    assert_eq!(adopted, new_shared_bytes(&second, &first), "{stats:?}");
+    assert_eq!(adopted, new_shared_bytes(&second, &run.first), "{stats:?}");
     assert!(adopted > 0);
-    let model = contents(&mut backend);
-    drop(backend);
-    setup.check(&second, &model, &[&first, &second]);
+    setup.finish(run.backend, &second, &[&run.first, &second]);
 }
 
 #[test]
 fn uploads_compacted_away_before_any_checkpoint_are_deleted() {
     let setup = setup(true);
-    let mut backend = setup.backend(Vec::new());
-    let mut states = populate(&mut backend, 0..2_000);
-    let first = setup.checkpoint(&mut backend, 1);
+    let mut run = setup.start(2_000);
     for round in 0..3 {
-        for k in 0..2_000 {
-            states.populate(&mut backend, k * 3 + round);
-        }
-        backend.compact().unwrap();
-        backend.settle_eager_uploads();
+        run.rewrite_and_compact(round * 2_000);
     }
-    let stats = backend.eager_upload_stats().unwrap();
+    let stats = run.backend.eager_upload_stats().unwrap();
     assert!(stats.files_discarded > 0, "{stats:?}");
-    let second = setup.checkpoint(&mut backend, 2);
-    let model = contents(&mut backend);
-    drop(backend);
-    setup.check(&second, &model, &[&first, &second]);
+    let second = setup.checkpoint(&mut run.backend, 2);
+    setup.finish(run.backend, &second, &[&run.first, &second]);
 }
 
 #[test]
 fn an_aborted_checkpoint_deletes_what_it_adopted_and_the_next_uploads_again() {
     let setup = setup(true);
-    let mut backend = setup.backend(Vec::new());
-    let mut states = populate(&mut backend, 0..2_000);
-    let first = setup.checkpoint(&mut backend, 1);
-    for k in 0..2_000 {
-        states.populate(&mut backend, k + 11);
-    }
-    backend.compact().unwrap();
-    backend.settle_eager_uploads();
-    let second = setup.snapshot(&mut backend, 2);
-    assert!(backend.eager_upload_stats().unwrap().files_adopted > 0);
-    backend.notify_checkpoint_aborted(2).unwrap();
+    let mut run = setup.start(2_000);
+    run.rewrite_and_compact(11);
+    let second = setup.snapshot(&mut run.backend, 2);
+    assert!(run.backend.eager_upload_stats().unwrap().files_adopted > 0);
+    run.backend.notify_checkpoint_aborted(2).unwrap();
     assert!(wait_for_detached_deletions(Duration::from_secs(30)));
     let stored = setup.stored();
     for file in second.handle.files() {
-        if !first.handle.files().contains(&file) {
+        if !run.first.handle.files().contains(&file) {
             assert!(
                 !stored.contains(&file.path),
                 "{} survived the abort",
@@ -207,55 +232,39 @@ fn an_aborted_checkpoint_deletes_what_it_adopted_and_the_next_uploads_again() {
         }
     }
     // Checkpoint 3 needs the same SSTs: it must not refer to the deleted
-    // uploads (the restore in `check` would not find them).
-    let third = setup.checkpoint(&mut backend, 3);
-    let model = contents(&mut backend);
-    drop(backend);
-    setup.check(&third, &model, &[&first, &third]);
+    // uploads (the restore in `finish` would not find them).
+    let third = setup.checkpoint(&mut run.backend, 3);
+    setup.finish(run.backend, &third, &[&run.first, &third]);
 }
 
 #[test]
 fn uploads_no_checkpoint_adopted_are_deleted_when_the_backend_closes() {
     let setup = setup(true);
-    let mut backend = setup.backend(Vec::new());
-    let mut states = populate(&mut backend, 0..2_000);
-    let first = setup.checkpoint(&mut backend, 1);
-    let model = contents(&mut backend);
-    for k in 0..2_000 {
-        states.populate(&mut backend, k + 5);
-    }
-    backend.compact().unwrap();
-    backend.settle_eager_uploads();
-    assert!(backend.eager_upload_stats().unwrap().files_uploaded > 0);
-    drop(backend);
-    setup.check(&first, &model, &[&first]);
+    let mut run = setup.start(2_000);
+    let model = contents(&mut run.backend);
+    run.rewrite_and_compact(5);
+    assert!(run.backend.eager_upload_stats().unwrap().files_uploaded > 0);
+    drop(run.backend);
+    setup.check(&run.first, &model, &[&run.first]);
 }
 
 #[test]
 fn failed_eager_uploads_fall_back_to_the_checkpoint() {
     let setup = setup(true);
-    let mut backend = setup.backend(Vec::new());
-    let mut states = populate(&mut backend, 0..2_000);
-    let first = setup.checkpoint(&mut backend, 1);
-    for k in 0..2_000 {
-        states.populate(&mut backend, k + 3);
-    }
+    let mut run = setup.start(2_000);
     setup.faults.set_config(FaultConfig {
         error_rate: 1.0,
         ..FaultConfig::default()
     });
     setup.faults.set_enabled(true);
-    backend.compact().unwrap();
-    backend.settle_eager_uploads();
+    run.rewrite_and_compact(3);
     setup.faults.set_enabled(false);
-    let stats = backend.eager_upload_stats().unwrap();
+    let stats = run.backend.eager_upload_stats().unwrap();
     assert!(stats.failures > 0 && stats.files_uploaded == 0, "{stats:?}");
-    let second = setup.checkpoint(&mut backend, 2);
-    assert!(new_shared_bytes(&second, &first) > 0);
-    assert_eq!(backend.eager_upload_stats().unwrap().files_adopted, 0);
-    let model = contents(&mut backend);
-    drop(backend);
-    setup.check(&second, &model, &[&first, &second]);
+    let second = setup.checkpoint(&mut run.backend, 2);
+    assert!(new_shared_bytes(&second, &run.first) > 0);
+    assert_eq!(run.backend.eager_upload_stats().unwrap().files_adopted, 0);
+    setup.finish(run.backend, &second, &[&run.first, &second]);
 }
 
 #[test]
@@ -265,7 +274,5 @@ fn eager_upload_can_be_turned_off() {
     populate(&mut backend, 0..100);
     let first = setup.checkpoint(&mut backend, 1);
     assert_eq!(backend.eager_upload_stats(), None);
-    let model = contents(&mut backend);
-    drop(backend);
-    setup.check(&first, &model, &[&first]);
+    setup.finish(backend, &first, &[&first]);
 }

@@ -104,6 +104,32 @@ struct State {
     stop: bool,
 }
 
+impl State {
+    /// Removes the finished uploads whose SST `name` matches `discard`:
+    /// no checkpoint will adopt them, the caller deletes them.
+    fn discard_where(&mut self, discard: impl Fn(&str) -> bool) -> Vec<Upload> {
+        let names: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(name, entry)| matches!(entry, Entry::Ready(_)) && discard(name))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let mut discarded = Vec::new();
+        for name in names {
+            if let Some(Entry::Ready(upload)) = self.entries.remove(&name) {
+                self.count_discarded(&upload);
+                discarded.push(upload);
+            }
+        }
+        discarded
+    }
+
+    fn count_discarded(&mut self, upload: &Upload) {
+        self.stats.files_discarded += 1;
+        self.stats.bytes_discarded += upload.handle.size;
+    }
+}
+
 struct Shared {
     /// The DB whose live files are scanned. Never cloned out: the backend
     /// takes it back (`detach_db`) when it needs the DB to itself.
@@ -167,7 +193,7 @@ impl EagerUploader {
         storage: &Arc<dyn CheckpointStorageAccess>,
         checkpoint_id: u64,
     ) {
-        let mut stale = Vec::new();
+        let stale;
         {
             let mut state = self.shared.state.lock();
             state.checkpoint_id = checkpoint_id;
@@ -179,19 +205,7 @@ impl EagerUploader {
                 return;
             }
             state.storage = Some(Arc::clone(storage));
-            let names: Vec<String> = state
-                .entries
-                .iter()
-                .filter(|(_, entry)| matches!(entry, Entry::Ready(_)))
-                .map(|(name, _)| name.clone())
-                .collect();
-            for name in names {
-                if let Some(Entry::Ready(upload)) = state.entries.remove(&name) {
-                    state.stats.files_discarded += 1;
-                    state.stats.bytes_discarded += upload.handle.size;
-                    stale.push(upload);
-                }
-            }
+            stale = state.discard_where(|_| true);
         }
         delete(stale);
     }
@@ -221,8 +235,7 @@ impl EagerUploader {
             return Some(upload.handle);
         }
         // Not the file or not the storage the checkpoint writes to.
-        state.stats.files_discarded += 1;
-        state.stats.bytes_discarded += upload.handle.size;
+        state.count_discarded(&upload);
         drop(state);
         delete(vec![upload]);
         None
@@ -258,19 +271,8 @@ impl EagerUploader {
         if let Some(thread) = thread {
             let _ = thread.join();
         }
-        let leftovers = {
-            let mut state = self.shared.state.lock();
-            let entries = std::mem::take(&mut state.entries);
-            let mut leftovers = Vec::new();
-            for entry in entries.into_values() {
-                if let Entry::Ready(upload) = entry {
-                    state.stats.files_discarded += 1;
-                    state.stats.bytes_discarded += upload.handle.size;
-                    leftovers.push(upload);
-                }
-            }
-            leftovers
-        };
+        // The thread is gone, so nothing is `Uploading` any more.
+        let leftovers = self.shared.state.lock().discard_where(|_| true);
         delete(leftovers);
         self.shared.changed.notify_all();
     }
@@ -285,8 +287,20 @@ impl Drop for EagerUploader {
 /// Deletes uploads nobody refers to, best effort (a failure leaves garbage
 /// for the store's collection, never a broken checkpoint).
 fn delete(uploads: Vec<Upload>) {
+    // One deleting thread per storage, not per file (a closing backend may
+    // hold many).
+    let mut batches: Vec<(Arc<dyn CheckpointStorageAccess>, Vec<FileHandle>)> = Vec::new();
     for upload in uploads {
-        state_api::lifecycle::delete_detached(upload.storage, vec![upload.handle]);
+        match batches
+            .iter_mut()
+            .find(|(storage, _)| Arc::ptr_eq(storage, &upload.storage))
+        {
+            Some((_, files)) => files.push(upload.handle),
+            None => batches.push((upload.storage, vec![upload.handle])),
+        }
+    }
+    for (storage, files) in batches {
+        state_api::lifecycle::delete_detached(storage, files);
     }
 }
 
@@ -328,23 +342,8 @@ fn scan(shared: &Shared, dir: &Path, tracker: &Mutex<UploadTracker>, threads: us
             return;
         };
         state.skip.retain(|name| live.contains_key(name));
-        let gone: Vec<String> = state
-            .entries
-            .iter()
-            .filter(|(name, entry)| {
-                matches!(entry, Entry::Ready(_))
-                    && (!live.contains_key(*name) || confirmed.contains(*name))
-            })
-            .map(|(name, _)| name.clone())
-            .collect();
-        let mut discarded = Vec::new();
-        for name in gone {
-            if let Some(Entry::Ready(upload)) = state.entries.remove(&name) {
-                state.stats.files_discarded += 1;
-                state.stats.bytes_discarded += upload.handle.size;
-                discarded.push(upload);
-            }
-        }
+        let discarded =
+            state.discard_where(|name| !live.contains_key(name) || confirmed.contains(name));
         let todo: Vec<String> = live
             .keys()
             .filter(|name| {
