@@ -51,7 +51,48 @@ pub type KeyGroup = u32;
 /// ```
 #[inline]
 pub fn key_hash(serialized_key: &[u8]) -> u32 {
-    xxhash_rust::xxh32::xxh32(serialized_key, 0)
+    match short_key_hash(serialized_key) {
+        Some(hash) => hash,
+        None => xxhash_rust::xxh32::xxh32(serialized_key, 0),
+    }
+}
+
+/// XXH32's primes.
+const PRIME32_1: u32 = 0x9E37_79B1;
+const PRIME32_2: u32 = 0x85EB_CA77;
+const PRIME32_3: u32 = 0xC2B2_AE3D;
+const PRIME32_4: u32 = 0x27D4_EB2F;
+const PRIME32_5: u32 = 0x1656_67B1;
+
+/// XXH32 with seed 0 of a key under 16 bytes (no 16-byte stripes), `None`
+/// for longer keys.
+///
+/// Every state access of every backend hashes its key; keys are mostly a
+/// few bytes (a postcard `u64` is 1 to 10), where the general
+/// implementation's set-up and slice iteration cost about twice the
+/// arithmetic. Pinned to `xxhash_rust` for every length in the tests.
+#[inline]
+fn short_key_hash(key: &[u8]) -> Option<u32> {
+    if key.len() >= 16 {
+        return None;
+    }
+    let mut hash = PRIME32_5.wrapping_add(key.len() as u32);
+    let mut words = key.chunks_exact(4);
+    for word in &mut words {
+        let word = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
+        hash = hash.wrapping_add(word.wrapping_mul(PRIME32_3));
+        hash = hash.rotate_left(17).wrapping_mul(PRIME32_4);
+    }
+    for &byte in words.remainder() {
+        hash = hash.wrapping_add(u32::from(byte).wrapping_mul(PRIME32_5));
+        hash = hash.rotate_left(11).wrapping_mul(PRIME32_1);
+    }
+    hash ^= hash >> 15;
+    hash = hash.wrapping_mul(PRIME32_2);
+    hash ^= hash >> 13;
+    hash = hash.wrapping_mul(PRIME32_3);
+    hash ^= hash >> 16;
+    Some(hash)
 }
 
 /// Checks that `max_parallelism` is within `1..=32768`.
@@ -321,6 +362,30 @@ mod tests {
             key_hash(b"Nobody inspects the spammish repetition"),
             0xE229_3B2F
         );
+    }
+
+    /// The short-key path equals the general implementation for every
+    /// length below 16 (and 16.. goes to it), over varied contents.
+    #[test]
+    fn short_key_hash_equals_xxh32() {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        for len in 0..=40usize {
+            for _ in 0..200 {
+                let key: Vec<u8> = (0..len)
+                    .map(|_| {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        state as u8
+                    })
+                    .collect();
+                assert_eq!(
+                    key_hash(&key),
+                    xxhash_rust::xxh32::xxh32(&key, 0),
+                    "length {len}, key {key:?}"
+                );
+            }
+        }
     }
 
     /// Pins key-group assignment of concrete keys, in the encoding the

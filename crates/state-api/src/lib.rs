@@ -54,6 +54,7 @@ pub mod key_group;
 pub mod lifecycle;
 pub mod operator_state;
 pub mod registry;
+pub mod short_bytes;
 pub mod snapshot;
 pub mod state;
 pub mod storage;

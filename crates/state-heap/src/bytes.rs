@@ -16,9 +16,11 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::ops::Deref;
-use std::sync::Arc;
 
-use crate::small::{bytes_eq, copy_bytes};
+use state_api::short_bytes::{bytes_eq, copy_bytes};
+// No weak count: `get_mut` on an unshared value is a load, not an atomic
+// compare-and-swap.
+use triomphe::Arc;
 
 /// A byte string, inline up to `N` bytes (`N` < 256), else shared.
 ///

@@ -14,7 +14,7 @@ use state_api::codec::{read_len_prefixed, write_varint};
 use state_api::key_group::{KeyGroup, key_group_for_hash, key_hash};
 use state_api::{KeyGroupRange, Result, StateError};
 
-use crate::small::copy_bytes;
+use state_api::short_bytes::copy_bytes;
 
 /// Writes the composite key of `key` and `namespace` into `out` (used by
 /// restore; the hot path builds it in [`CurrentKey`]'s buffer instead).
@@ -131,9 +131,34 @@ impl CurrentKey {
         range: KeyGroupRange,
     ) -> Result<()> {
         let key_group = assigner.key_group(encoded_key);
-        let index = range
-            .index_of(key_group)
-            .ok_or_else(|| StateError::KeyGroupOutOfRange { key_group, range })?;
+        let Some(index) = range.index_of(key_group) else {
+            return Err(StateError::KeyGroupOutOfRange { key_group, range });
+        };
+        let len = encoded_key.len();
+        // The common case, a key under 128 bytes: its varint length is one
+        // byte and the prefix fits the inline buffer (a few stores; the
+        // general path below costs several times as many instructions).
+        if len < 0x80 {
+            let [length_slot, key_slots @ ..] = &mut self.inline;
+            *length_slot = len as u8;
+            if let Some(key_slot) = key_slots.get_mut(..len) {
+                copy_bytes(key_slot, encoded_key);
+                self.prefix_spilled = false;
+                self.key_start = 1;
+                self.prefix_len = 1 + len;
+                self.key_group = Some((key_group, index));
+                return Ok(());
+            }
+        }
+        self.set_long(encoded_key);
+        self.key_group = Some((key_group, index));
+        Ok(())
+    }
+
+    /// [`set`](Self::set)'s prefix for keys whose length takes more than one
+    /// varint byte or whose prefix spills.
+    #[cold]
+    fn set_long(&mut self, encoded_key: &[u8]) {
         let mut varint = VarintBytes::default();
         write_varint(&mut varint, encoded_key.len() as u64);
         let length = varint.bytes.get(..varint.len).unwrap_or_default();
@@ -152,8 +177,6 @@ impl CurrentKey {
         }
         self.key_start = key_start;
         self.prefix_len = prefix_len;
-        self.key_group = Some((key_group, index));
-        Ok(())
     }
 
     /// `varint(len) ++ key` of the current key.
@@ -198,15 +221,30 @@ impl CurrentKey {
     #[inline]
     pub(crate) fn lookup(&mut self, namespace: &[u8]) -> Result<(&[u8], usize)> {
         let (_, index) = self.key_group.ok_or_else(|| StateError::NoCurrentKey)?;
+        if self.prefix_spilled {
+            return Ok((self.spilled_lookup(namespace), index));
+        }
+        if namespace.is_empty() {
+            // State without namespaces (`VoidNamespace`): the prefix is the
+            // composite key, nothing to copy.
+            return Ok((
+                self.inline.get(..self.prefix_len).unwrap_or_default(),
+                index,
+            ));
+        }
         let end = self.prefix_len + namespace.len();
-        if !self.prefix_spilled
-            && let Some(slot) = self.inline.get_mut(self.prefix_len..end)
-        {
+        if let Some(slot) = self.inline.get_mut(self.prefix_len..end) {
             copy_bytes(slot, namespace);
             return Ok((self.inline.get(..end).unwrap_or_default(), index));
         }
-        // Long keys or namespaces: build it on the heap (the buffer keeps
-        // its capacity, so this allocates only while it grows).
+        Ok((self.spilled_lookup(namespace), index))
+    }
+
+    /// The composite key of the current key and `namespace` built on the
+    /// heap (long keys or namespaces; the buffer keeps its capacity, so this
+    /// allocates only while it grows).
+    #[cold]
+    fn spilled_lookup(&mut self, namespace: &[u8]) -> &[u8] {
         if !self.prefix_spilled {
             self.spilled.clear();
             self.spilled
@@ -214,7 +252,7 @@ impl CurrentKey {
         }
         self.spilled.truncate(self.prefix_len);
         self.spilled.extend_from_slice(namespace);
-        Ok((&self.spilled, index))
+        &self.spilled
     }
 }
 

@@ -17,7 +17,7 @@
 //!   [`KeyedStateBackend`](state_api::KeyedStateBackend) implementation. The
 //!   current key's key group is computed once per `set_current_key`; reads
 //!   and in-place updates of small entries do not allocate, and short keys
-//!   are copied and compared without libc calls (`small`).
+//!   are copied and compared without libc calls (`state_api::short_bytes`).
 //! * `snapshot`: the synchronous phase clones one `Arc` per page (about one
 //!   per thousand entries) and never reads an entry; writes made afterwards
 //!   copy the page they touch and never reach the snapshot.
@@ -44,7 +44,6 @@ mod bytes;
 mod factory;
 mod key;
 mod restore;
-mod small;
 mod snapshot;
 mod table;
 mod timers;

@@ -53,11 +53,14 @@
 //! state values (see [`UserMap`]), where structural sharing pays.
 
 use std::hash::Hasher;
-use std::sync::Arc;
 
 use hashbrown::HashTable;
 use rustc_hash::FxHasher;
 use state_api::StateKind;
+// `triomphe`'s `Arc` has no weak count, so `make_mut` on an unshared page is
+// one load where `std`'s does an atomic compare-and-swap (two per write:
+// the page vector and the page).
+use triomphe::Arc;
 
 use crate::bytes::{KeyBytes, ValueBytes};
 use crate::timers::TimerTable;
@@ -168,9 +171,7 @@ impl<V: Clone> KeyGroupPages<V> {
     /// without copying.
     ///
     /// The reference count is only a hint (it can drop concurrently when a
-    /// snapshot task finishes); `Arc::make_mut` decides. Reading it avoids
-    /// an atomic read-modify-write (`Arc::get_mut`) on the hot path, and we
-    /// never create `Weak`s.
+    /// snapshot task finishes); `Arc::make_mut` decides.
     #[inline]
     fn shared_and_absent(&self, hash: u64, key: &[u8]) -> bool {
         let page = &self.pages[page_of(hash, self.pages.len())];
@@ -467,7 +468,7 @@ impl<V: Clone> StateTable<V> {
         self.key_group(index)
             .pages
             .iter()
-            .map(|page| Arc::as_ptr(page) as usize)
+            .map(|page| std::ptr::from_ref::<Page<V>>(page) as usize)
             .collect()
     }
 }

@@ -7,12 +7,24 @@
 //! helpers use two fixed-size, possibly overlapping, moves or loads (the
 //! trick `memcpy` implementations use inside), which compile to a few
 //! register instructions.
+//!
+//! Backends and the codec use them on their per-access paths.
+//!
+//! ```
+//! use state_api::short_bytes::{bytes_eq, copy_bytes};
+//!
+//! let mut buffer = [0u8; 9];
+//! copy_bytes(&mut buffer, b"user-0042");
+//! assert!(bytes_eq(&buffer, b"user-0042"));
+//! assert!(!bytes_eq(&buffer, b"user-0043"));
+//! ```
 
-/// Copies `src` into `dst`, which must have the same length (otherwise it
-/// falls back to `copy_from_slice`, which panics on a length mismatch, as
-/// the callers never do).
+/// Copies `src` into `dst`, which must have the same length.
+///
+/// # Panics
+/// When the lengths differ (as `copy_from_slice` does).
 #[inline(always)]
-pub(crate) fn copy_bytes(dst: &mut [u8], src: &[u8]) {
+pub fn copy_bytes(dst: &mut [u8], src: &[u8]) {
     let n = src.len();
     if dst.len() != n {
         dst.copy_from_slice(src);
@@ -47,9 +59,9 @@ fn overlapping<const W: usize>(dst: &mut [u8], src: &[u8]) {
     }
 }
 
-/// `a == b`.
+/// `a == b`, without a `memcmp` call for lengths up to 32.
 #[inline(always)]
-pub(crate) fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
+pub fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
     if b.len() != n {
         return false;
