@@ -435,12 +435,12 @@ impl KeyedStateBackend for HeapKeyedStateBackend {
         self.on_access(state);
         let table = map_table_mut(self.states.get_mut(state)?)?;
         let (key, index) = self.current.lookup(namespace)?;
-        match table.get_mut(index, key) {
-            Some(user_map) => {
-                user_map.insert(user_key, value);
-            }
-            None => table.insert_new(index, key, UserMap::single(user_key, value)),
-        }
+        table.upsert(
+            index,
+            key,
+            |user_map| _ = user_map.insert(user_key, value),
+            || UserMap::single(user_key, value),
+        );
         Ok(())
     }
 

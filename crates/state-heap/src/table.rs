@@ -347,6 +347,45 @@ impl<V: Clone> StateTable<V> {
         self.key_group_mut(index).insert_unique(hash, entry);
     }
 
+    /// Updates the value under `key` in place with `update`, or adds
+    /// `create()` when `key` is absent: one probe for either, where a
+    /// lookup and then an insert probe twice.
+    #[inline]
+    pub(crate) fn upsert(
+        &mut self,
+        index: usize,
+        key: &[u8],
+        update: impl FnOnce(&mut V),
+        create: impl FnOnce() -> V,
+    ) {
+        let hash = hash_key(key);
+        let key_group = self.key_group_mut(index);
+        // Writing copies a page a snapshot shares; so does adding, so unlike
+        // `get_mut` there is nothing to save by looking first.
+        let page = Arc::make_mut(key_group.slot(hash));
+        // Below the limit the page has room (or hashbrown makes it, as an
+        // insert would); a full page splits before it takes a new key,
+        // which `entry` would instead grow it for.
+        if page.len() < PAGE_LIMIT {
+            match page.entry(hash, |e| e.key.eq_slice(key), |e| hash_key(&e.key)) {
+                hashbrown::hash_table::Entry::Occupied(mut occupied) => {
+                    update(&mut occupied.get_mut().value);
+                }
+                hashbrown::hash_table::Entry::Vacant(vacant) => {
+                    vacant.insert(Entry {
+                        key: KeyBytes::from_slice(key),
+                        value: create(),
+                    });
+                }
+            }
+            return;
+        }
+        match page.find_mut(hash, |e| e.key.eq_slice(key)) {
+            Some(entry) => update(&mut entry.value),
+            None => self.insert_new_hashed(index, key, hash, create()),
+        }
+    }
+
     /// Inserts or replaces; returns the previous value.
     pub(crate) fn insert(&mut self, index: usize, key: &[u8], value: V) -> Option<V> {
         let hash = hash_key(key);
@@ -478,20 +517,22 @@ impl StateTable<ValueBytes> {
     /// existing entry with a small value does not allocate.
     #[inline]
     pub(crate) fn put(&mut self, index: usize, key: &[u8], value: &[u8]) {
-        let hash = hash_key(key);
-        match self.get_mut_hashed(index, key, hash) {
-            Some(existing) => existing.set(value),
-            None => self.insert_new_hashed(index, key, hash, ValueBytes::from_slice(value)),
-        }
+        self.upsert(
+            index,
+            key,
+            |existing| existing.set(value),
+            || ValueBytes::from_slice(value),
+        );
     }
 
     /// Appends `more` to the value under `key` (creating it).
     pub(crate) fn append(&mut self, index: usize, key: &[u8], more: &[u8]) {
-        let hash = hash_key(key);
-        match self.get_mut_hashed(index, key, hash) {
-            Some(existing) => existing.append(more),
-            None => self.insert_new_hashed(index, key, hash, ValueBytes::from_slice(more)),
-        }
+        self.upsert(
+            index,
+            key,
+            |existing| existing.append(more),
+            || ValueBytes::from_slice(more),
+        );
     }
 }
 
