@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 use smallvec::SmallVec;
 
 use crate::error::{Result, StateError};
-use crate::short_bytes::copy_bytes;
+use crate::stack_encoder::StackEncoder;
 
 /// Version of the value encoding (postcard 1.x wire format), written into file
 /// headers.
@@ -75,55 +75,11 @@ pub fn with_encoded<T: Serialize + ?Sized, R>(
     value: &T,
     f: impl FnOnce(&[u8]) -> Result<R>,
 ) -> Result<R> {
-    let mut buffer = StackBuffer {
-        bytes: [0; 64],
-        len: 0,
-    };
-    match postcard::serialize_with_flavor(value, &mut buffer) {
-        Ok(()) => f(buffer.bytes.get(..buffer.len).unwrap_or_default()),
+    let mut encoder = StackEncoder::new();
+    match encoder.encode(value) {
+        Ok(bytes) => f(bytes),
         Err(postcard::Error::SerializeBufferFull) => f(&encode(value)?),
         Err(e) => Err(StateError::codec("encode", e)),
-    }
-}
-
-/// [`with_encoded`]'s output: a postcard flavor over a stack array that
-/// copies the few bytes of each field without a `memcpy` call (postcard's
-/// own slice flavor calls it for every varint, which cost more than the
-/// encoding of a `u64` key itself).
-struct StackBuffer {
-    bytes: [u8; 64],
-    len: usize,
-}
-
-impl postcard::ser_flavors::Flavor for &mut StackBuffer {
-    type Output = ();
-
-    #[inline]
-    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        let end = self.len + data.len();
-        let slot = self
-            .bytes
-            .get_mut(self.len..end)
-            .ok_or(postcard::Error::SerializeBufferFull)?;
-        copy_bytes(slot, data);
-        self.len = end;
-        Ok(())
-    }
-
-    #[inline]
-    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
-        let slot = self
-            .bytes
-            .get_mut(self.len)
-            .ok_or(postcard::Error::SerializeBufferFull)?;
-        *slot = data;
-        self.len += 1;
-        Ok(())
-    }
-
-    #[inline]
-    fn finalize(self) -> postcard::Result<()> {
-        Ok(())
     }
 }
 
@@ -283,6 +239,60 @@ mod tests {
             check(&"x".repeat(len));
             check(&vec![0xABu8; len]);
             check(&(u64::MAX, "y".repeat(len)));
+            check(&RawBytes(vec![0xCD; len]));
+        }
+        // Every integer width the encoder writes directly, at the edges of
+        // their varint lengths and signs.
+        for v in [
+            0i64,
+            1,
+            -1,
+            63,
+            -64,
+            64,
+            -65,
+            8191,
+            -8192,
+            i64::MAX,
+            i64::MIN,
+        ] {
+            check(&v);
+            check(&(v as i32));
+            check(&(v as i16));
+            check(&(v as u16));
+            check(&(v as u32));
+            check(&(v as i8));
+            check(&(v as u8));
+            check(&(v as i128));
+            check(&(v as u128));
+        }
+        // What goes through postcard: other scalars, enums, options, maps,
+        // and a type that serializes differently for human-readable formats.
+        check(&true);
+        check(&'é');
+        check(&1.5f64);
+        check(&-2.5f32);
+        check(&());
+        check(&None::<u64>);
+        check(&Some("k"));
+        check(&std::net::Ipv4Addr::new(10, 0, 0, 1));
+        check(&std::time::Duration::from_millis(1_500));
+        check(&Ok::<u8, String>(7));
+        check(&Err::<u8, String>("e".into()));
+        check(&std::collections::BTreeMap::from([(1u32, "a"), (2, "b")]));
+        check(&((1u64, -2i32), [3u16; 3], vec![Some(4i64), None]));
+    }
+
+    /// Serializes through `serialize_bytes` (a `Vec<u8>` is a sequence).
+    #[derive(Debug)]
+    struct RawBytes(Vec<u8>);
+
+    impl Serialize for RawBytes {
+        fn serialize<S: serde::Serializer>(
+            &self,
+            serializer: S,
+        ) -> std::result::Result<S::Ok, S::Error> {
+            serializer.serialize_bytes(&self.0)
         }
     }
 

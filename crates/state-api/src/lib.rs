@@ -56,6 +56,7 @@ pub mod operator_state;
 pub mod registry;
 pub mod short_bytes;
 pub mod snapshot;
+mod stack_encoder;
 pub mod state;
 pub mod storage;
 pub mod timers;

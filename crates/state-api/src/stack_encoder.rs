@@ -1,0 +1,286 @@
+//! The encoder behind [`with_encoded`](crate::codec::with_encoded): postcard's
+//! bytes, written into a stack buffer, with the top-level integers and strings
+//! of keys written directly.
+//!
+//! Every state access of the typed API encodes its key, mostly a single
+//! integer or string. Postcard writes an integer as a varint into a temporary
+//! array, then copies that into its output through the flavor; writing the
+//! varint straight into the buffer takes about half the instructions. Every
+//! other value (and everything nested in a struct, tuple, option or
+//! sequence) goes through postcard's own serializer over the same buffer, so
+//! the bytes are postcard's in every case (pinned by the codec's tests).
+
+use serde::Serialize;
+use serde::ser;
+
+use crate::short_bytes::copy_bytes;
+
+/// Encodings up to this many bytes stay on the stack.
+pub(crate) const STACK_BYTES: usize = 64;
+
+/// A postcard output flavor over a stack array; copies the few bytes of each
+/// field without a `memcpy` call.
+pub(crate) struct StackBuffer {
+    bytes: [u8; STACK_BYTES],
+    len: usize,
+}
+
+impl StackBuffer {
+    /// The bytes written so far.
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        self.bytes.get(..self.len).unwrap_or_default()
+    }
+
+    /// Appends `value` as a LEB128 varint (postcard's integer encoding).
+    #[inline]
+    fn push_varint(&mut self, mut value: u64) -> postcard::Result<()> {
+        let mut at = self.len;
+        loop {
+            let slot = self
+                .bytes
+                .get_mut(at)
+                .ok_or(postcard::Error::SerializeBufferFull)?;
+            at += 1;
+            if value < 0x80 {
+                *slot = value as u8;
+                self.len = at;
+                return Ok(());
+            }
+            *slot = (value as u8) | 0x80;
+            value >>= 7;
+        }
+    }
+}
+
+impl postcard::ser_flavors::Flavor for StackBuffer {
+    type Output = ();
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        let end = self.len + data.len();
+        let slot = self
+            .bytes
+            .get_mut(self.len..end)
+            .ok_or(postcard::Error::SerializeBufferFull)?;
+        copy_bytes(slot, data);
+        self.len = end;
+        Ok(())
+    }
+
+    #[inline]
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        let slot = self
+            .bytes
+            .get_mut(self.len)
+            .ok_or(postcard::Error::SerializeBufferFull)?;
+        *slot = data;
+        self.len += 1;
+        Ok(())
+    }
+
+    #[inline]
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+/// Postcard's serializer over a [`StackBuffer`], with the direct paths.
+pub(crate) struct StackEncoder {
+    inner: postcard::Serializer<StackBuffer>,
+}
+
+impl StackEncoder {
+    /// An empty encoder.
+    #[inline]
+    pub(crate) fn new() -> Self {
+        Self {
+            inner: postcard::Serializer {
+                output: StackBuffer {
+                    bytes: [0; STACK_BYTES],
+                    len: 0,
+                },
+            },
+        }
+    }
+
+    /// Encodes `value`; [`postcard::Error::SerializeBufferFull`] when it
+    /// does not fit the buffer.
+    #[inline]
+    pub(crate) fn encode<T: Serialize + ?Sized>(&mut self, value: &T) -> postcard::Result<&[u8]> {
+        value.serialize(&mut *self)?;
+        Ok(self.inner.output.as_slice())
+    }
+
+    /// Appends `bytes` behind their varint length (postcard's strings and
+    /// byte arrays).
+    #[inline]
+    fn push_len_prefixed(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        use postcard::ser_flavors::Flavor as _;
+        self.inner.output.push_varint(bytes.len() as u64)?;
+        self.inner.output.try_extend(bytes)
+    }
+}
+
+/// Postcard's serializer, through which everything without a direct path
+/// goes.
+type Postcard<'a> = &'a mut postcard::Serializer<StackBuffer>;
+
+impl<'a> ser::Serializer for &'a mut StackEncoder {
+    type Ok = ();
+    type Error = postcard::Error;
+    type SerializeSeq = Postcard<'a>;
+    type SerializeTuple = Postcard<'a>;
+    type SerializeTupleStruct = Postcard<'a>;
+    type SerializeTupleVariant = Postcard<'a>;
+    type SerializeMap = Postcard<'a>;
+    type SerializeStruct = Postcard<'a>;
+    type SerializeStructVariant = Postcard<'a>;
+
+    // Direct paths: postcard writes unsigned integers as varints and signed
+    // ones zigzagged, then as varints; strings and bytes behind their length.
+    #[inline]
+    fn serialize_u16(self, v: u16) -> postcard::Result<()> {
+        self.inner.output.push_varint(u64::from(v))
+    }
+    #[inline]
+    fn serialize_u32(self, v: u32) -> postcard::Result<()> {
+        self.inner.output.push_varint(u64::from(v))
+    }
+    #[inline]
+    fn serialize_u64(self, v: u64) -> postcard::Result<()> {
+        self.inner.output.push_varint(v)
+    }
+    #[inline]
+    fn serialize_i16(self, v: i16) -> postcard::Result<()> {
+        self.inner
+            .output
+            .push_varint(u64::from(((v << 1) ^ (v >> 15)) as u16))
+    }
+    #[inline]
+    fn serialize_i32(self, v: i32) -> postcard::Result<()> {
+        self.inner
+            .output
+            .push_varint(u64::from(((v << 1) ^ (v >> 31)) as u32))
+    }
+    #[inline]
+    fn serialize_i64(self, v: i64) -> postcard::Result<()> {
+        self.inner.output.push_varint(((v << 1) ^ (v >> 63)) as u64)
+    }
+    #[inline]
+    fn serialize_str(self, v: &str) -> postcard::Result<()> {
+        self.push_len_prefixed(v.as_bytes())
+    }
+    #[inline]
+    fn serialize_bytes(self, v: &[u8]) -> postcard::Result<()> {
+        self.push_len_prefixed(v)
+    }
+
+    // Everything else is postcard's.
+    fn is_human_readable(&self) -> bool {
+        // Postcard's answer (types such as addresses serialize compactly).
+        false
+    }
+    fn serialize_bool(self, v: bool) -> postcard::Result<()> {
+        self.inner.serialize_bool(v)
+    }
+    fn serialize_i8(self, v: i8) -> postcard::Result<()> {
+        self.inner.serialize_i8(v)
+    }
+    fn serialize_i128(self, v: i128) -> postcard::Result<()> {
+        self.inner.serialize_i128(v)
+    }
+    fn serialize_u8(self, v: u8) -> postcard::Result<()> {
+        self.inner.serialize_u8(v)
+    }
+    fn serialize_u128(self, v: u128) -> postcard::Result<()> {
+        self.inner.serialize_u128(v)
+    }
+    fn serialize_f32(self, v: f32) -> postcard::Result<()> {
+        self.inner.serialize_f32(v)
+    }
+    fn serialize_f64(self, v: f64) -> postcard::Result<()> {
+        self.inner.serialize_f64(v)
+    }
+    fn serialize_char(self, v: char) -> postcard::Result<()> {
+        self.inner.serialize_char(v)
+    }
+    fn serialize_none(self) -> postcard::Result<()> {
+        self.inner.serialize_none()
+    }
+    fn serialize_some<T: ?Sized + Serialize>(self, value: &T) -> postcard::Result<()> {
+        self.inner.serialize_some(value)
+    }
+    fn serialize_unit(self) -> postcard::Result<()> {
+        self.inner.serialize_unit()
+    }
+    fn serialize_unit_struct(self, name: &'static str) -> postcard::Result<()> {
+        self.inner.serialize_unit_struct(name)
+    }
+    fn serialize_unit_variant(
+        self,
+        name: &'static str,
+        index: u32,
+        variant: &'static str,
+    ) -> postcard::Result<()> {
+        self.inner.serialize_unit_variant(name, index, variant)
+    }
+    fn serialize_newtype_struct<T: ?Sized + Serialize>(
+        self,
+        name: &'static str,
+        value: &T,
+    ) -> postcard::Result<()> {
+        self.inner.serialize_newtype_struct(name, value)
+    }
+    fn serialize_newtype_variant<T: ?Sized + Serialize>(
+        self,
+        name: &'static str,
+        index: u32,
+        variant: &'static str,
+        value: &T,
+    ) -> postcard::Result<()> {
+        self.inner
+            .serialize_newtype_variant(name, index, variant, value)
+    }
+    fn serialize_seq(self, len: Option<usize>) -> postcard::Result<Postcard<'a>> {
+        self.inner.serialize_seq(len)
+    }
+    fn serialize_tuple(self, len: usize) -> postcard::Result<Postcard<'a>> {
+        self.inner.serialize_tuple(len)
+    }
+    fn serialize_tuple_struct(
+        self,
+        name: &'static str,
+        len: usize,
+    ) -> postcard::Result<Postcard<'a>> {
+        self.inner.serialize_tuple_struct(name, len)
+    }
+    fn serialize_tuple_variant(
+        self,
+        name: &'static str,
+        index: u32,
+        variant: &'static str,
+        len: usize,
+    ) -> postcard::Result<Postcard<'a>> {
+        self.inner
+            .serialize_tuple_variant(name, index, variant, len)
+    }
+    fn serialize_map(self, len: Option<usize>) -> postcard::Result<Postcard<'a>> {
+        self.inner.serialize_map(len)
+    }
+    fn serialize_struct(self, name: &'static str, len: usize) -> postcard::Result<Postcard<'a>> {
+        self.inner.serialize_struct(name, len)
+    }
+    fn serialize_struct_variant(
+        self,
+        name: &'static str,
+        index: u32,
+        variant: &'static str,
+        len: usize,
+    ) -> postcard::Result<Postcard<'a>> {
+        self.inner
+            .serialize_struct_variant(name, index, variant, len)
+    }
+    fn collect_str<T: ?Sized + std::fmt::Display>(self, value: &T) -> postcard::Result<()> {
+        self.inner.collect_str(value)
+    }
+}
