@@ -25,7 +25,7 @@
 //! are checked against their key group.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rocksdb::{IngestExternalFileOptions, Options, ReadOptions, SstFileWriter, WriteBatch};
 use state_api::codec::ListElements;
@@ -132,6 +132,7 @@ pub(crate) fn restore(
                     skip,
                     options,
                     ingest.path(),
+                    threads,
                 )?;
                 // The temporary DB closes before its directory is removed.
                 drop(source);
@@ -292,9 +293,13 @@ fn clip(db: &Db, range: KeyGroupRange, layout: KeyLayout) -> Result<()> {
 
 /// Copies the key groups of `range` that `handle` holds from `source` into
 /// `target`, state by state: each state's entries are written, in key
-/// order, into one SST file in `ingest_dir` and ingested (moved) into the
+/// order, into SST files in `ingest_dir` and ingested (moved) into the
 /// target's column family, which bypasses the memtables, the write path and
-/// the compactions that write batches would cause.
+/// the compactions that write batches would cause. The key groups are split
+/// into up to `threads` contiguous parts, each scanned into its own file by
+/// its own thread (the files do not overlap, so one ingestion takes them
+/// all): the scan is CPU-bound, entry by entry through RocksDB's iterator and
+/// file writer.
 #[allow(clippy::too_many_arguments)]
 fn copy_key_groups(
     source: &Db,
@@ -305,6 +310,7 @@ fn copy_key_groups(
     skip: &[String],
     options: &DbOptions,
     ingest_dir: &Path,
+    threads: usize,
 ) -> Result<()> {
     let part = handle.key_group_range.intersection(&range);
     if part.is_empty() {
@@ -312,7 +318,7 @@ fn copy_key_groups(
     }
     std::fs::create_dir_all(ingest_dir)
         .map_err(|e| crate::backend::local_error("create directory", ingest_dir, e))?;
-    let (lower, upper) = layout.range_bounds(part);
+    let parts = split_key_groups(part, threads);
     let mut ingest = IngestExternalFileOptions::default();
     ingest.set_move_files(true);
     for (n, meta) in handle
@@ -326,36 +332,93 @@ fn copy_key_groups(
             continue; // a state without entries
         };
         let to = column_family(target, &name)?;
-        let mut read = ReadOptions::default();
-        read.set_iterate_lower_bound(lower.clone());
-        read.set_iterate_upper_bound(upper.clone());
-        read.fill_cache(false);
-        // The downloaded files' checksums were verified whole; a sequential
-        // scan reads ahead.
-        read.set_verify_checksums(false);
-        read.set_readahead_size(READAHEAD_BYTES);
-        let mut iter = source.raw_iterator_cf_opt(from, read);
-        iter.seek_to_first();
         let cf_options = options.for_cf(&name);
-        let mut writer = SstFileWriter::create(&cf_options);
-        let file = ingest_dir.join(format!("{n}.sst"));
-        writer.open(&file).map_err(db_error)?;
-        let mut written = 0u64;
-        while let Some((key, value)) = iter.item() {
-            writer.put(key, value).map_err(db_error)?;
-            written += 1;
-            iter.next();
-        }
-        iter.status().map_err(db_error)?;
-        if written == 0 {
+        let written: Vec<Option<PathBuf>> = std::thread::scope(|scope| {
+            let scans: Vec<_> = parts
+                .iter()
+                .enumerate()
+                .map(|(t, part)| {
+                    let file = ingest_dir.join(format!("{n}-{t}.sst"));
+                    let bounds = layout.range_bounds(*part);
+                    let cf_options = &cf_options;
+                    scope.spawn(move || {
+                        let entries = scan_into_sst(source, from, bounds, cf_options, &file)?;
+                        Ok((entries > 0).then_some(file))
+                    })
+                })
+                .collect();
+            scans
+                .into_iter()
+                .map(|scan| {
+                    scan.join().unwrap_or_else(|_| {
+                        Err(StateError::Backend {
+                            backend: BACKEND_NAME,
+                            source: "a restore scan thread panicked".into(),
+                        })
+                    })
+                })
+                .collect::<Result<_>>()
+        })?;
+        let files: Vec<PathBuf> = written.into_iter().flatten().collect();
+        if files.is_empty() {
             continue; // RocksDB refuses an SST file without entries
         }
-        writer.finish().map_err(db_error)?;
         target
-            .ingest_external_file_cf_opts(to, &ingest, vec![&file])
+            .ingest_external_file_cf_opts(to, &ingest, files)
             .map_err(db_error)?;
     }
     Ok(())
+}
+
+/// `range` in up to `parts` contiguous, non-empty pieces of near-equal size.
+fn split_key_groups(range: KeyGroupRange, parts: usize) -> Vec<KeyGroupRange> {
+    let len = range.len();
+    let parts = parts.clamp(1, len.max(1));
+    (0..parts)
+        .filter_map(|i| {
+            let start = range.start() + (len * i / parts) as state_api::KeyGroup;
+            let end = range.start() + (len * (i + 1) / parts) as state_api::KeyGroup;
+            KeyGroupRange::new(start, end)
+                .ok()
+                .filter(|r| !r.is_empty())
+        })
+        .collect()
+}
+
+/// Writes the entries of column family `from` between `bounds` into a new
+/// SST file at `file`; returns how many (none: no file worth ingesting).
+fn scan_into_sst(
+    source: &Db,
+    from: &rocksdb::ColumnFamily,
+    (lower, upper): (Vec<u8>, Vec<u8>),
+    cf_options: &Options,
+    file: &Path,
+) -> Result<u64> {
+    let mut read = ReadOptions::default();
+    read.set_iterate_lower_bound(lower);
+    read.set_iterate_upper_bound(upper);
+    read.fill_cache(false);
+    // The downloaded files' checksums were verified whole; a sequential
+    // scan reads ahead.
+    read.set_verify_checksums(false);
+    read.set_readahead_size(READAHEAD_BYTES);
+    let mut iter = source.raw_iterator_cf_opt(from, read);
+    iter.seek_to_first();
+    let mut writer = SstFileWriter::create(cf_options);
+    let mut written = 0u64;
+    while let Some((key, value)) = iter.item() {
+        if written == 0 {
+            writer.open(file).map_err(db_error)?;
+        }
+        writer.put(key, value).map_err(db_error)?;
+        written += 1;
+        iter.next();
+    }
+    iter.status().map_err(db_error)?;
+    if written > 0 {
+        writer.finish().map_err(db_error)?;
+    }
+    Ok(written)
 }
 
 /// Streams the entries of this backend's key groups from a key-group file.
@@ -446,4 +509,35 @@ fn column_family<'a>(db: &'a Db, name: &str) -> Result<&'a rocksdb::ColumnFamily
         backend: BACKEND_NAME,
         source: format!("column family '{name}' is missing").into(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_groups_split_into_contiguous_covering_parts() {
+        for (start, end) in [(0, 128), (64, 128), (3, 10), (5, 6), (0, 32_768)] {
+            let range = KeyGroupRange::new(start, end).unwrap();
+            for parts in [0, 1, 2, 3, 4, 7, 200] {
+                let split = split_key_groups(range, parts);
+                assert_eq!(
+                    split.len(),
+                    parts.clamp(1, range.len()),
+                    "{range:?} / {parts}"
+                );
+                assert_eq!(split.first().unwrap().start(), start);
+                assert_eq!(split.last().unwrap().end_exclusive(), end);
+                for pair in split.windows(2) {
+                    assert_eq!(pair[0].end_exclusive(), pair[1].start(), "contiguous");
+                }
+                let sizes: Vec<usize> = split.iter().map(KeyGroupRange::len).collect();
+                let (min, max) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
+                assert!(
+                    *min >= 1 && max - min <= 1,
+                    "near-equal, non-empty: {sizes:?}"
+                );
+            }
+        }
+    }
 }
