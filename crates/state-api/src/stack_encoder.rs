@@ -125,6 +125,17 @@ impl StackEncoder {
 /// goes.
 type Postcard<'a> = &'a mut postcard::Serializer<StackBuffer>;
 
+/// Serializer methods of one scalar argument that postcard writes.
+macro_rules! delegate_scalars {
+    ($($method:ident($ty:ty),)*) => {
+        $(
+            fn $method(self, v: $ty) -> postcard::Result<()> {
+                self.inner.$method(v)
+            }
+        )*
+    };
+}
+
 impl<'a> ser::Serializer for &'a mut StackEncoder {
     type Ok = ();
     type Error = postcard::Error;
@@ -180,29 +191,15 @@ impl<'a> ser::Serializer for &'a mut StackEncoder {
         // Postcard's answer (types such as addresses serialize compactly).
         false
     }
-    fn serialize_bool(self, v: bool) -> postcard::Result<()> {
-        self.inner.serialize_bool(v)
-    }
-    fn serialize_i8(self, v: i8) -> postcard::Result<()> {
-        self.inner.serialize_i8(v)
-    }
-    fn serialize_i128(self, v: i128) -> postcard::Result<()> {
-        self.inner.serialize_i128(v)
-    }
-    fn serialize_u8(self, v: u8) -> postcard::Result<()> {
-        self.inner.serialize_u8(v)
-    }
-    fn serialize_u128(self, v: u128) -> postcard::Result<()> {
-        self.inner.serialize_u128(v)
-    }
-    fn serialize_f32(self, v: f32) -> postcard::Result<()> {
-        self.inner.serialize_f32(v)
-    }
-    fn serialize_f64(self, v: f64) -> postcard::Result<()> {
-        self.inner.serialize_f64(v)
-    }
-    fn serialize_char(self, v: char) -> postcard::Result<()> {
-        self.inner.serialize_char(v)
+    delegate_scalars! {
+        serialize_bool(bool),
+        serialize_i8(i8),
+        serialize_i128(i128),
+        serialize_u8(u8),
+        serialize_u128(u128),
+        serialize_f32(f32),
+        serialize_f64(f64),
+        serialize_char(char),
     }
     fn serialize_none(self) -> postcard::Result<()> {
         self.inner.serialize_none()
