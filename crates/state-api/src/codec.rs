@@ -281,7 +281,26 @@ mod tests {
         check(&Err::<u8, String>("e".into()));
         check(&std::collections::BTreeMap::from([(1u32, "a"), (2, "b")]));
         check(&((1u64, -2i32), [3u16; 3], vec![Some(4i64), None]));
+        check(&Shapes::Unit);
+        check(&Shapes::Tuple(7, -300));
+        check(&Shapes::Struct { x: 70_000 });
+        check(&UnitStruct);
+        check(&TupleStruct(513, "t"));
     }
+
+    /// Every serde shape postcard writes for user types.
+    #[derive(Debug, Serialize)]
+    enum Shapes {
+        Unit,
+        Tuple(u8, i64),
+        Struct { x: u32 },
+    }
+
+    #[derive(Debug, Serialize)]
+    struct UnitStruct;
+
+    #[derive(Debug, Serialize)]
+    struct TupleStruct(u16, &'static str);
 
     /// Serializes through `serialize_bytes` (a `Vec<u8>` is a sequence).
     #[derive(Debug)]

@@ -125,12 +125,12 @@ impl StackEncoder {
 /// goes.
 type Postcard<'a> = &'a mut postcard::Serializer<StackBuffer>;
 
-/// Serializer methods of one scalar argument that postcard writes.
-macro_rules! delegate_scalars {
-    ($($method:ident($ty:ty),)*) => {
+/// Serializer methods that hand their arguments to postcard's serializer.
+macro_rules! delegate {
+    ($(fn $method:ident($($arg:ident: $ty:ty),*) -> $out:ty;)*) => {
         $(
-            fn $method(self, v: $ty) -> postcard::Result<()> {
-                self.inner.$method(v)
+            fn $method(self, $($arg: $ty),*) -> postcard::Result<$out> {
+                self.inner.$method($($arg),*)
             }
         )*
     };
@@ -191,35 +191,39 @@ impl<'a> ser::Serializer for &'a mut StackEncoder {
         // Postcard's answer (types such as addresses serialize compactly).
         false
     }
-    delegate_scalars! {
-        serialize_bool(bool),
-        serialize_i8(i8),
-        serialize_i128(i128),
-        serialize_u8(u8),
-        serialize_u128(u128),
-        serialize_f32(f32),
-        serialize_f64(f64),
-        serialize_char(char),
-    }
-    fn serialize_none(self) -> postcard::Result<()> {
-        self.inner.serialize_none()
+    delegate! {
+        fn serialize_bool(v: bool) -> ();
+        fn serialize_i8(v: i8) -> ();
+        fn serialize_i128(v: i128) -> ();
+        fn serialize_u8(v: u8) -> ();
+        fn serialize_u128(v: u128) -> ();
+        fn serialize_f32(v: f32) -> ();
+        fn serialize_f64(v: f64) -> ();
+        fn serialize_char(v: char) -> ();
+        fn serialize_none() -> ();
+        fn serialize_unit() -> ();
+        fn serialize_unit_struct(name: &'static str) -> ();
+        fn serialize_unit_variant(name: &'static str, index: u32, variant: &'static str) -> ();
+        fn serialize_seq(len: Option<usize>) -> Postcard<'a>;
+        fn serialize_tuple(len: usize) -> Postcard<'a>;
+        fn serialize_tuple_struct(name: &'static str, len: usize) -> Postcard<'a>;
+        fn serialize_tuple_variant(
+            name: &'static str,
+            index: u32,
+            variant: &'static str,
+            len: usize
+        ) -> Postcard<'a>;
+        fn serialize_map(len: Option<usize>) -> Postcard<'a>;
+        fn serialize_struct(name: &'static str, len: usize) -> Postcard<'a>;
+        fn serialize_struct_variant(
+            name: &'static str,
+            index: u32,
+            variant: &'static str,
+            len: usize
+        ) -> Postcard<'a>;
     }
     fn serialize_some<T: ?Sized + Serialize>(self, value: &T) -> postcard::Result<()> {
         self.inner.serialize_some(value)
-    }
-    fn serialize_unit(self) -> postcard::Result<()> {
-        self.inner.serialize_unit()
-    }
-    fn serialize_unit_struct(self, name: &'static str) -> postcard::Result<()> {
-        self.inner.serialize_unit_struct(name)
-    }
-    fn serialize_unit_variant(
-        self,
-        name: &'static str,
-        index: u32,
-        variant: &'static str,
-    ) -> postcard::Result<()> {
-        self.inner.serialize_unit_variant(name, index, variant)
     }
     fn serialize_newtype_struct<T: ?Sized + Serialize>(
         self,
@@ -237,45 +241,6 @@ impl<'a> ser::Serializer for &'a mut StackEncoder {
     ) -> postcard::Result<()> {
         self.inner
             .serialize_newtype_variant(name, index, variant, value)
-    }
-    fn serialize_seq(self, len: Option<usize>) -> postcard::Result<Postcard<'a>> {
-        self.inner.serialize_seq(len)
-    }
-    fn serialize_tuple(self, len: usize) -> postcard::Result<Postcard<'a>> {
-        self.inner.serialize_tuple(len)
-    }
-    fn serialize_tuple_struct(
-        self,
-        name: &'static str,
-        len: usize,
-    ) -> postcard::Result<Postcard<'a>> {
-        self.inner.serialize_tuple_struct(name, len)
-    }
-    fn serialize_tuple_variant(
-        self,
-        name: &'static str,
-        index: u32,
-        variant: &'static str,
-        len: usize,
-    ) -> postcard::Result<Postcard<'a>> {
-        self.inner
-            .serialize_tuple_variant(name, index, variant, len)
-    }
-    fn serialize_map(self, len: Option<usize>) -> postcard::Result<Postcard<'a>> {
-        self.inner.serialize_map(len)
-    }
-    fn serialize_struct(self, name: &'static str, len: usize) -> postcard::Result<Postcard<'a>> {
-        self.inner.serialize_struct(name, len)
-    }
-    fn serialize_struct_variant(
-        self,
-        name: &'static str,
-        index: u32,
-        variant: &'static str,
-        len: usize,
-    ) -> postcard::Result<Postcard<'a>> {
-        self.inner
-            .serialize_struct_variant(name, index, variant, len)
     }
     fn collect_str<T: ?Sized + std::fmt::Display>(self, value: &T) -> postcard::Result<()> {
         self.inner.collect_str(value)

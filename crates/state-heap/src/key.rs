@@ -137,20 +137,19 @@ impl CurrentKey {
         let len = encoded_key.len();
         // The common case, a key under 128 bytes: its varint length is one
         // byte and the prefix fits the inline buffer (a few stores; the
-        // general path below costs several times as many instructions).
-        if len < 0x80 {
-            let [length_slot, key_slots @ ..] = &mut self.inline;
+        // general path costs several times as many instructions).
+        if len < 0x80
+            && let Some((length_slot, key_slots)) = self.inline.split_first_mut()
+            && let Some(key_slot) = key_slots.get_mut(..len)
+        {
             *length_slot = len as u8;
-            if let Some(key_slot) = key_slots.get_mut(..len) {
-                copy_bytes(key_slot, encoded_key);
-                self.prefix_spilled = false;
-                self.key_start = 1;
-                self.prefix_len = 1 + len;
-                self.key_group = Some((key_group, index));
-                return Ok(());
-            }
+            copy_bytes(key_slot, encoded_key);
+            self.prefix_spilled = false;
+            self.key_start = 1;
+            self.prefix_len = 1 + len;
+        } else {
+            self.set_long(encoded_key);
         }
-        self.set_long(encoded_key);
         self.key_group = Some((key_group, index));
         Ok(())
     }

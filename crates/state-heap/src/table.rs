@@ -360,29 +360,29 @@ impl<V: Clone> StateTable<V> {
     ) {
         let hash = hash_key(key);
         let key_group = self.key_group_mut(index);
-        // Writing copies a page a snapshot shares; so does adding, so unlike
-        // `get_mut` there is nothing to save by looking first.
-        let page = Arc::make_mut(key_group.slot(hash));
-        // Below the limit the page has room (or hashbrown makes it, as an
-        // insert would); a full page splits before it takes a new key,
-        // which `entry` would instead grow it for.
-        if page.len() < PAGE_LIMIT {
-            match page.entry(hash, |e| e.key.eq_slice(key), |e| hash_key(&e.key)) {
-                hashbrown::hash_table::Entry::Occupied(mut occupied) => {
-                    update(&mut occupied.get_mut().value);
-                }
-                hashbrown::hash_table::Entry::Vacant(vacant) => {
-                    vacant.insert(Entry {
-                        key: KeyBytes::from_slice(key),
-                        value: create(),
-                    });
-                }
+        if key_group.page(hash).len() >= PAGE_LIMIT {
+            // A full page splits before it takes a new key (`entry` would
+            // grow it instead): look up, then add through the split.
+            match self.get_mut_hashed(index, key, hash) {
+                Some(existing) => update(existing),
+                None => self.insert_new_hashed(index, key, hash, create()),
             }
             return;
         }
-        match page.find_mut(hash, |e| e.key.eq_slice(key)) {
-            Some(entry) => update(&mut entry.value),
-            None => self.insert_new_hashed(index, key, hash, create()),
+        // Writing copies a page a snapshot shares; so does adding, so unlike
+        // `get_mut` there is nothing to save by looking first. The page has
+        // room (or hashbrown makes it, as an insert would).
+        let page = Arc::make_mut(key_group.slot(hash));
+        match page.entry(hash, |e| e.key.eq_slice(key), |e| hash_key(&e.key)) {
+            hashbrown::hash_table::Entry::Occupied(mut occupied) => {
+                update(&mut occupied.get_mut().value);
+            }
+            hashbrown::hash_table::Entry::Vacant(vacant) => {
+                vacant.insert(Entry {
+                    key: KeyBytes::from_slice(key),
+                    value: create(),
+                });
+            }
         }
     }
 
