@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 use rocksdb::{IngestExternalFileOptions, Options, ReadOptions, SstFileWriter, WriteBatch};
 use state_api::codec::ListElements;
 use state_api::format::key_groups::KeyGroupsReader;
+use state_api::key_group::key_group_range_for_operator;
 use state_api::timers::decode_timestamp;
 use state_api::{
     BackendContext, CheckpointStorageAccess, FileHandle, IncrementalStateHandle, KeyGroupRange,
@@ -333,31 +334,11 @@ fn copy_key_groups(
         };
         let to = column_family(target, &name)?;
         let cf_options = options.for_cf(&name);
-        let written: Vec<Option<PathBuf>> = std::thread::scope(|scope| {
-            let scans: Vec<_> = parts
-                .iter()
-                .enumerate()
-                .map(|(t, part)| {
-                    let file = ingest_dir.join(format!("{n}-{t}.sst"));
-                    let bounds = layout.range_bounds(*part);
-                    let cf_options = &cf_options;
-                    scope.spawn(move || {
-                        let entries = scan_into_sst(source, from, bounds, cf_options, &file)?;
-                        Ok((entries > 0).then_some(file))
-                    })
-                })
-                .collect();
-            scans
-                .into_iter()
-                .map(|scan| {
-                    scan.join().unwrap_or_else(|_| {
-                        Err(StateError::Backend {
-                            backend: BACKEND_NAME,
-                            source: "a restore scan thread panicked".into(),
-                        })
-                    })
-                })
-                .collect::<Result<_>>()
+        let written = transfer::run_parallel(&parts, threads, |part| {
+            let file = ingest_dir.join(format!("{n}-{}.sst", part.start()));
+            let bounds = layout.range_bounds(*part);
+            let entries = scan_into_sst(source, from, bounds, &cf_options, &file)?;
+            Ok((entries > 0).then_some(file))
         })?;
         let files: Vec<PathBuf> = written.into_iter().flatten().collect();
         if files.is_empty() {
@@ -370,17 +351,19 @@ fn copy_key_groups(
     Ok(())
 }
 
-/// `range` in up to `parts` contiguous, non-empty pieces of near-equal size.
+/// `range` in up to `parts` contiguous, non-empty pieces: Flink's operator
+/// ranges over its key groups.
 fn split_key_groups(range: KeyGroupRange, parts: usize) -> Vec<KeyGroupRange> {
-    let len = range.len();
-    let parts = parts.clamp(1, len.max(1));
+    let len = range.len() as u32;
+    let parts = (parts as u32).clamp(1, len.max(1));
     (0..parts)
         .filter_map(|i| {
-            let start = range.start() + (len * i / parts) as state_api::KeyGroup;
-            let end = range.start() + (len * (i + 1) / parts) as state_api::KeyGroup;
-            KeyGroupRange::new(start, end)
-                .ok()
-                .filter(|r| !r.is_empty())
+            let piece = key_group_range_for_operator(len, parts, i).ok()?;
+            KeyGroupRange::new(
+                range.start() + piece.start(),
+                range.start() + piece.end_exclusive(),
+            )
+            .ok()
         })
         .collect()
 }

@@ -362,11 +362,12 @@ fn scan(shared: &Shared, dir: &Path, tracker: &Mutex<UploadTracker>, threads: us
     });
 }
 
-/// An `Uploading` entry of an upload that unwound: released on drop.
+/// An `Uploading` entry whose upload failed or unwound: released on drop,
+/// and the file skipped (a checkpoint that needs it uploads it).
 struct Claim<'a> {
     shared: &'a Shared,
     name: &'a str,
-    /// Cleared once the outcome is handled normally.
+    /// Cleared once the upload succeeded or found its file gone.
     armed: bool,
 }
 
@@ -400,32 +401,36 @@ fn upload_one(
         }
         state.entries.insert(name.to_string(), Entry::Uploading);
     }
-    // Should the upload panic, the entry must not stay `Uploading`: a
-    // checkpoint waiting for it would wait forever.
+    // Should the upload fail or panic, the entry must not stay `Uploading`:
+    // a checkpoint waiting for it would wait forever.
     let mut claim = Claim {
         shared,
         name,
         armed: true,
     };
     // Opened before anything else: a compaction may delete the file any
-    // moment, and the descriptor keeps its content.
-    let outcome = match File::open(dir.join(name)) {
+    // moment, and the descriptor keeps its content. A failure returns with
+    // the claim armed.
+    let uploaded = match File::open(dir.join(name)) {
         Ok(file) => {
-            transfer::upload_file(&**storage, checkpoint_id, StateScope::Shared, name, &file)
-                .map(Some)
-                .map_err(drop)
+            let Ok(handle) =
+                transfer::upload_file(&**storage, checkpoint_id, StateScope::Shared, name, &file)
+            else {
+                return;
+            };
+            Some(handle)
         }
         // Compacted away since the scan: no checkpoint can need it.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(_) => Err(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(_) => return,
     };
     claim.armed = false;
     let mut state = shared.state.lock();
-    match outcome {
-        Ok(None) => {
+    match uploaded {
+        None => {
             state.entries.remove(name);
         }
-        Ok(Some(handle)) => {
+        Some(handle) => {
             state.stats.files_uploaded += 1;
             state.stats.bytes_uploaded += handle.size;
             state.entries.insert(
@@ -435,12 +440,6 @@ fn upload_one(
                     storage: Arc::clone(storage),
                 }),
             );
-        }
-        Err(_) => {
-            // A checkpoint that needs the file uploads it.
-            state.stats.failures += 1;
-            state.entries.remove(name);
-            state.skip.insert(name.to_string());
         }
     }
     drop(state);
